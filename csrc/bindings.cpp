@@ -1,0 +1,343 @@
+// The pybind11 module pyllm._C: checks and converts numpy buffers, allocates
+// outputs, releases the GIL around kernel calls. No arithmetic here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/dispatch.h"
+#include "runtime/workspace.h"
+
+namespace py = pybind11;
+using pyllm::kernels;
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); i++) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks that `a` is a C-contiguous float32 array of `ndim` dimensions.
+F32 f32(const py::object& obj, const char* name, int ndim) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::value_error(std::string(name) + " must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<float>()))
+        throw py::value_error(std::string(name) + " must be float32, got " +
+                              std::string(py::str(a.dtype())));
+    if (ndim >= 0 && a.ndim() != ndim)
+        throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
+                              " dimensions, got shape " + shape_str(a));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    return py::reinterpret_borrow<F32>(a);
+}
+
+I64 i64(const py::object& obj, const char* name, int ndim) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::value_error(std::string(name) + " must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<int64_t>()))
+        throw py::value_error(std::string(name) + " must be int64, got " +
+                              std::string(py::str(a.dtype())));
+    if (a.ndim() != ndim)
+        throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
+                              " dimensions, got shape " + shape_str(a));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    return py::reinterpret_borrow<I64>(a);
+}
+
+void expect(bool ok, const std::string& msg) {
+    if (!ok) throw py::value_error(msg);
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) {
+    return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// ---- matmul
+
+F32 matmul(const py::object& a_obj, const py::object& b_obj, bool trans_a, bool trans_b) {
+    F32 a = f32(a_obj, "a", 2), b = f32(b_obj, "b", 2);
+    const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+    expect(K == Kb, "matmul: inner dimensions differ: a is " + shape_str(a) + ", b is " +
+                        shape_str(b) + (trans_b ? " (transposed)" : ""));
+    F32 c({M, N});
+    {
+        py::gil_scoped_release nogil;
+        float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
+        kernels().sgemm(c.mutable_data(), a.data(), b.data(), M, N, K, trans_a, trans_b, false,
+                        work);
+    }
+    return c;
+}
+
+F32 matmul_batched(const py::object& a_obj, const py::object& b_obj) {
+    // a (Bt,M,K), b (Bt,K,N) -> (Bt,M,N)
+    F32 a = f32(a_obj, "a", 3), b = f32(b_obj, "b", 3);
+    const int64_t Bt = a.shape(0), M = a.shape(1), K = a.shape(2), N = b.shape(2);
+    expect(b.shape(0) == Bt && b.shape(1) == K,
+           "matmul: shapes " + shape_str(a) + " and " + shape_str(b) + " do not match");
+    F32 c({Bt, M, N});
+    {
+        py::gil_scoped_release nogil;
+        float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
+        for (int64_t i = 0; i < Bt; i++)
+            kernels().sgemm(c.mutable_data() + i * M * N, a.data() + i * M * K,
+                            b.data() + i * K * N, M, N, K, false, false, false, work);
+    }
+    return c;
+}
+
+F32 matmul_ref(const py::object& a_obj, const py::object& b_obj, bool trans_a, bool trans_b) {
+    F32 a = f32(a_obj, "a", 2), b = f32(b_obj, "b", 2);
+    const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+    expect(K == Kb, "matmul_ref: inner dimensions differ");
+    F32 c({M, N});
+    py::gil_scoped_release nogil;
+    kernels().matmul_ref(c.mutable_data(), a.data(), b.data(), M, N, K, trans_a, trans_b, false);
+    return c;
+}
+
+F32 linear(const py::object& x_obj, const py::object& w_obj, const py::object& bias_obj) {
+    // x (M,IN), weight (OUT,IN), bias (OUT) or None -> (M,OUT)
+    F32 x = f32(x_obj, "input", 2), w = f32(w_obj, "weight", 2);
+    const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+    expect(w.shape(1) == K, "linear: weight must be (out_features, " + std::to_string(K) +
+                                ") for input " + shape_str(x) + ", got " + shape_str(w));
+    const float* bias = nullptr;
+    F32 bias_arr;
+    if (!bias_obj.is_none()) {
+        bias_arr = f32(bias_obj, "bias", 1);
+        expect(bias_arr.shape(0) == N, "linear: bias must be (" + std::to_string(N) +
+                                           ",), got " + shape_str(bias_arr));
+        bias = bias_arr.data();
+    }
+    F32 out({M, N});
+    {
+        py::gil_scoped_release nogil;
+        float* o = out.mutable_data();
+        if (bias)
+            for (int64_t i = 0; i < M; i++)
+                std::copy(bias, bias + N, o + i * N);
+        float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
+        kernels().sgemm(o, x.data(), w.data(), M, N, K, false, true, bias != nullptr, work);
+    }
+    return out;
+}
+
+// ---- row-wise ops over a 2-D (rows, cols) view
+
+template <typename Fn>
+F32 rowwise(const py::object& x_obj, const char* name, Fn fn) {
+    F32 x = f32(x_obj, name, 2);
+    F32 out(shape_of(x));
+    const int64_t rows = x.shape(0), cols = x.shape(1);
+    py::gil_scoped_release nogil;
+    fn(out.mutable_data(), x.data(), rows, cols);
+    return out;
+}
+
+F32 softmax(const py::object& x) {
+    return rowwise(x, "x", [](float* o, const float* i, int64_t r, int64_t c) {
+        kernels().softmax_forward(o, i, r, c);
+    });
+}
+
+F32 log_softmax(const py::object& x) {
+    return rowwise(x, "x", [](float* o, const float* i, int64_t r, int64_t c) {
+        kernels().log_softmax_forward(o, i, r, c);
+    });
+}
+
+F32 rms_norm(const py::object& x_obj, const py::object& w_obj, float eps) {
+    F32 w = f32(w_obj, "weight", 1);
+    F32 x = f32(x_obj, "x", 2);
+    expect(w.shape(0) == x.shape(1), "rms_norm: weight must be (" + std::to_string(x.shape(1)) +
+                                         ",), got " + shape_str(w));
+    return rowwise(x, "x", [&](float* o, const float* i, int64_t r, int64_t c) {
+        kernels().rmsnorm_forward(o, i, w.data(), r, c, eps);
+    });
+}
+
+F32 layer_norm(const py::object& x_obj, const py::object& w_obj, const py::object& b_obj,
+               float eps) {
+    F32 x = f32(x_obj, "x", 2);
+    F32 w, b;
+    const float* wp = nullptr;
+    const float* bp = nullptr;
+    if (!w_obj.is_none()) {
+        w = f32(w_obj, "weight", 1);
+        expect(w.shape(0) == x.shape(1), "layer_norm: weight must be (" +
+                                             std::to_string(x.shape(1)) + ",), got " + shape_str(w));
+        wp = w.data();
+    }
+    if (!b_obj.is_none()) {
+        b = f32(b_obj, "bias", 1);
+        expect(b.shape(0) == x.shape(1), "layer_norm: bias must be (" +
+                                             std::to_string(x.shape(1)) + ",), got " + shape_str(b));
+        bp = b.data();
+    }
+    return rowwise(x, "x", [&](float* o, const float* i, int64_t r, int64_t c) {
+        kernels().layernorm_forward(o, nullptr, nullptr, i, wp, bp, r, c, eps);
+    });
+}
+
+// ---- element-wise
+
+F32 gelu(const py::object& x_obj, bool tanh_approx) {
+    F32 x = f32(x_obj, "x", -1);
+    F32 out(shape_of(x));
+    py::gil_scoped_release nogil;
+    kernels().gelu_forward(out.mutable_data(), x.data(), x.size(), tanh_approx);
+    return out;
+}
+
+F32 silu(const py::object& x_obj) {
+    F32 x = f32(x_obj, "x", -1);
+    F32 out(shape_of(x));
+    py::gil_scoped_release nogil;
+    kernels().silu_forward(out.mutable_data(), x.data(), x.size());
+    return out;
+}
+
+double sum(const py::object& x_obj) {
+    F32 x = f32(x_obj, "x", -1);
+    py::gil_scoped_release nogil;
+    return kernels().sum_forward(x.data(), x.size());
+}
+
+F32 rope(const py::object& x_obj, const py::object& pos_obj, float theta, bool interleaved) {
+    // x (N,T,HS), positions (T,) -> (N,T,HS)
+    F32 x = f32(x_obj, "x", 3);
+    I64 pos = i64(pos_obj, "positions", 1);
+    const int64_t N = x.shape(0), T = x.shape(1), HS = x.shape(2);
+    expect(pos.shape(0) == T, "rope: positions must have one entry per time step (" +
+                                  std::to_string(T) + "), got " + shape_str(pos));
+    expect(HS % 2 == 0, "rope: head size must be even, got " + std::to_string(HS));
+    expect(theta > 0.0f, "rope: theta must be positive");
+    F32 out(shape_of(x));
+    std::vector<float> cos_t(size_t(T * HS / 2)), sin_t(size_t(T * HS / 2));
+    py::gil_scoped_release nogil;
+    kernels().rope_cache(cos_t.data(), sin_t.data(), pos.data(), T, HS, theta);
+    kernels().rope_forward(out.mutable_data(), x.data(), cos_t.data(), sin_t.data(), N, T, HS,
+                           interleaved);
+    return out;
+}
+
+F32 embedding(const py::object& ids_obj, const py::object& table_obj) {
+    // ids (n,), table (V,C) -> (n,C)
+    I64 ids = i64(ids_obj, "ids", 1);
+    F32 table = f32(table_obj, "table", 2);
+    const int64_t n = ids.shape(0), V = table.shape(0), C = table.shape(1);
+    const int64_t* p = ids.data();
+    for (int64_t i = 0; i < n; i++)
+        expect(p[i] >= 0 && p[i] < V, "embedding: id " + std::to_string(p[i]) + " at position " +
+                                          std::to_string(i) + " is out of range [0, " +
+                                          std::to_string(V) + ")");
+    F32 out({n, C});
+    py::gil_scoped_release nogil;
+    kernels().embedding_forward(out.mutable_data(), p, table.data(), n, C);
+    return out;
+}
+
+// ---- attention
+
+std::vector<int64_t> row_strides(const py::array& a) {
+    // strides in floats of dims 0..2 of a 4-D array whose last dim is contiguous
+    return {int64_t(a.strides(0) / 4), int64_t(a.strides(1) / 4), int64_t(a.strides(2) / 4)};
+}
+
+F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj,
+              const py::object& mask_obj, bool causal, float scale, int64_t q_offset) {
+    F32 q = f32(q_obj, "query", 4), k = f32(k_obj, "key", 4), v = f32(v_obj, "value", 4);
+    const int64_t B = q.shape(0), NH = q.shape(1), T = q.shape(2), HS = q.shape(3);
+    const int64_t NKV = k.shape(1), S = k.shape(2);
+    expect(k.shape(0) == B && k.shape(3) == HS,
+           "attention: key must be (B, NKV, S, HS) matching query " + shape_str(q) + ", got " +
+               shape_str(k));
+    expect(shape_of(v) == shape_of(k), "attention: value must have the shape of key " +
+                                           shape_str(k) + ", got " + shape_str(v));
+    expect(NKV > 0 && NH % NKV == 0, "attention: query heads (" + std::to_string(NH) +
+                                         ") must be a multiple of key/value heads (" +
+                                         std::to_string(NKV) + ")");
+    const float* mask = nullptr;
+    std::vector<int64_t> ms{0, 0, 0};
+    py::array m;
+    if (!mask_obj.is_none()) {
+        // a broadcast view: any strides on dims 0..2, contiguous along keys
+        m = py::reinterpret_borrow<py::array>(mask_obj);
+        expect(m.dtype().is(py::dtype::of<float>()), "attn_mask must be float32 here");
+        expect(m.ndim() == 4 && m.shape(0) == B && m.shape(1) == NH && m.shape(2) == T &&
+                   m.shape(3) == S,
+               "attn_mask must broadcast to (B, NH, T, S), got " + shape_str(m));
+        expect(m.strides(3) == 4, "attn_mask must be contiguous along the key dimension");
+        for (int i = 0; i < 3; i++) expect(m.strides(i) % 4 == 0, "attn_mask strides must be whole floats");
+        ms = row_strides(m);
+        mask = static_cast<const float*>(m.data());
+    }
+    F32 out({B, NH, T, HS});
+    const auto os = row_strides(out), qs = row_strides(q), ks = row_strides(k), vs = row_strides(v);
+    py::gil_scoped_release nogil;
+    float* work = pyllm::thread_workspace(pyllm::attention_work_floats(HS, pyllm::num_threads()));
+    kernels().attention_forward(out.mutable_data(), q.data(), k.data(), v.data(), mask, os.data(),
+                                qs.data(), ks.data(), vs.data(), ms.data(), B, NH, NKV, T, S, HS,
+                                scale, causal, q_offset, work);
+    return out;
+}
+
+py::dict cpu_info() {
+    py::dict d;
+    d["isa"] = kernels().isa;
+    d["available_isas"] = pyllm::available_isas();
+    d["features"] = pyllm::cpu_features();
+    d["num_threads"] = pyllm::num_threads();
+#if defined(_OPENMP)
+    d["openmp"] = true;
+#else
+    d["openmp"] = false;
+#endif
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+    m.doc() = "pyllm compiled kernels (private; use pyllm.ops)";
+    m.def("cpu_info", &cpu_info);
+    m.def("set_isa", [](const std::string& isa) { pyllm::set_isa(isa); }, py::arg("isa"));
+    m.def("get_isa", []() { return std::string(kernels().isa); });
+    m.def("set_num_threads", &pyllm::set_num_threads, py::arg("n"));
+    m.def("get_num_threads", &pyllm::num_threads);
+
+    m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false);
+    m.def("matmul_batched", &matmul_batched, py::arg("a"), py::arg("b"));
+    m.def("matmul_ref", &matmul_ref, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false);
+    m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none());
+    m.def("softmax", &softmax, py::arg("x"));
+    m.def("log_softmax", &log_softmax, py::arg("x"));
+    m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("weight"), py::arg("eps"));
+    m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("weight"), py::arg("bias"),
+          py::arg("eps"));
+    m.def("gelu", &gelu, py::arg("x"), py::arg("tanh_approx"));
+    m.def("silu", &silu, py::arg("x"));
+    m.def("sum", &sum, py::arg("x"));
+    m.def("rope", &rope, py::arg("x"), py::arg("positions"), py::arg("theta"),
+          py::arg("interleaved"));
+    m.def("embedding", &embedding, py::arg("ids"), py::arg("table"));
+    m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
+          py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0);
+}

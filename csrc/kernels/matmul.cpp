@@ -1,0 +1,344 @@
+// fp32 matrix multiply: a packed, cache-blocked GEMM with a 6x16 register
+// tile, GEMV paths for a few rows, and the plain reference. Not quantized
+// formats (quant.cpp) and not batched broadcasting (the caller loops).
+#include <cstring>
+
+#include "../simd/simd.h"
+#include "common.h"
+
+namespace pyllm {
+namespace PYLLM_ISA {
+
+#include "kernels.inc"
+
+void matmul_ref(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+                bool trans_a, bool trans_b, bool accumulate) {
+    // A (M,K) or (K,M), B (K,N) or (N,K) -> C (M,N)
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double acc = accumulate ? C[i * N + j] : 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = trans_a ? A[k * M + i] : A[i * K + k];
+                float b = trans_b ? B[j * K + k] : B[k * N + j];
+                acc += double(a) * double(b);
+            }
+            C[i * N + j] = float(acc);
+        }
+    }
+}
+
+namespace {
+
+constexpr int64_t MR = kGemmMR, NR = kGemmNR, MC = kGemmMC, KC = kGemmKC, NC = kGemmNC;
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Packs the (mc, kc) block of A, element (i,k) at A[i*rsa + k*csa], into
+// panels of MR rows: panel p holds kc columns of MR floats, zero padded.
+void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, int64_t kc) {
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        const int64_t m = min64(MR, mc - ir);
+        const float* a = A + ir * rsa;
+        if (m == MR && csa == 1) {
+            const float* r0 = a;
+            const float* r1 = a + rsa;
+            const float* r2 = a + 2 * rsa;
+            const float* r3 = a + 3 * rsa;
+            const float* r4 = a + 4 * rsa;
+            const float* r5 = a + 5 * rsa;
+            for (int64_t k = 0; k < kc; k++) {
+                dst[0] = r0[k];
+                dst[1] = r1[k];
+                dst[2] = r2[k];
+                dst[3] = r3[k];
+                dst[4] = r4[k];
+                dst[5] = r5[k];
+                dst += MR;
+            }
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                for (int64_t r = 0; r < MR; r++) dst[r] = r < m ? a[r * rsa + k * csa] : 0.0f;
+                dst += MR;
+            }
+        }
+    }
+}
+
+// Packs the (kc, nc) block of B, element (k,j) at B[k*rsb + j*csb], into
+// panels of NR columns: panel p holds kc rows of NR floats, zero padded.
+void pack_b(float* dst, const float* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nc) {
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int64_t n = min64(NR, nc - jr);
+        const float* b = B + jr * csb;
+        if (n == NR && csb == 1) {
+            for (int64_t k = 0; k < kc; k++) {
+                vstore(dst + k * NR, vload(b + k * rsb));
+                vstore(dst + k * NR + 8, vload(b + k * rsb + 8));
+            }
+        } else if (rsb == 1) {
+            // B stored (N,K): each column j is contiguous in k
+            for (int64_t j = 0; j < NR; j++) {
+                if (j < n) {
+                    const float* col = b + j * csb;
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = col[k];
+                } else {
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+                }
+            }
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t j = 0; j < NR; j++) dst[k * NR + j] = j < n ? b[k * rsb + j * csb] : 0.0f;
+        }
+        dst += kc * NR;
+    }
+}
+
+// The register tile: C (6,16) (+)= a (kc,6 packed) @ b (kc,16 packed).
+inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                        bool accumulate) {
+    vf c00 = vzero(), c01 = vzero(), c10 = vzero(), c11 = vzero(), c20 = vzero(), c21 = vzero();
+    vf c30 = vzero(), c31 = vzero(), c40 = vzero(), c41 = vzero(), c50 = vzero(), c51 = vzero();
+    for (int64_t k = 0; k < kc; k++) {
+        const vf b0 = vload(b), b1 = vload(b + 8);
+        vf ak = vset1(a[0]);
+        c00 = vfma(ak, b0, c00);
+        c01 = vfma(ak, b1, c01);
+        ak = vset1(a[1]);
+        c10 = vfma(ak, b0, c10);
+        c11 = vfma(ak, b1, c11);
+        ak = vset1(a[2]);
+        c20 = vfma(ak, b0, c20);
+        c21 = vfma(ak, b1, c21);
+        ak = vset1(a[3]);
+        c30 = vfma(ak, b0, c30);
+        c31 = vfma(ak, b1, c31);
+        ak = vset1(a[4]);
+        c40 = vfma(ak, b0, c40);
+        c41 = vfma(ak, b1, c41);
+        ak = vset1(a[5]);
+        c50 = vfma(ak, b0, c50);
+        c51 = vfma(ak, b1, c51);
+        a += MR;
+        b += NR;
+    }
+    if (accumulate) {
+        c00 = vadd(c00, vload(c + 0 * ldc)), c01 = vadd(c01, vload(c + 0 * ldc + 8));
+        c10 = vadd(c10, vload(c + 1 * ldc)), c11 = vadd(c11, vload(c + 1 * ldc + 8));
+        c20 = vadd(c20, vload(c + 2 * ldc)), c21 = vadd(c21, vload(c + 2 * ldc + 8));
+        c30 = vadd(c30, vload(c + 3 * ldc)), c31 = vadd(c31, vload(c + 3 * ldc + 8));
+        c40 = vadd(c40, vload(c + 4 * ldc)), c41 = vadd(c41, vload(c + 4 * ldc + 8));
+        c50 = vadd(c50, vload(c + 5 * ldc)), c51 = vadd(c51, vload(c + 5 * ldc + 8));
+    }
+    vstore(c + 0 * ldc, c00), vstore(c + 0 * ldc + 8, c01);
+    vstore(c + 1 * ldc, c10), vstore(c + 1 * ldc + 8, c11);
+    vstore(c + 2 * ldc, c20), vstore(c + 2 * ldc + 8, c21);
+    vstore(c + 3 * ldc, c30), vstore(c + 3 * ldc + 8, c31);
+    vstore(c + 4 * ldc, c40), vstore(c + 4 * ldc + 8, c41);
+    vstore(c + 5 * ldc, c50), vstore(c + 5 * ldc + 8, c51);
+}
+
+// One thread's share: C[r0:r1, c0:c1] with its own packing buffers.
+void gemm_block(float* C, const float* A, const float* B, int64_t N, int64_t K, int64_t rsa,
+                int64_t csa, int64_t rsb, int64_t csb, bool accumulate, int64_t r0, int64_t r1,
+                int64_t c0, int64_t c1, float* work) {
+    float* pa = work;            // (MC, KC) packed A
+    float* pb = work + MC * KC;  // (KC, NC) packed B
+    float* tile = pb + KC * NC;  // (MR, NR) edge tile
+    for (int64_t jc = c0; jc < c1; jc += NC) {
+        const int64_t nc = min64(NC, c1 - jc);
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            const int64_t kc = min64(KC, K - pc);
+            const bool acc = accumulate || pc > 0;
+            pack_b(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
+            for (int64_t ic = r0; ic < r1; ic += MC) {
+                const int64_t mc = min64(MC, r1 - ic);
+                pack_a(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    const int64_t nr = min64(NR, nc - jr);
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        const int64_t mr = min64(MR, mc - ir);
+                        float* c = C + (ic + ir) * N + jc + jr;
+                        if (mr == MR && nr == NR) {
+                            kernel_6x16(kc, pa + ir * kc, pb + jr * kc, c, N, acc);
+                        } else {
+                            kernel_6x16(kc, pa + ir * kc, pb + jr * kc, tile, NR, false);
+                            for (int64_t i = 0; i < mr; i++)
+                                for (int64_t j = 0; j < nr; j++)
+                                    c[i * N + j] = (acc ? c[i * N + j] : 0.0f) + tile[i * NR + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// A few rows times B stored (K,N): each thread streams its own slice of the
+// rows of B into a private partial result, then the partials are summed.
+// a: MM rows of K contiguous floats. part: nthreads * MM * N floats.
+template <int MM>
+void gemv_kn(float* C, const float* a, const float* B, int64_t N, int64_t K, bool accumulate,
+             float* part) {
+    // a (MM,K), B (K,N) -> C (MM,N)
+    int nt = num_threads();
+    if (K < 64 || int64_t(MM) * N * K < (int64_t(1) << 16)) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = thread_index();
+        const int nr = thread_count();
+        const int64_t kchunk = ceil_div(K, nr);
+        float* y = part + int64_t(t) * MM * N;
+        std::memset(y, 0, sizeof(float) * MM * N);
+        const int64_t k0 = t * kchunk, k1 = min64(K, k0 + kchunk);
+        int64_t k = k0;
+        for (; k + 4 <= k1; k += 4) {
+            const float* b0 = B + k * N;
+            const float* b1 = b0 + N;
+            const float* b2 = b1 + N;
+            const float* b3 = b2 + N;
+            for (int m = 0; m < MM; m++) {
+                const float* am = a + m * K + k;
+                const vf a0 = vset1(am[0]), a1 = vset1(am[1]), a2 = vset1(am[2]), a3 = vset1(am[3]);
+                float* ym = y + m * N;
+                int64_t j = 0;
+                for (; j + 8 <= N; j += 8) {
+                    vf acc = vload(ym + j);
+                    acc = vfma(a0, vload(b0 + j), acc);
+                    acc = vfma(a1, vload(b1 + j), acc);
+                    acc = vfma(a2, vload(b2 + j), acc);
+                    acc = vfma(a3, vload(b3 + j), acc);
+                    vstore(ym + j, acc);
+                }
+                for (; j < N; j++) ym[j] += am[0] * b0[j] + am[1] * b1[j] + am[2] * b2[j] + am[3] * b3[j];
+            }
+        }
+        for (; k < k1; k++) {
+            const float* bk = B + k * N;
+            for (int m = 0; m < MM; m++) {
+                const vf ak = vset1(a[m * K + k]);
+                float* ym = y + m * N;
+                int64_t j = 0;
+                for (; j + 8 <= N; j += 8) vstore(ym + j, vfma(ak, vload(bk + j), vload(ym + j)));
+                for (; j < N; j++) ym[j] += a[m * K + k] * bk[j];
+            }
+        }
+#pragma omp barrier
+        // sum the partials, each thread a slice of the columns
+        const int64_t jchunk = ceil_div(N, nr);
+        const int64_t j0 = t * jchunk, j1 = min64(N, j0 + jchunk);
+        for (int m = 0; m < MM; m++) {
+            for (int64_t j = j0; j < j1; j++) {
+                float s = accumulate ? C[m * N + j] : 0.0f;
+                for (int u = 0; u < nr; u++) s += part[(int64_t(u) * MM + m) * N + j];
+                C[m * N + j] = s;
+            }
+        }
+    }
+}
+
+// A few rows times B stored (N,K) (a Linear weight): each output is a dot
+// product of two contiguous rows; threads take contiguous ranges of B's rows.
+template <int MM, int NN>
+inline void dot_tile(float* C, const float* a, const float* B, int64_t N, int64_t K, int64_t n,
+                     bool accumulate) {
+    vf acc[MM][NN];
+    for (int m = 0; m < MM; m++)
+        for (int r = 0; r < NN; r++) acc[m][r] = vzero();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        vf bv[NN];
+        for (int r = 0; r < NN; r++) bv[r] = vload(B + (n + r) * K + k);
+        for (int m = 0; m < MM; m++) {
+            const vf av = vload(a + m * K + k);
+            for (int r = 0; r < NN; r++) acc[m][r] = vfma(av, bv[r], acc[m][r]);
+        }
+    }
+    for (int m = 0; m < MM; m++) {
+        for (int r = 0; r < NN; r++) {
+            float s = vhsum(acc[m][r]);
+            for (int64_t kk = k; kk < K; kk++) s += a[m * K + kk] * B[(n + r) * K + kk];
+            float* c = C + m * N + n + r;
+            *c = accumulate ? *c + s : s;
+        }
+    }
+}
+
+template <int MM, int NN>
+void gemv_nk(float* C, const float* a, const float* B, int64_t N, int64_t K, bool accumulate) {
+    // a (MM,K), B (N,K) -> C (MM,N)
+    const int nt = int64_t(MM) * N * K < (int64_t(1) << 16) ? 1 : num_threads();
+    const int64_t groups = N / NN;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t g = 0; g < groups; g++) dot_tile<MM, NN>(C, a, B, N, K, g * NN, accumulate);
+    for (int64_t n = groups * NN; n < N; n++) dot_tile<MM, 1>(C, a, B, N, K, n, accumulate);
+}
+
+template <int MM>
+void gemv(float* C, const float* a, const float* B, int64_t N, int64_t K, bool trans_b,
+          bool accumulate, float* part) {
+    if (trans_b)
+        gemv_nk<MM, (MM <= 2 ? 4 : 2)>(C, a, B, N, K, accumulate);
+    else
+        gemv_kn<MM>(C, a, B, N, K, accumulate, part);
+}
+
+}  // namespace
+
+void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+           bool trans_a, bool trans_b, bool accumulate, float* work) {
+    // A (M,K) [or (K,M)], B (K,N) [or (N,K)] -> C (M,N)
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!accumulate) std::memset(C, 0, sizeof(float) * M * N);
+        return;
+    }
+    const int nthreads = num_threads();
+    const int64_t rsa = trans_a ? 1 : K, csa = trans_a ? M : 1;
+    const int64_t rsb = trans_b ? 1 : N, csb = trans_b ? K : 1;
+
+    // A few rows: stream B once instead of packing it.
+    const int64_t capacity = sgemm_work_floats(nthreads);
+    if (M <= 4 && !trans_a && int64_t(nthreads) * M * N <= capacity) {
+        switch (M) {
+            case 1: gemv<1>(C, A, B, N, K, trans_b, accumulate, work); return;
+            case 2: gemv<2>(C, A, B, N, K, trans_b, accumulate, work); return;
+            case 3: gemv<3>(C, A, B, N, K, trans_b, accumulate, work); return;
+            default: gemv<4>(C, A, B, N, K, trans_b, accumulate, work); return;
+        }
+    }
+
+    // Split C into a tm x tn grid of thread blocks; each block packs the A
+    // rows and B columns it needs, so pick the split that packs least.
+    int nt = (M * N * K < 32 * 32 * 32) ? 1 : nthreads;
+    int tm = 1, tn = nt;
+    double best = -1.0;
+    for (int d = 1; d <= nt; d++) {
+        if (nt % d) continue;
+        const int cm = nt / d, cn = d;
+        if (cm > 1 && ceil_div(M, MR) < cm) continue;
+        if (cn > 1 && ceil_div(N, NR) < cn) continue;
+        const double cost = double(cm) * double(K) * double(N) + double(cn) * double(M) * double(K);
+        if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
+    }
+    if (best < 0) tm = 1, tn = 1, nt = 1;
+    nt = tm * tn;
+    const int64_t rchunk = ceil_div(ceil_div(M, tm), MR) * MR;
+    const int64_t cchunk = ceil_div(ceil_div(N, tn), NR) * NR;
+    const int64_t per_thread = sgemm_work_floats(1);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = thread_index();
+        // a region given fewer threads than asked still covers every block
+        for (int blk = t; blk < nt; blk += thread_count()) {
+            const int64_t r0 = (blk / tn) * rchunk, c0 = (blk % tn) * cchunk;
+            const int64_t r1 = min64(M, r0 + rchunk), c1 = min64(N, c0 + cchunk);
+            if (r0 < r1 && c0 < c1)
+                gemm_block(C, A, B, N, K, rsa, csa, rsb, csb, accumulate, r0, r1, c0, c1,
+                           work + t * per_thread);
+        }
+    }
+}
+
+}  // namespace PYLLM_ISA
+}  // namespace pyllm

@@ -1,0 +1,277 @@
+// Row-wise and element-wise neural-network ops: softmax, log-softmax, norms,
+// activations, rotary embedding, embedding lookup, sum. Not matmul, not
+// attention (their own files), not backward passes (nn_backward.cpp).
+#include <cmath>
+#include <cstring>
+
+#include "../simd/simd.h"
+#include "common.h"
+
+namespace pyllm {
+namespace PYLLM_ISA {
+
+#include "kernels.inc"
+
+namespace {
+
+// below this many elements a parallel region costs more than it saves
+constexpr int64_t kParallelMin = 1 << 15;
+
+inline int threads_for(int64_t work) { return work >= kParallelMin ? num_threads() : 1; }
+
+// sum of x[0:n], 8 float lanes per block of 256, blocks added in double
+inline double row_sum(const float* x, int64_t n) {
+    double total = 0.0;
+    int64_t j = 0;
+    while (j + 8 <= n) {
+        const int64_t end = (n - j) >= 256 ? j + 256 : n;
+        vf acc0 = vzero(), acc1 = vzero();
+        for (; j + 16 <= end; j += 16) {
+            acc0 = vadd(acc0, vload(x + j));
+            acc1 = vadd(acc1, vload(x + j + 8));
+        }
+        for (; j + 8 <= end; j += 8) acc0 = vadd(acc0, vload(x + j));
+        total += double(vhsum(vadd(acc0, acc1)));
+    }
+    for (; j < n; j++) total += double(x[j]);
+    return total;
+}
+
+// sum of (x - c)^2 over x[0:n], the same blocking
+inline double row_sumsq(const float* x, int64_t n, float c) {
+    double total = 0.0;
+    const vf cv = vset1(c);
+    int64_t j = 0;
+    while (j + 8 <= n) {
+        const int64_t end = (n - j) >= 256 ? j + 256 : n;
+        vf acc = vzero();
+        for (; j + 8 <= end; j += 8) {
+            const vf d = vsub(vload(x + j), cv);
+            acc = vfma(d, d, acc);
+        }
+        total += double(vhsum(acc));
+    }
+    for (; j < n; j++) total += double(x[j] - c) * double(x[j] - c);
+    return total;
+}
+
+inline float row_max(const float* x, int64_t n) {
+    vf m = vset1(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) m = vmax(m, vload(x + j));
+    float mx = vhmax(m);
+    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
+}  // namespace
+
+void softmax_forward(float* out, const float* inp, int64_t rows, int64_t cols) {
+    // inp (rows, cols) -> out (rows, cols), each row sums to 1
+#pragma omp parallel for num_threads(threads_for(rows * cols)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float* x = inp + r * cols;
+        float* y = out + r * cols;
+        const float mx = row_max(x, cols);
+        const vf mv = vset1(mx);
+        int64_t j = 0;
+        for (; j + 8 <= cols; j += 8) vstore(y + j, vexp(vsub(vload(x + j), mv)));
+        for (; j < cols; j++) y[j] = std::exp(x[j] - mx);
+        const float inv = float(1.0 / row_sum(y, cols));
+        const vf iv = vset1(inv);
+        for (j = 0; j + 8 <= cols; j += 8) vstore(y + j, vmul(vload(y + j), iv));
+        for (; j < cols; j++) y[j] *= inv;
+    }
+}
+
+void log_softmax_forward(float* out, const float* inp, int64_t rows, int64_t cols) {
+    // inp (rows, cols) -> out (rows, cols) = x - max - log(sum(exp(x - max)))
+#pragma omp parallel for num_threads(threads_for(rows * cols)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float* x = inp + r * cols;
+        float* y = out + r * cols;
+        const float mx = row_max(x, cols);
+        const vf mv = vset1(mx);
+        // exp(x - max) goes to y as scratch, then y is overwritten
+        int64_t j = 0;
+        for (; j + 8 <= cols; j += 8) vstore(y + j, vexp(vsub(vload(x + j), mv)));
+        for (; j < cols; j++) y[j] = std::exp(x[j] - mx);
+        const float shift = mx + float(std::log(row_sum(y, cols)));
+        const vf sv = vset1(shift);
+        for (j = 0; j + 8 <= cols; j += 8) vstore(y + j, vsub(vload(x + j), sv));
+        for (; j < cols; j++) y[j] = x[j] - shift;
+    }
+}
+
+void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t rows, int64_t C,
+                     float eps) {
+    // inp (rows, C), weight (C) -> out (rows, C) = x / sqrt(mean(x^2) + eps) * weight
+#pragma omp parallel for num_threads(threads_for(rows * C)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float* x = inp + r * C;
+        float* y = out + r * C;
+        const float ms = float(row_sumsq(x, C, 0.0f) / double(C));
+        const float rstd = 1.0f / std::sqrt(ms + eps);
+        const vf rv = vset1(rstd);
+        int64_t j = 0;
+        for (; j + 8 <= C; j += 8) vstore(y + j, vmul(vmul(vload(x + j), rv), vload(weight + j)));
+        for (; j < C; j++) y[j] = (x[j] * rstd) * weight[j];
+    }
+}
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t rows, int64_t C, float eps) {
+    // inp (rows, C), weight/bias (C) or null -> out (rows, C); mean, rstd (rows) or null
+#pragma omp parallel for num_threads(threads_for(rows * C)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float* x = inp + r * C;
+        float* y = out + r * C;
+        const float mu = float(row_sum(x, C) / double(C));
+        const float var = float(row_sumsq(x, C, mu) / double(C));
+        const float rs = 1.0f / std::sqrt(var + eps);
+        if (mean) mean[r] = mu;
+        if (rstd) rstd[r] = rs;
+        const vf mv = vset1(mu), rv = vset1(rs);
+        int64_t j = 0;
+        for (; j + 8 <= C; j += 8) {
+            vf n = vmul(vsub(vload(x + j), mv), rv);
+            if (weight) n = vmul(n, vload(weight + j));
+            if (bias) n = vadd(n, vload(bias + j));
+            vstore(y + j, n);
+        }
+        for (; j < C; j++) {
+            float n = (x[j] - mu) * rs;
+            if (weight) n *= weight[j];
+            if (bias) n += bias[j];
+            y[j] = n;
+        }
+    }
+}
+
+void gelu_forward(float* out, const float* inp, int64_t n, bool tanh_approx) {
+    // inp (n) -> out (n)
+    const int nt = threads_for(n);
+    if (!tanh_approx) {
+        // 0.5 x (1 + erf(x / sqrt 2)); erf has no vector form here
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < n; i++)
+            out[i] = 0.5f * inp[i] * (1.0f + std::erf(inp[i] * float(M_SQRT1_2)));
+        return;
+    }
+    // 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), tanh(u) = 1 - 2 / (exp(2u) + 1)
+    const float kBeta = 0.7978845608028654f, kKappa = 0.044715f;
+    const int64_t blocks = n / 8;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const vf x = vload(inp + b * 8);
+        const vf u = vmul(vset1(kBeta), vfma(vmul(vset1(kKappa), x), vmul(x, x), x));
+        const vf e = vexp(vadd(u, u));
+        const vf t = vsub(vset1(1.0f), vdiv(vset1(2.0f), vadd(e, vset1(1.0f))));
+        vstore(out + b * 8, vmul(vmul(vset1(0.5f), x), vadd(vset1(1.0f), t)));
+    }
+    for (int64_t i = blocks * 8; i < n; i++) {
+        const float x = inp[i];
+        const float u = kBeta * (x + kKappa * x * x * x);
+        out[i] = 0.5f * x * (1.0f + std::tanh(u));
+    }
+}
+
+void silu_forward(float* out, const float* inp, int64_t n) {
+    // inp (n) -> out (n) = x / (1 + exp(-x))
+    const int64_t blocks = n / 8;
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const vf x = vload(inp + b * 8);
+        const vf e = vexp(vsub(vzero(), x));
+        vstore(out + b * 8, vdiv(x, vadd(vset1(1.0f), e)));
+    }
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = inp[i] / (1.0f + std::exp(-inp[i]));
+}
+
+void rope_cache(float* cos_out, float* sin_out, const int64_t* pos, int64_t T, int64_t HS,
+                float theta) {
+    // pos (T) -> cos, sin (T, HS/2); angle = pos * theta^(-2i/HS), rounded as in fp32 torch
+    const int64_t half = HS / 2;
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t i = 0; i < half; i++) {
+            const float expo = float(2 * i) / float(HS);
+            const float inv_freq = 1.0f / std::pow(theta, expo);
+            const float angle = float(pos[t]) * inv_freq;
+            cos_out[t * half + i] = float(std::cos(double(angle)));
+            sin_out[t * half + i] = float(std::sin(double(angle)));
+        }
+    }
+}
+
+void rope_forward(float* out, const float* inp, const float* cos_t, const float* sin_t, int64_t N,
+                  int64_t T, int64_t HS, bool interleaved) {
+    // inp (N,T,HS), cos/sin (T,HS/2) -> out (N,T,HS)
+    const int64_t half = HS / 2;
+#pragma omp parallel for num_threads(threads_for(N * T * HS)) schedule(static)
+    for (int64_t row = 0; row < N * T; row++) {
+        const int64_t t = row % T;
+        const float* x = inp + row * HS;
+        float* y = out + row * HS;
+        const float* c = cos_t + t * half;
+        const float* s = sin_t + t * half;
+        if (interleaved) {
+            // pairs (x[2i], x[2i+1]) rotate by angle i
+            for (int64_t i = 0; i < half; i++) {
+                const float x0 = x[2 * i], x1 = x[2 * i + 1];
+                y[2 * i] = x0 * c[i] - x1 * s[i];
+                y[2 * i + 1] = x1 * c[i] + x0 * s[i];
+            }
+        } else {
+            // pairs (x[i], x[i+half]) rotate by angle i (HF rotate_half)
+            int64_t i = 0;
+            for (; i + 8 <= half; i += 8) {
+                const vf x0 = vload(x + i), x1 = vload(x + half + i);
+                const vf cv = vload(c + i), sv = vload(s + i);
+                vstore(y + i, vsub(vmul(x0, cv), vmul(x1, sv)));
+                vstore(y + half + i, vadd(vmul(x1, cv), vmul(x0, sv)));
+            }
+            for (; i < half; i++) {
+                const float x0 = x[i], x1 = x[half + i];
+                y[i] = x0 * c[i] - x1 * s[i];
+                y[half + i] = x1 * c[i] + x0 * s[i];
+            }
+        }
+        if (HS % 2) y[HS - 1] = x[HS - 1];
+    }
+}
+
+void embedding_forward(float* out, const int64_t* ids, const float* table, int64_t n, int64_t C) {
+    // ids (n), table (V, C) -> out (n, C); ids are checked by the caller
+#pragma omp parallel for num_threads(threads_for(n * C)) schedule(static)
+    for (int64_t i = 0; i < n; i++) std::memcpy(out + i * C, table + ids[i] * C, sizeof(float) * C);
+}
+
+double sum_forward(const float* inp, int64_t n) {
+    // inp (n) -> sum; four independent lanes of 8 per thread, folded to double
+    double total = 0.0;
+    const int nt = threads_for(n);
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+    {
+        const int t = thread_index(), nr = thread_count();
+        const int64_t chunk = ((n + nr - 1) / nr + 31) / 32 * 32;
+        const int64_t i0 = int64_t(t) * chunk;
+        const int64_t i1 = i0 + chunk < n ? i0 + chunk : n;
+        int64_t i = i0;
+        while (i + 32 <= i1) {
+            const int64_t end = i1 - i >= 4096 ? i + 4096 : i1;
+            vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+            for (; i + 32 <= end; i += 32) {
+                a0 = vadd(a0, vload(inp + i));
+                a1 = vadd(a1, vload(inp + i + 8));
+                a2 = vadd(a2, vload(inp + i + 16));
+                a3 = vadd(a3, vload(inp + i + 24));
+            }
+            total += double(vhsum(vadd(vadd(a0, a1), vadd(a2, a3))));
+        }
+        for (; i < i1; i++) total += double(inp[i]);
+    }
+    return total;
+}
+
+}  // namespace PYLLM_ISA
+}  // namespace pyllm

@@ -1,0 +1,194 @@
+// CPU feature detection and the per-ISA kernel tables. Compiled for the
+// baseline target: nothing here may use an instruction beyond it.
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace pyllm {
+
+#if defined(PYLLM_HAVE_AVX2)
+namespace avx2 {
+#include "../kernels/kernels.inc"
+}
+#endif
+#if defined(PYLLM_HAVE_NEON)
+namespace neon {
+#include "../kernels/kernels.inc"
+}
+#endif
+
+namespace {
+
+#define PYLLM_ENTRY_SCALAR(name) &scalar::name,
+const KernelTable kScalar{"scalar", PYLLM_KERNEL_LIST(PYLLM_ENTRY_SCALAR)};
+#if defined(PYLLM_HAVE_AVX2)
+#define PYLLM_ENTRY_AVX2(name) &avx2::name,
+const KernelTable kAvx2{"avx2", PYLLM_KERNEL_LIST(PYLLM_ENTRY_AVX2)};
+#endif
+#if defined(PYLLM_HAVE_NEON)
+#define PYLLM_ENTRY_NEON(name) &neon::name,
+const KernelTable kNeon{"neon", PYLLM_KERNEL_LIST(PYLLM_ENTRY_NEON)};
+#endif
+
+bool cpu_has(const char* feature) {
+#if defined(__x86_64__) || defined(__i386__)
+    // __builtin_cpu_supports also checks that the OS saves the ymm state
+    const std::string f(feature);
+    if (f == "avx2") return __builtin_cpu_supports("avx2");
+    if (f == "fma") return __builtin_cpu_supports("fma");
+    if (f == "avx") return __builtin_cpu_supports("avx");
+    if (f == "f16c") return __builtin_cpu_supports("f16c");
+    if (f == "sse4.2") return __builtin_cpu_supports("sse4.2");
+    if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+    return false;
+#elif defined(__aarch64__)
+    return std::string(feature) == "neon";
+#else
+    (void)feature;
+    return false;
+#endif
+}
+
+// PYLLM_FAKE_CPU_FEATURES="sse4.2,avx" (tests only): pretend the CPU has
+// exactly these features, to exercise dispatch on machines that have more.
+bool has_feature(const char* feature) {
+    const char* fake = std::getenv("PYLLM_FAKE_CPU_FEATURES");
+    if (!fake) return cpu_has(feature);
+    const std::string list = std::string(",") + fake + ",";
+    return list.find(std::string(",") + feature + ",") != std::string::npos;
+}
+
+bool can_run(const std::string& isa) {
+    if (isa == "scalar") return true;
+#if defined(PYLLM_HAVE_AVX2)
+    if (isa == "avx2") return has_feature("avx2") && has_feature("fma");
+#endif
+#if defined(PYLLM_HAVE_NEON)
+    if (isa == "neon") return true;
+#endif
+    return false;
+}
+
+const KernelTable* table_for(const std::string& isa) {
+    if (isa == "scalar") return &kScalar;
+#if defined(PYLLM_HAVE_AVX2)
+    if (isa == "avx2") return &kAvx2;
+#endif
+#if defined(PYLLM_HAVE_NEON)
+    if (isa == "neon") return &kNeon;
+#endif
+    return nullptr;
+}
+
+const KernelTable* initial_table() {
+    const char* env = std::getenv("PYLLM_ISA");
+    std::string want = env && *env ? env : "auto";
+    if (want == "auto") want = available_isas().back();
+    if (!can_run(want) || !table_for(want)) {
+        std::string ok;
+        for (const auto& s : available_isas()) ok += (ok.empty() ? "" : ", ") + s;
+        throw std::invalid_argument("PYLLM_ISA=" + want +
+                                    " cannot run here; this build and CPU support: auto, " + ok);
+    }
+    return table_for(want);
+}
+
+std::atomic<const KernelTable*> g_table{nullptr};
+
+// Physical cores this process may run on: the CPUs in its affinity mask,
+// counting hyperthread siblings once; the logical count when sysfs is absent.
+int default_threads() {
+    if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+        const int n = std::atoi(env);
+        if (n > 0) return n;
+    }
+#if defined(__linux__)
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof(mask), &mask) == 0) {
+        std::set<std::string> cores;
+        int logical = 0;
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+            if (!CPU_ISSET(cpu, &mask)) continue;
+            logical++;
+            std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) +
+                            "/topology/thread_siblings_list");
+            std::string siblings;
+            if (f && std::getline(f, siblings))
+                cores.insert(siblings);
+            else
+                cores.insert("cpu" + std::to_string(cpu));
+        }
+        if (!cores.empty()) return int(cores.size());
+        if (logical > 0) return logical;
+    }
+#endif
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc > 0 ? int(hc) : 1;
+}
+
+std::atomic<int> g_threads{0};
+
+}  // namespace
+
+const KernelTable& kernels() {
+    const KernelTable* t = g_table.load(std::memory_order_acquire);
+    if (!t) {
+        t = initial_table();
+        g_table.store(t, std::memory_order_release);
+    }
+    return *t;
+}
+
+void set_isa(const std::string& isa) {
+    const std::string want = isa == "auto" ? available_isas().back() : isa;
+    const KernelTable* t = table_for(want);
+    if (!t || !can_run(want)) {
+        std::string ok;
+        for (const auto& s : available_isas()) ok += (ok.empty() ? "" : ", ") + s;
+        throw std::invalid_argument("ISA '" + isa + "' cannot run here; supported: auto, " + ok);
+    }
+    g_table.store(t, std::memory_order_release);
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out{"scalar"};
+#if defined(PYLLM_HAVE_NEON)
+    out.push_back("neon");
+#endif
+#if defined(PYLLM_HAVE_AVX2)
+    if (can_run("avx2")) out.push_back("avx2");
+#endif
+    return out;
+}
+
+std::vector<std::string> cpu_features() {
+    std::vector<std::string> out;
+    for (const char* f : {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "neon"})
+        if (has_feature(f)) out.push_back(f);
+    return out;
+}
+
+int num_threads() {
+    int n = g_threads.load(std::memory_order_relaxed);
+    if (n <= 0) {
+        n = default_threads();
+        g_threads.store(n, std::memory_order_relaxed);
+    }
+    return n;
+}
+
+void set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("number of threads must be at least 1, got " + std::to_string(n));
+    g_threads.store(n, std::memory_order_relaxed);
+}
+
+}  // namespace pyllm

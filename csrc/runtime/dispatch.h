@@ -1,0 +1,56 @@
+// Run-time choice of kernel ISA: CPU feature detection and the table of
+// kernel entry points for the chosen ISA. Not the kernels themselves.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../kernels/common.h"
+
+// The kernel list, once, as an X-macro: every ISA build provides each name.
+#define PYLLM_KERNEL_LIST(X) \
+    X(sgemm)                 \
+    X(matmul_ref)            \
+    X(softmax_forward)       \
+    X(log_softmax_forward)   \
+    X(rmsnorm_forward)       \
+    X(layernorm_forward)     \
+    X(gelu_forward)          \
+    X(silu_forward)          \
+    X(rope_cache)            \
+    X(rope_forward)          \
+    X(embedding_forward)     \
+    X(sum_forward)           \
+    X(attention_forward)
+
+namespace pyllm {
+
+namespace scalar {
+#include "../kernels/kernels.inc"
+}
+
+struct KernelTable {
+    const char* isa;
+#define PYLLM_KERNEL_MEMBER(name) decltype(&scalar::name) name;
+    PYLLM_KERNEL_LIST(PYLLM_KERNEL_MEMBER)
+#undef PYLLM_KERNEL_MEMBER
+};
+
+// The table in use. Chosen at first use from PYLLM_ISA (auto, scalar, avx2,
+// neon) and the CPU; changed by set_isa.
+const KernelTable& kernels();
+
+// Makes `isa` current; throws std::invalid_argument when it is unknown or
+// the CPU (or this build) cannot run it.
+void set_isa(const std::string& isa);
+
+// The ISAs this build contains and this CPU can run, best last.
+std::vector<std::string> available_isas();
+
+// CPU features this process detected (e.g. "avx2", "fma", "f16c").
+std::vector<std::string> cpu_features();
+
+void set_num_threads(int n);
+
+}  // namespace pyllm

@@ -1,0 +1,44 @@
+// NEON implementation of the vector layer: 8 floats as two float32x4_t.
+// Built only for aarch64, where NEON is part of the baseline.
+#pragma once
+
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace pyllm {
+namespace PYLLM_ISA {
+
+constexpr int kVecWidth = 8;
+
+struct vf {
+    float32x4_t lo, hi;
+};
+
+static inline vf vzero() { return {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)}; }
+static inline vf vset1(float x) { return {vdupq_n_f32(x), vdupq_n_f32(x)}; }
+static inline vf vload(const float* p) { return {vld1q_f32(p), vld1q_f32(p + 4)}; }
+static inline void vstore(float* p, vf a) {
+    vst1q_f32(p, a.lo);
+    vst1q_f32(p + 4, a.hi);
+}
+static inline vf vadd(vf a, vf b) { return {vaddq_f32(a.lo, b.lo), vaddq_f32(a.hi, b.hi)}; }
+static inline vf vsub(vf a, vf b) { return {vsubq_f32(a.lo, b.lo), vsubq_f32(a.hi, b.hi)}; }
+static inline vf vmul(vf a, vf b) { return {vmulq_f32(a.lo, b.lo), vmulq_f32(a.hi, b.hi)}; }
+static inline vf vdiv(vf a, vf b) { return {vdivq_f32(a.lo, b.lo), vdivq_f32(a.hi, b.hi)}; }
+// a * b + c with one rounding
+static inline vf vfma(vf a, vf b, vf c) { return {vfmaq_f32(c.lo, a.lo, b.lo), vfmaq_f32(c.hi, a.hi, b.hi)}; }
+static inline vf vmax(vf a, vf b) { return {vmaxq_f32(a.lo, b.lo), vmaxq_f32(a.hi, b.hi)}; }
+static inline vf vmin(vf a, vf b) { return {vminq_f32(a.lo, b.lo), vminq_f32(a.hi, b.hi)}; }
+static inline float vhsum(vf a) { return vaddvq_f32(vaddq_f32(a.lo, a.hi)); }
+static inline float vhmax(vf a) { return vmaxvq_f32(vmaxq_f32(a.lo, a.hi)); }
+static inline vf vexp(vf a) {
+    float t[8];
+    vstore(t, a);
+    for (int i = 0; i < 8; i++) t[i] = std::exp(t[i]);
+    return vload(t);
+}
+
+}  // namespace PYLLM_ISA
+}  // namespace pyllm

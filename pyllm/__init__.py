@@ -1,0 +1,56 @@
+"""pyllm: run and train transformer language models on the CPU from Python.
+
+>>> import pyllm
+>>> pyllm.cpu_info()["isa"] in pyllm.cpu_info()["available_isas"]
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from . import _C, ops
+
+__version__ = "0.1.0"
+
+__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "set_isa", "ops", "__version__"]
+
+# Choosing the kernel table now makes a bad PYLLM_ISA fail at import, with a
+# message that lists what this build and CPU support.
+_C.get_isa()
+
+
+def cpu_info() -> Dict[str, Any]:
+    """What pyllm detected and chose.
+
+    Returns a dict with ``isa`` (the kernel set in use: ``"avx2"``,
+    ``"neon"`` or ``"scalar"``), ``available_isas``, ``features`` (CPU
+    features seen), ``num_threads`` and ``openmp`` (whether this build has
+    OpenMP threads).
+    """
+    return dict(_C.cpu_info())
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads every kernel uses (default: ``OMP_NUM_THREADS``,
+    else the physical cores this process may run on).
+
+    >>> pyllm.set_num_threads(1); pyllm.get_num_threads()
+    1
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
+    _C.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads kernels use."""
+    return int(_C.get_num_threads())
+
+
+def set_isa(isa: str) -> None:
+    """Switch the kernel set for this process: ``"auto"``, ``"scalar"``,
+    ``"avx2"`` or ``"neon"`` (those the CPU and build support; see
+    :func:`cpu_info`). The environment variable ``PYLLM_ISA`` sets the
+    choice at import."""
+    _C.set_isa(isa)
