@@ -41,7 +41,7 @@ def _f32(x: object, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return np.asarray(a, dtype=np.float32, order="C")
 
 
 def _ints(x: object, name: str) -> np.ndarray:
@@ -50,14 +50,19 @@ def _ints(x: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be an integer array, got dtype {a.dtype}")
     if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name} has values beyond int64")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return np.asarray(a, dtype=np.int64, order="C")
+
+
+def _flat2(x: np.ndarray) -> np.ndarray:
+    """(..., C) -> (rows, C) view (works when C or rows is 0)."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
 
 
 def _rows(x: np.ndarray, op: str) -> np.ndarray:
     """(..., C) -> (rows, C) view; a 0-d input is refused."""
     if x.ndim == 0:
         raise ValueError(f"{op}: input must have at least one dimension")
-    return x.reshape(-1, x.shape[-1])
+    return _flat2(x)
 
 
 def matmul(a: object, b: object) -> np.ndarray:
@@ -80,15 +85,14 @@ def matmul(a: object, b: object) -> np.ndarray:
         )
     if b32.ndim == 1:
         # (..., K) @ (K,) -> (...): the rows of a dotted with b, as one GEMV
-        rows = a32.reshape(-1, a32.shape[-1])
-        out = _C.matmul(b32[None, :], rows, trans_b=True)  # (1, rows)
+        out = _C.matmul(b32[None, :], _flat2(a32), trans_b=True)  # (1, rows)
         return out.reshape(a32.shape[:-1])
     if a32.ndim == 1:
         out = matmul(a32[None, :], b32)  # (..., 1, N)
         return out.reshape(out.shape[:-2] + out.shape[-1:])
     if b32.ndim == 2:
         # (..., M, K) @ (K, N): one GEMM over all rows
-        out = _C.matmul(a32.reshape(-1, a32.shape[-1]), b32)
+        out = _C.matmul(_flat2(a32), b32)
         return out.reshape(a32.shape[:-1] + (b32.shape[1],))
     try:
         batch = np.broadcast_shapes(a32.shape[:-2], b32.shape[:-2])
@@ -122,7 +126,7 @@ def linear(x: object, weight: object, bias: Optional[object] = None) -> np.ndarr
             f"(weight shape {w32.shape})"
         )
     b32 = None if bias is None else _f32(bias, "bias")
-    out = _C.linear(x32.reshape(-1, x32.shape[-1]), w32, b32)
+    out = _C.linear(_flat2(x32), w32, b32)
     return out.reshape(x32.shape[:-1] + (w32.shape[0],))
 
 
@@ -133,7 +137,7 @@ def _along_last(x: np.ndarray, axis: int, fn) -> np.ndarray:
         raise ValueError(f"axis {axis} is out of bounds for an array of {x.ndim} dimensions")
     axis %= x.ndim
     moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
-    out = fn(moved.reshape(-1, moved.shape[-1])).reshape(moved.shape)
+    out = fn(_flat2(moved)).reshape(moved.shape)
     return np.moveaxis(out, -1, axis)
 
 
@@ -241,7 +245,7 @@ def scaled_dot_product_attention(
     bool (True = may attend) or float (added to the scores). ``is_causal``
     uses torch's top-left alignment: query t sees keys ``s <= t``.
     ``scale`` defaults to ``1 / sqrt(HS)``. A query whose keys are all
-    masked gets NaN. Dropout is not supported (``dropout_p`` must be 0).
+    masked gets zeros, as torch 2.13 returns. Dropout is not supported (``dropout_p`` must be 0).
     """
     q, k, v = _f32(query, "query"), _f32(key, "key"), _f32(value, "value")
     if dropout_p != 0.0:

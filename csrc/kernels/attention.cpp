@@ -92,8 +92,8 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
                 }
                 m = m_new;
             }
-            // a row with every key masked has no distribution: NaN, as torch's math path
-            const float inv = l > 0.0 ? float(1.0 / l) : NAN;
+            // a row with every key masked gets zeros, as torch's SDPA returns
+            const float inv = l > 0.0 ? float(1.0 / l) : 0.0f;
             for (int64_t i = 0; i < HS; i++) o[i] = acc[i] * inv;
         }
     }
