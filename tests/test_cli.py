@@ -15,8 +15,10 @@ def test_info_json(capsys):
     assert json.loads(capsys.readouterr().out)["isa"] == pyllm.cpu_info()["isa"]
 
 
-def test_info_text_via_entry_point():
-    out = subprocess.run([sys.executable, "-m", "pyllm.cli", "info"], capture_output=True, text=True, timeout=60)
+def test_info_text_via_entry_point(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pyllm.cli", "info"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert f"pyllm {pyllm.__version__}" in out.stdout and "isa:" in out.stdout
 

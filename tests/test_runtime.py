@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -18,7 +19,11 @@ from pyllm import ops
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("PYLLM_")}
     full.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
+    # run outside the source tree so the installed package is the one imported
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 def test_cpu_info_fields():
