@@ -4,11 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "runtime/dispatch.h"
+#include "runtime/gguf.h"
 #include "runtime/workspace.h"
 
 namespace py = pybind11;
@@ -297,6 +300,100 @@ F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object
     return out;
 }
 
+// ---- GGUF files
+
+py::str utf8(const std::string& s, const std::string& where) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), Py_ssize_t(s.size()), "strict");
+    if (!o) {
+        PyErr_Clear();
+        throw py::value_error("corrupt GGUF file: " + where + " is not valid UTF-8");
+    }
+    return py::reinterpret_steal<py::str>(o);
+}
+
+py::object numeric_array(const pyllm::GGUFFile& f, const pyllm::GGUFValue& v) {
+    using T = pyllm::GGUFType;
+    const char* dt = nullptr;
+    switch (v.elem) {
+        case T::UINT8: dt = "u1"; break;
+        case T::INT8: dt = "i1"; break;
+        case T::UINT16: dt = "<u2"; break;
+        case T::INT16: dt = "<i2"; break;
+        case T::UINT32: dt = "<u4"; break;
+        case T::INT32: dt = "<i4"; break;
+        case T::FLOAT32: dt = "<f4"; break;
+        case T::BOOL: dt = "?"; break;
+        case T::UINT64: dt = "<u8"; break;
+        case T::INT64: dt = "<i8"; break;
+        case T::FLOAT64: dt = "<f8"; break;
+        default: throw py::value_error("not a numeric array");
+    }
+    py::array out(py::dtype::from_args(py::str(dt)), std::vector<py::ssize_t>{py::ssize_t(v.count)});
+    std::memcpy(out.mutable_data(), f.base() + v.data_offset, size_t(out.nbytes()));
+    return std::move(out);
+}
+
+py::object gguf_value(const pyllm::GGUFFile& f, const pyllm::GGUFValue& v, const std::string& key) {
+    using T = pyllm::GGUFType;
+    switch (v.type) {
+        case T::UINT8: case T::UINT16: case T::UINT32: case T::UINT64: return py::int_(v.u);
+        case T::INT8: case T::INT16: case T::INT32: case T::INT64: return py::int_(v.i);
+        case T::FLOAT32: case T::FLOAT64: return py::float_(v.f);
+        case T::BOOL: return py::bool_(v.u != 0);
+        case T::STRING: return utf8(v.str, "the value of " + key);
+        case T::ARRAY: {
+            if (v.elem == T::STRING) {
+                py::list out(v.strs.size());
+                for (size_t k = 0; k < v.strs.size(); k++)
+                    out[k] = utf8(v.strs[k], "element " + std::to_string(k) + " of " + key);
+                return std::move(out);
+            }
+            if (v.elem == T::ARRAY) {
+                py::list out(v.items.size());
+                for (size_t k = 0; k < v.items.size(); k++) out[k] = gguf_value(f, v.items[k], key);
+                return std::move(out);
+            }
+            return numeric_array(f, v);
+        }
+    }
+    return py::none();
+}
+
+using GGUFPtr = std::shared_ptr<pyllm::GGUFFile>;
+
+py::dict gguf_metadata(const GGUFPtr& f) {
+    py::dict d;
+    for (const auto& kv : f->metadata()) d[utf8(kv.first, "a metadata key")] = gguf_value(*f, kv.second, kv.first);
+    return d;
+}
+
+py::list gguf_tensors(const GGUFPtr& f) {
+    py::list out;
+    for (const auto& t : f->tensors()) {
+        py::dict d;
+        d["name"] = utf8(t.name, "a tensor name");
+        d["type"] = t.type;
+        d["type_name"] = pyllm::ggml_type_info(t.type)->name;
+        py::tuple shape(t.ne.size());  // numpy order: the contiguous dimension last
+        for (size_t k = 0; k < t.ne.size(); k++) shape[k] = t.ne[t.ne.size() - 1 - k];
+        d["shape"] = shape;
+        d["offset"] = t.offset;
+        d["nbytes"] = t.nbytes;
+        out.append(d);
+    }
+    return out;
+}
+
+py::array gguf_tensor_bytes(const GGUFPtr& f, const std::string& name) {
+    const pyllm::GGUFTensor* t = f->tensor(name);
+    if (!t) throw py::key_error("no tensor named '" + name + "' in " + f->path());
+    // a read-only view of the mapped file that keeps the file object alive
+    py::array out(py::dtype::of<uint8_t>(), std::vector<py::ssize_t>{py::ssize_t(t->nbytes)},
+                  std::vector<py::ssize_t>{1}, f->data(*t), py::cast(f));
+    py::detail::array_proxy(out.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return out;
+}
+
 py::dict cpu_info() {
     py::dict d;
     d["isa"] = kernels().isa;
@@ -338,6 +435,20 @@ PYBIND11_MODULE(_C, m) {
     m.def("rope", &rope, py::arg("x"), py::arg("positions"), py::arg("theta"),
           py::arg("interleaved"));
     m.def("embedding", &embedding, py::arg("ids"), py::arg("table"));
+    py::class_<pyllm::GGUFFile, GGUFPtr>(m, "GGUFFile")
+        .def(py::init([](const std::string& path) {
+                 py::gil_scoped_release nogil;
+                 return std::make_shared<pyllm::GGUFFile>(path);
+             }),
+             py::arg("path"))
+        .def_property_readonly("path", &pyllm::GGUFFile::path)
+        .def_property_readonly("version", &pyllm::GGUFFile::version)
+        .def_property_readonly("alignment", &pyllm::GGUFFile::alignment)
+        .def_property_readonly("data_offset", &pyllm::GGUFFile::data_offset)
+        .def_property_readonly("file_size", &pyllm::GGUFFile::file_size)
+        .def("metadata", &gguf_metadata)
+        .def("tensors", &gguf_tensors)
+        .def("tensor_bytes", &gguf_tensor_bytes, py::arg("name"));
     m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
           py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0);
 }
