@@ -30,6 +30,33 @@ constexpr uint64_t kMaxDims = 4;
 
 std::string at(uint64_t off) { return " (at byte " + std::to_string(off) + ")"; }
 
+// Well-formed UTF-8: no overlong forms, surrogates or code points past U+10FFFF.
+bool valid_utf8(const uint8_t* s, uint64_t n) {
+    uint64_t i = 0;
+    while (i < n) {
+        const uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int len;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+        else return false;
+        if (n - i < uint64_t(len)) return false;
+        for (int k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += len;
+    }
+    return true;
+}
+
 // A cursor over the mapped bytes; every read checks the bounds first.
 struct Reader {
     const uint8_t* p;
@@ -59,6 +86,9 @@ struct Reader {
             throw std::invalid_argument(std::string("corrupt GGUF file: ") + what + " of length " +
                                         std::to_string(n) + " runs past the end of the file" +
                                         at(start));
+        if (!valid_utf8(p + pos, n))
+            throw std::invalid_argument(std::string("corrupt GGUF file: ") + what +
+                                        " is not valid UTF-8" + at(start));
         std::string s(reinterpret_cast<const char*>(p + pos), size_t(n));
         pos += n;
         return s;
