@@ -234,7 +234,7 @@ F32 rope(const py::object& x_obj, const py::object& pos_obj, float theta, bool i
     std::vector<float> cos_t(size_t(T * HS / 2)), sin_t(size_t(T * HS / 2));
     py::gil_scoped_release nogil;
     kernels().rope_cache(cos_t.data(), sin_t.data(), pos.data(), T, HS, theta);
-    kernels().rope_forward(out.mutable_data(), x.data(), cos_t.data(), sin_t.data(), N, T, HS,
+    kernels().rope_forward(out.mutable_data(), x.data(), cos_t.data(), sin_t.data(), N, T, 1, HS,
                            interleaved);
     return out;
 }

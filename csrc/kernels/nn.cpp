@@ -188,6 +188,26 @@ void silu_forward(float* out, const float* inp, int64_t n) {
     for (int64_t i = blocks * 8; i < n; i++) out[i] = inp[i] / (1.0f + std::exp(-inp[i]));
 }
 
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n) {
+    // gate, up (n) -> out (n) = gate / (1 + exp(-gate)) * up
+    const int64_t blocks = n / 8;
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const vf g = vload(gate + b * 8);
+        const vf e = vexp(vsub(vzero(), g));
+        vstore(out + b * 8, vmul(vdiv(g, vadd(vset1(1.0f), e)), vload(up + b * 8)));
+    }
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void residual_forward(float* out, const float* a, const float* b, int64_t n) {
+    // a, b (n) -> out (n) = a + b
+    const int64_t blocks = n / 8;
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t k = 0; k < blocks; k++) vstore(out + k * 8, vadd(vload(a + k * 8), vload(b + k * 8)));
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = a[i] + b[i];
+}
+
 void rope_cache(float* cos_out, float* sin_out, const int64_t* pos, int64_t T, int64_t HS,
                 float theta) {
     // pos (T) -> cos, sin (T, HS/2); angle = pos * theta^(-2i/HS), rounded as in fp32 torch
@@ -204,12 +224,12 @@ void rope_cache(float* cos_out, float* sin_out, const int64_t* pos, int64_t T, i
 }
 
 void rope_forward(float* out, const float* inp, const float* cos_t, const float* sin_t, int64_t N,
-                  int64_t T, int64_t HS, bool interleaved) {
-    // inp (N,T,HS), cos/sin (T,HS/2) -> out (N,T,HS)
+                  int64_t T, int64_t H, int64_t HS, bool interleaved) {
+    // inp (N,T,H,HS), cos/sin (T,HS/2) -> out (N,T,H,HS)
     const int64_t half = HS / 2;
-#pragma omp parallel for num_threads(threads_for(N * T * HS)) schedule(static)
-    for (int64_t row = 0; row < N * T; row++) {
-        const int64_t t = row % T;
+#pragma omp parallel for num_threads(threads_for(N * T * H * HS)) schedule(static)
+    for (int64_t row = 0; row < N * T * H; row++) {
+        const int64_t t = (row / H) % T;
         const float* x = inp + row * HS;
         float* y = out + row * HS;
         const float* c = cos_t + t * half;

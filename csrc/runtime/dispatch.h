@@ -20,6 +20,8 @@
     X(silu_forward)          \
     X(rope_cache)            \
     X(rope_forward)          \
+    X(swiglu_forward)        \
+    X(residual_forward)      \
     X(embedding_forward)     \
     X(sum_forward)           \
     X(attention_forward)

@@ -1,0 +1,87 @@
+// The llama architecture forward pass over weights used in place from a GGUF
+// file, with a KV cache: prefill in chunks as GEMMs, decode one token at a
+// time. Not tokenization, sampling or the Python model classes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gguf.h"
+
+namespace pyllm {
+
+struct LlamaConfig {
+    int64_t vocab_size = 0;     // V
+    int64_t hidden_size = 0;    // C
+    int64_t n_layer = 0;        // L
+    int64_t n_head = 0;         // NH
+    int64_t n_kv_head = 0;      // NKV
+    int64_t head_dim = 0;       // HS
+    int64_t ffn_size = 0;       // FF
+    float rms_eps = 1e-5f;
+    float rope_theta = 10000.0f;
+    int64_t n_ctx = 2048;       // KV cache length
+};
+
+// A weight matrix (OUT, IN) as stored in the file: rows of IN elements.
+struct Weight {
+    const void* data = nullptr;
+    uint32_t type = 0;
+    int64_t rows = 0, cols = 0;
+    int64_t row_bytes = 0;
+};
+
+class LlamaModel {
+public:
+    // Checks every tensor the architecture needs (name, shape, type) and
+    // throws std::invalid_argument naming the first one that is missing or
+    // unsupported. Keeps `file` mapped for the model's lifetime.
+    LlamaModel(std::shared_ptr<GGUFFile> file, const LlamaConfig& cfg);
+
+    const LlamaConfig& config() const { return cfg_; }
+
+    // Runs tokens (T) at positions n_past() .. n_past()+T-1 and appends them
+    // to the cache. logits: (T, V) when all_logits, else (V) for the last one.
+    // Throws std::invalid_argument for ids out of range or a full cache.
+    void forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+
+    int64_t n_past() const { return n_past_; }
+    // Forget the cached positions after the first n (0 clears the cache).
+    void truncate(int64_t n);
+
+    // Held by callers for the whole of a forward: one sequence, one user at a time.
+    std::mutex& mutex() { return mu_; }
+
+private:
+    struct Layer {
+        const float* attn_norm;
+        const float* ffn_norm;
+        Weight wq, wk, wv, wo, w_gate, w_up, w_down;
+    };
+
+    void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+    void linear(float* out, const float* x, int64_t M, const Weight& w);
+
+    std::shared_ptr<GGUFFile> file_;
+    LlamaConfig cfg_;
+    Weight tok_embd_, output_;
+    const float* output_norm_ = nullptr;
+    std::vector<Layer> layers_;
+
+    std::vector<float> rope_cos_, rope_sin_;  // (n_ctx, HS/2)
+    std::vector<float> k_cache_, v_cache_;    // (L, n_ctx, NKV*HS) each
+    int64_t n_past_ = 0;
+
+    // activations for a chunk of up to kChunk positions
+    std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
+    std::vector<float> work_;
+    std::mutex mu_;
+};
+
+// Largest number of positions one forward_chunk processes.
+constexpr int64_t kLlamaChunk = 256;
+
+}  // namespace pyllm
