@@ -73,13 +73,11 @@ void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, in
     }
 }
 
-// Packs the NR-column panels p0..p1 of the (kc, nc) block of B, element (k,j)
-// at B[k*rsb + j*csb]: panel p holds kc rows of NR floats, zero padded, at
-// dst + p*kc*NR.
-void pack_b(float* dst, const float* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nc,
-            int64_t p0, int64_t p1) {
+// Packs the (kc, nc) block of B, element (k,j) at B[k*rsb + j*csb], into
+// panels of NR columns: panel p holds kc rows of NR floats, zero padded.
+void pack_b(float* dst, const float* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nc) {
     // B (kc,nc) strided -> dst (ceil(nc/NR), kc, NR)
-    for (int64_t p = p0; p < p1; p++) {
+    for (int64_t p = 0; p * NR < nc; p++) {
         const int64_t jr = p * NR;
         const int64_t n = min64(NR, nc - jr);
         const float* b = B + jr * csb;
@@ -310,7 +308,8 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
 
     // A few rows: stream B once instead of packing it.
     const int64_t capacity = sgemm_work_floats(nthreads);
-    if (M <= 4 && !trans_a && int64_t(nthreads) * M * N <= capacity) {
+    // (only the (K,N) path needs the per-thread partial rows in work)
+    if (M <= 4 && !trans_a && (trans_b || int64_t(nthreads) * M * N <= capacity)) {
         switch (M) {
             case 1: gemv<1>(C, A, B, N, K, trans_b, accumulate, work); return;
             case 2: gemv<2>(C, A, B, N, K, trans_b, accumulate, work); return;
@@ -356,7 +355,7 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
                     pack_a(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
                     for (int64_t jc = c0; jc < c1; jc += NC) {
                         const int64_t nc = min64(NC, c1 - jc);
-                        pack_b(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc, 0, ceil_div(nc, NR));
+                        pack_b(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
                         gemm_tiles(C + ic * N + jc, N, pa, pb, mc, kc, nc, acc, tile);
                     }
                 }
