@@ -31,12 +31,13 @@ static inline int thread_count() {
 #endif
 }
 
-// sgemm blocking: a 6x16 register tile, A blocks of MC x KC, B blocks of KC x NC.
+// sgemm blocking: a 6x16 register tile; per thread an A block of MC x KC
+// (L2/L3, its (KC,6) panels in L1) and a B block of KC x NC (L2).
 constexpr int64_t kGemmMR = 6;
 constexpr int64_t kGemmNR = 16;
-constexpr int64_t kGemmMC = 144;
-constexpr int64_t kGemmKC = 256;
-constexpr int64_t kGemmNC = 3072;
+constexpr int64_t kGemmMC = 516;
+constexpr int64_t kGemmKC = 384;
+constexpr int64_t kGemmNC = 384;
 
 static inline int64_t sgemm_work_floats(int nthreads) {
     return int64_t(nthreads) * (kGemmMC * kGemmKC + kGemmKC * kGemmNC + kGemmMR * kGemmNR);

@@ -37,6 +37,7 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Packs the (mc, kc) block of A, element (i,k) at A[i*rsa + k*csa], into
 // panels of MR rows: panel p holds kc columns of MR floats, zero padded.
 void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, int64_t kc) {
+    // A (mc,kc) strided -> dst (ceil(mc/MR), kc, MR)
     for (int64_t ir = 0; ir < mc; ir += MR) {
         const int64_t m = min64(MR, mc - ir);
         const float* a = A + ir * rsa;
@@ -56,6 +57,13 @@ void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, in
                 dst[5] = r5[k];
                 dst += MR;
             }
+        } else if (m == MR && rsa == 1) {
+            // A stored (K,M): the MR rows of one column are contiguous
+            for (int64_t k = 0; k < kc; k++) {
+                const float* col = a + k * csa;
+                for (int64_t r = 0; r < MR; r++) dst[r] = col[r];
+                dst += MR;
+            }
         } else {
             for (int64_t k = 0; k < kc; k++) {
                 for (int64_t r = 0; r < MR; r++) dst[r] = r < m ? a[r * rsa + k * csa] : 0.0f;
@@ -68,57 +76,68 @@ void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, in
 // Packs the (kc, nc) block of B, element (k,j) at B[k*rsb + j*csb], into
 // panels of NR columns: panel p holds kc rows of NR floats, zero padded.
 void pack_b(float* dst, const float* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nc) {
-    for (int64_t jr = 0; jr < nc; jr += NR) {
+    // B (kc,nc) strided -> dst (ceil(nc/NR), kc, NR)
+    for (int64_t p = 0; p * NR < nc; p++) {
+        const int64_t jr = p * NR;
         const int64_t n = min64(NR, nc - jr);
         const float* b = B + jr * csb;
+        float* d = dst + p * kc * NR;
         if (n == NR && csb == 1) {
             for (int64_t k = 0; k < kc; k++) {
-                vstore(dst + k * NR, vload(b + k * rsb));
-                vstore(dst + k * NR + 8, vload(b + k * rsb + 8));
+                vstore(d + k * NR, vload(b + k * rsb));
+                vstore(d + k * NR + 8, vload(b + k * rsb + 8));
             }
-        } else if (rsb == 1) {
-            // B stored (N,K): each column j is contiguous in k
-            for (int64_t j = 0; j < NR; j++) {
-                if (j < n) {
-                    const float* col = b + j * csb;
-                    for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = col[k];
-                } else {
-                    for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+        } else if (n == NR && rsb == 1) {
+            // B stored (N,K): each column j is contiguous in k; go down 4 k
+            // at a time so every column's cache line is used while it is hot
+            int64_t k = 0;
+            for (; k + 4 <= kc; k += 4) {
+                for (int64_t j = 0; j < NR; j++) {
+                    const float* col = b + j * csb + k;
+                    d[(k + 0) * NR + j] = col[0];
+                    d[(k + 1) * NR + j] = col[1];
+                    d[(k + 2) * NR + j] = col[2];
+                    d[(k + 3) * NR + j] = col[3];
                 }
             }
+            for (; k < kc; k++)
+                for (int64_t j = 0; j < NR; j++) d[k * NR + j] = b[j * csb + k];
         } else {
             for (int64_t k = 0; k < kc; k++)
-                for (int64_t j = 0; j < NR; j++) dst[k * NR + j] = j < n ? b[k * rsb + j * csb] : 0.0f;
+                for (int64_t j = 0; j < NR; j++) d[k * NR + j] = j < n ? b[k * rsb + j * csb] : 0.0f;
         }
-        dst += kc * NR;
     }
 }
+
+// One k step of the register tile: row r of C gets a[r] * (b0, b1).
+#define PYLLM_GEMM_STEP(a, b)                                          \
+    do {                                                               \
+        const vf b0 = vload(b), b1 = vload((b) + 8);                   \
+        vf ak = vset1((a)[0]);                                         \
+        c00 = vfma(ak, b0, c00), c01 = vfma(ak, b1, c01);              \
+        ak = vset1((a)[1]);                                            \
+        c10 = vfma(ak, b0, c10), c11 = vfma(ak, b1, c11);              \
+        ak = vset1((a)[2]);                                            \
+        c20 = vfma(ak, b0, c20), c21 = vfma(ak, b1, c21);              \
+        ak = vset1((a)[3]);                                            \
+        c30 = vfma(ak, b0, c30), c31 = vfma(ak, b1, c31);              \
+        ak = vset1((a)[4]);                                            \
+        c40 = vfma(ak, b0, c40), c41 = vfma(ak, b1, c41);              \
+        ak = vset1((a)[5]);                                            \
+        c50 = vfma(ak, b0, c50), c51 = vfma(ak, b1, c51);              \
+    } while (0)
 
 // The register tile: C (6,16) (+)= a (kc,6 packed) @ b (kc,16 packed).
 inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                         bool accumulate) {
+    // a (kc,MR) packed, b (kc,NR) packed -> c (MR,NR), row stride ldc
     vf c00 = vzero(), c01 = vzero(), c10 = vzero(), c11 = vzero(), c20 = vzero(), c21 = vzero();
     vf c30 = vzero(), c31 = vzero(), c40 = vzero(), c41 = vzero(), c50 = vzero(), c51 = vzero();
+    // unrolled by the compiler: written out by hand, gcc hoists the b loads
+    // of later steps and spills accumulators
+#pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
-        const vf b0 = vload(b), b1 = vload(b + 8);
-        vf ak = vset1(a[0]);
-        c00 = vfma(ak, b0, c00);
-        c01 = vfma(ak, b1, c01);
-        ak = vset1(a[1]);
-        c10 = vfma(ak, b0, c10);
-        c11 = vfma(ak, b1, c11);
-        ak = vset1(a[2]);
-        c20 = vfma(ak, b0, c20);
-        c21 = vfma(ak, b1, c21);
-        ak = vset1(a[3]);
-        c30 = vfma(ak, b0, c30);
-        c31 = vfma(ak, b1, c31);
-        ak = vset1(a[4]);
-        c40 = vfma(ak, b0, c40);
-        c41 = vfma(ak, b1, c41);
-        ak = vset1(a[5]);
-        c50 = vfma(ak, b0, c50);
-        c51 = vfma(ak, b1, c51);
+        PYLLM_GEMM_STEP(a, b);
         a += MR;
         b += NR;
     }
@@ -137,38 +156,28 @@ inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, in
     vstore(c + 4 * ldc, c40), vstore(c + 4 * ldc + 8, c41);
     vstore(c + 5 * ldc, c50), vstore(c + 5 * ldc + 8, c51);
 }
+#undef PYLLM_GEMM_STEP
 
-// One thread's share: C[r0:r1, c0:c1] with its own packing buffers.
-void gemm_block(float* C, const float* A, const float* B, int64_t N, int64_t K, int64_t rsa,
-                int64_t csa, int64_t rsb, int64_t csb, bool accumulate, int64_t r0, int64_t r1,
-                int64_t c0, int64_t c1, float* work) {
-    float* pa = work;            // (MC, KC) packed A
-    float* pb = work + MC * KC;  // (KC, NC) packed B
-    float* tile = pb + KC * NC;  // (MR, NR) edge tile
-    for (int64_t jc = c0; jc < c1; jc += NC) {
-        const int64_t nc = min64(NC, c1 - jc);
-        for (int64_t pc = 0; pc < K; pc += KC) {
-            const int64_t kc = min64(KC, K - pc);
-            const bool acc = accumulate || pc > 0;
-            pack_b(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
-            for (int64_t ic = r0; ic < r1; ic += MC) {
-                const int64_t mc = min64(MC, r1 - ic);
-                pack_a(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
-                for (int64_t jr = 0; jr < nc; jr += NR) {
-                    const int64_t nr = min64(NR, nc - jr);
-                    for (int64_t ir = 0; ir < mc; ir += MR) {
-                        const int64_t mr = min64(MR, mc - ir);
-                        float* c = C + (ic + ir) * N + jc + jr;
-                        if (mr == MR && nr == NR) {
-                            kernel_6x16(kc, pa + ir * kc, pb + jr * kc, c, N, acc);
-                        } else {
-                            kernel_6x16(kc, pa + ir * kc, pb + jr * kc, tile, NR, false);
-                            for (int64_t i = 0; i < mr; i++)
-                                for (int64_t j = 0; j < nr; j++)
-                                    c[i * N + j] = (acc ? c[i * N + j] : 0.0f) + tile[i * NR + j];
-                        }
-                    }
-                }
+// C (mc, nc) block (+)= packed A block @ packed B block. Rows outer, columns
+// inner: the A panel (kc,MR) stays in L1 while the B block (kc,nc) streams
+// from L2, and consecutive tiles walk along the same rows of C.
+void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t mc, int64_t kc,
+                int64_t nc, bool acc, float* tile) {
+    // pa (ceil(mc/MR),kc,MR), pb (ceil(nc/NR),kc,NR) -> C (mc,nc), row stride ldc
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        const int64_t mr = min64(MR, mc - ir);
+        const float* a = pa + ir * kc;
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int64_t nr = min64(NR, nc - jr);
+            const float* b = pb + jr * kc;
+            float* c = C + ir * ldc + jr;
+            if (mr == MR && nr == NR) {
+                kernel_6x16(kc, a, b, c, ldc, acc);
+            } else {
+                kernel_6x16(kc, a, b, tile, NR, false);
+                for (int64_t i = 0; i < mr; i++)
+                    for (int64_t j = 0; j < nr; j++)
+                        c[i * ldc + j] = (acc ? c[i * ldc + j] : 0.0f) + tile[i * NR + j];
             }
         }
     }
@@ -299,7 +308,8 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
 
     // A few rows: stream B once instead of packing it.
     const int64_t capacity = sgemm_work_floats(nthreads);
-    if (M <= 4 && !trans_a && int64_t(nthreads) * M * N <= capacity) {
+    // (only the (K,N) path needs the per-thread partial rows in work)
+    if (M <= 4 && !trans_a && (trans_b || int64_t(nthreads) * M * N <= capacity)) {
         switch (M) {
             case 1: gemv<1>(C, A, B, N, K, trans_b, accumulate, work); return;
             case 2: gemv<2>(C, A, B, N, K, trans_b, accumulate, work); return;
@@ -308,34 +318,48 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
         }
     }
 
-    // Split C into a tm x tn grid of thread blocks; each block packs the A
-    // rows and B columns it needs, so pick the split that packs least.
-    int nt = (M * N * K < 32 * 32 * 32) ? 1 : nthreads;
-    int tm = 1, tn = nt;
+    // Split C into a tm x tn grid of thread blocks of whole register tiles;
+    // each block packs the A rows and B columns it needs, with no
+    // synchronisation between threads. Pick the split that packs least.
+    int nt = (M * N * K < 64 * 64 * 64) ? 1 : nthreads;
+    const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
+    int tm = 1, tn = 1;
     double best = -1.0;
-    for (int d = 1; d <= nt; d++) {
-        if (nt % d) continue;
-        const int cm = nt / d, cn = d;
-        if (cm > 1 && ceil_div(M, MR) < cm) continue;
-        if (cn > 1 && ceil_div(N, NR) < cn) continue;
+    for (int cm = 1; cm <= nt; cm++) {
+        if (nt % cm) continue;
+        const int cn = nt / cm;
+        if (mtiles < cm || ntiles < cn) continue;
         const double cost = double(cm) * double(K) * double(N) + double(cn) * double(M) * double(K);
         if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
     }
-    if (best < 0) tm = 1, tn = 1, nt = 1;
     nt = tm * tn;
-    const int64_t rchunk = ceil_div(ceil_div(M, tm), MR) * MR;
-    const int64_t cchunk = ceil_div(ceil_div(N, tn), NR) * NR;
+    // k blocks of equal size (fewer passes over C), a multiple of 4 where possible
+    const int64_t nkb = ceil_div(K, KC);
+    const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), 4) * 4);
     const int64_t per_thread = sgemm_work_floats(1);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const int t = thread_index();
+        float* pa = work + int64_t(thread_index()) * per_thread;  // (MC, KC) packed A
+        float* pb = pa + MC * KC;                                 // (KC, NC) packed B
+        float* tile = pb + KC * NC;                               // (MR, NR) edge tile
         // a region given fewer threads than asked still covers every block
-        for (int blk = t; blk < nt; blk += thread_count()) {
-            const int64_t r0 = (blk / tn) * rchunk, c0 = (blk % tn) * cchunk;
-            const int64_t r1 = min64(M, r0 + rchunk), c1 = min64(N, c0 + cchunk);
-            if (r0 < r1 && c0 < c1)
-                gemm_block(C, A, B, N, K, rsa, csa, rsb, csb, accumulate, r0, r1, c0, c1,
-                           work + t * per_thread);
+        for (int blk = thread_index(); blk < nt; blk += thread_count()) {
+            const int bm = blk / tn, bn = blk % tn;
+            const int64_t r0 = (mtiles * bm / tm) * MR, r1 = min64(M, (mtiles * (bm + 1) / tm) * MR);
+            const int64_t c0 = (ntiles * bn / tn) * NR, c1 = min64(N, (ntiles * (bn + 1) / tn) * NR);
+            for (int64_t ic = r0; ic < r1; ic += MC) {
+                const int64_t mc = min64(MC, r1 - ic);
+                for (int64_t pc = 0; pc < K; pc += kc_max) {
+                    const int64_t kc = min64(kc_max, K - pc);
+                    const bool acc = accumulate || pc > 0;
+                    pack_a(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
+                    for (int64_t jc = c0; jc < c1; jc += NC) {
+                        const int64_t nc = min64(NC, c1 - jc);
+                        pack_b(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
+                        gemm_tiles(C + ic * N + jc, N, pa, pb, mc, kc, nc, acc, tile);
+                    }
+                }
+            }
         }
     }
 }
