@@ -12,6 +12,7 @@
 
 #include "runtime/dispatch.h"
 #include "runtime/gguf.h"
+#include "runtime/llama.h"
 #include "runtime/workspace.h"
 
 namespace py = pybind11;
@@ -394,6 +395,48 @@ py::array gguf_tensor_bytes(const GGUFPtr& f, const std::string& name) {
     return out;
 }
 
+// ---- llama runtime
+
+using LlamaPtr = std::shared_ptr<pyllm::LlamaModel>;
+
+LlamaPtr make_llama(const GGUFPtr& file, const py::dict& c) {
+    pyllm::LlamaConfig cfg;
+    auto get = [&](const char* key) -> py::object {
+        if (!c.contains(key)) throw py::value_error(std::string("llama config lacks '") + key + "'");
+        return c[key];
+    };
+    cfg.vocab_size = get("vocab_size").cast<int64_t>();
+    cfg.hidden_size = get("hidden_size").cast<int64_t>();
+    cfg.n_layer = get("num_hidden_layers").cast<int64_t>();
+    cfg.n_head = get("num_attention_heads").cast<int64_t>();
+    cfg.n_kv_head = get("num_key_value_heads").cast<int64_t>();
+    cfg.head_dim = get("head_dim").cast<int64_t>();
+    cfg.ffn_size = get("intermediate_size").cast<int64_t>();
+    cfg.rms_eps = get("rms_norm_eps").cast<float>();
+    cfg.rope_theta = get("rope_theta").cast<float>();
+    cfg.n_ctx = get("n_ctx").cast<int64_t>();
+    py::gil_scoped_release nogil;
+    return std::make_shared<pyllm::LlamaModel>(file, cfg);
+}
+
+py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool all_logits) {
+    if (!py::isinstance<py::array>(tokens_obj)) throw py::value_error("tokens must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(tokens_obj);
+    if (!a.dtype().is(py::dtype::of<int32_t>()) || a.ndim() != 1 || !(a.flags() & py::array::c_style))
+        throw py::value_error("tokens must be a C-contiguous 1-D int32 array");
+    const int64_t T = a.shape(0), V = m.config().vocab_size;
+    py::array_t<float> out = all_logits ? py::array_t<float>(std::vector<py::ssize_t>{T, V})
+                                        : py::array_t<float>(std::vector<py::ssize_t>{V});
+    const int32_t* tokens = static_cast<const int32_t*>(a.data());
+    float* logits = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(m.mutex());
+        m.forward(tokens, T, logits, all_logits);
+    }
+    return std::move(out);
+}
+
 py::dict cpu_info() {
     py::dict d;
     d["isa"] = kernels().isa;
@@ -449,6 +492,19 @@ PYBIND11_MODULE(_C, m) {
         .def("metadata", &gguf_metadata)
         .def("tensors", &gguf_tensors)
         .def("tensor_bytes", &gguf_tensor_bytes, py::arg("name"));
+    py::class_<pyllm::LlamaModel, LlamaPtr>(m, "LlamaModel")
+        .def(py::init(&make_llama), py::arg("file"), py::arg("config"))
+        .def("forward", &llama_forward, py::arg("tokens"), py::arg("all_logits") = false)
+        .def_property_readonly("n_past", [](pyllm::LlamaModel& mm) {
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            return mm.n_past();
+        })
+        .def_property_readonly("n_ctx", [](const pyllm::LlamaModel& mm) { return mm.config().n_ctx; })
+        .def("truncate", [](pyllm::LlamaModel& mm, int64_t n) {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            mm.truncate(n);
+        }, py::arg("n"));
     m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
           py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0);
 }

@@ -10,11 +10,22 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from . import _C, ops
-from .models import GGUFFile
+from .models import AutoModelForCausalLM, GGUFFile, LlamaConfig, LlamaForCausalLM
 
 __version__ = "0.1.0"
 
-__all__ = ["GGUFFile", "cpu_info", "get_num_threads", "set_num_threads", "set_isa", "ops", "__version__"]
+__all__ = [
+    "AutoModelForCausalLM",
+    "GGUFFile",
+    "LlamaConfig",
+    "LlamaForCausalLM",
+    "cpu_info",
+    "get_num_threads",
+    "set_num_threads",
+    "set_isa",
+    "ops",
+    "__version__",
+]
 
 # Choosing the kernel table now makes a bad PYLLM_ISA fail at import, with a
 # message that lists what this build and CPU support.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,8 +72,13 @@ private:
     const float* output_norm_ = nullptr;
     std::vector<Layer> layers_;
 
+    struct FreeDelete {
+        void operator()(float* p) const noexcept { std::free(p); }
+    };
     std::vector<float> rope_cos_, rope_sin_;  // (n_ctx, HS/2)
-    std::vector<float> k_cache_, v_cache_;    // (L, n_ctx, NKV*HS) each
+    // key and value caches (L, n_ctx, NKV*HS) each, calloc'd: pages are
+    // committed only as positions are written
+    std::unique_ptr<float, FreeDelete> k_cache_, v_cache_;
     int64_t n_past_ = 0;
 
     // activations for a chunk of up to kChunk positions

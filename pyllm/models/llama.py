@@ -1,0 +1,196 @@
+"""The llama architecture (llama 2/3, SmolLM2, ...) from GGUF files: its
+config with Hugging Face field names and the causal-LM model object whose
+forward pass runs in C++ (one call per step, GIL released).
+Not generation (pyllm.generation) and not tokenization."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from .. import _C
+from .gguf import GGUFFile
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 32000  # V
+    hidden_size: int = 4096  # C
+    intermediate_size: int = 11008  # FF, the SwiGLU width
+    num_hidden_layers: int = 32  # L
+    num_attention_heads: int = 32  # NH
+    num_key_value_heads: int = 32  # NKV (< NH: grouped-query attention)
+    head_dim: int = 128  # HS = hidden_size / num_attention_heads
+    max_position_embeddings: int = 2048  # the context the model was trained for
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False  # output head shares the token embedding
+    bos_token_id: Optional[int] = None
+    eos_token_id: Optional[int] = None
+    pad_token_id: Optional[int] = None
+    model_type: str = "llama"
+
+    @classmethod
+    def from_gguf(cls, f: GGUFFile) -> "LlamaConfig":
+        md = f.metadata
+        arch = md.get("general.architecture")
+        if arch != "llama":
+            raise ValueError(f"not a llama model: general.architecture is {arch!r}")
+
+        def need(key: str) -> Any:
+            if f"llama.{key}" not in md:
+                raise ValueError(f"GGUF metadata lacks llama.{key}")
+            return md[f"llama.{key}"]
+
+        C = int(need("embedding_length"))
+        NH = int(need("attention.head_count"))
+        NKV = int(md.get("llama.attention.head_count_kv", NH))
+        if NH <= 0 or C % NH:
+            raise ValueError(f"embedding length {C} is not a multiple of {NH} heads")
+        HS = C // NH
+        rot = int(md.get("llama.rope.dimension_count", HS))
+        if rot != HS:
+            raise ValueError(f"partial rotary embeddings (rope.dimension_count={rot}, head size {HS}) are not supported")
+        scaling = md.get("llama.rope.scaling.type", "none")
+        if scaling not in ("none", None):
+            raise ValueError(f"RoPE scaling {scaling!r} is not supported")
+        emb = f.tensors.get("token_embd.weight")
+        if emb is None:
+            raise ValueError("the GGUF file has no tensor 'token_embd.weight'")
+        return cls(
+            vocab_size=int(md.get("llama.vocab_size", emb.shape[0])),
+            hidden_size=C,
+            intermediate_size=int(need("feed_forward_length")),
+            num_hidden_layers=int(need("block_count")),
+            num_attention_heads=NH,
+            num_key_value_heads=NKV,
+            head_dim=HS,
+            max_position_embeddings=int(need("context_length")),
+            rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+            rope_theta=float(md.get("llama.rope.freq_base", 10000.0)),
+            tie_word_embeddings="output.weight" not in f.tensors,
+            bos_token_id=md.get("tokenizer.ggml.bos_token_id"),
+            eos_token_id=md.get("tokenizer.ggml.eos_token_id"),
+            pad_token_id=md.get("tokenizer.ggml.padding_token_id"),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CausalLMOutput:
+    logits: np.ndarray  # (B, T, V) float32
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def as_batch(input_ids: Union[Sequence[int], Sequence[Sequence[int]], np.ndarray], vocab_size: int) -> np.ndarray:
+    """list / 1-D / 2-D integer ids -> (B, T) int32, with range checks."""
+    ids = np.asarray(input_ids)
+    if ids.dtype == object:
+        raise ValueError("input_ids rows must all have the same length (pad them and pass attention_mask)")
+    if ids.size == 0:
+        raise ValueError("input_ids is empty")
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"input_ids must be integers, got dtype {ids.dtype}")
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be 1-D or 2-D (batch, time), got shape {ids.shape}")
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+        b, t = np.argwhere(bad)[0]
+        raise ValueError(f"token id {int(ids[b, t])} at position {int(t)} of row {int(b)} is out of range [0, {vocab_size})")
+    return ids.astype(np.int32)
+
+
+class LlamaForCausalLM:
+    """A llama model over a memory-mapped GGUF file (weights used in place,
+    quantized blocks stay quantized).
+
+    Thread safety: a model object serializes its calls with a lock, so
+    several Python threads may share it (they take turns); for parallel
+    work, load one model per thread (the file mapping is shared by the OS).
+    """
+
+    def __init__(self, file: GGUFFile, config: LlamaConfig, n_ctx: Optional[int] = None):
+        self.file = file
+        self.config = config
+        if n_ctx is None:
+            n_ctx = min(config.max_position_embeddings, 4096)
+        if n_ctx <= 0:
+            raise ValueError(f"n_ctx must be positive, got {n_ctx}")
+        self.n_ctx = int(n_ctx)
+        self._lock = threading.RLock()
+        self._model = _C.LlamaModel(file._file, {**config.to_dict(), "n_ctx": self.n_ctx})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Any, n_threads: Optional[int] = None,
+                        n_ctx: Optional[int] = None) -> "LlamaForCausalLM":
+        from .auto import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, n_threads=n_threads, n_ctx=n_ctx)
+        if not isinstance(model, cls):
+            raise ValueError(f"{name_or_path} is not a llama model")
+        return model
+
+    def __call__(self, input_ids: Any, attention_mask: Optional[Any] = None) -> CausalLMOutput:
+        """Logits for every position, as HF's ``model(input_ids).logits``:
+        (B, T, V) float32. Each row is run from an empty cache; with an
+        ``attention_mask`` (1 = token, 0 = padding, padding on one side) only
+        the real tokens run and padded positions get zero logits."""
+        ids = as_batch(input_ids, self.config.vocab_size)
+        B, T = ids.shape
+        if attention_mask is not None:
+            mask = np.asarray(attention_mask)
+            if mask.shape != ids.shape:
+                raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}")
+        if T > self.n_ctx:
+            raise ValueError(f"input of {T} tokens is longer than the context n_ctx={self.n_ctx}")
+        out = np.zeros((B, T, self.config.vocab_size), dtype=np.float32)
+        with self._lock:
+            for b in range(B):
+                cols = np.arange(T) if attention_mask is None else np.flatnonzero(mask[b])
+                if cols.size == 0:
+                    continue
+                if cols[-1] - cols[0] + 1 != cols.size:
+                    raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
+                self._model.truncate(0)
+                out[b, cols] = self._model.forward(np.ascontiguousarray(ids[b, cols]), True)
+        return CausalLMOutput(logits=out)
+
+    forward = __call__
+
+    # ---- the incremental interface generation builds on
+
+    @property
+    def n_past(self) -> int:
+        """Positions currently in the KV cache."""
+        return int(self._model.n_past)
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        with self._lock:
+            self._model.truncate(0)
+
+    def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
+        """Append tokens (1-D) to the cached sequence and return the logits of
+        the last one (V,), or of all of them (T, V)."""
+        ids = as_batch(input_ids, self.config.vocab_size)
+        if ids.shape[0] != 1:
+            raise ValueError("step takes one sequence (1-D ids)")
+        with self._lock:
+            return self._model.forward(np.ascontiguousarray(ids[0]), all_logits)
+
+    def tensor_types(self) -> Iterator[str]:
+        return iter(sorted({t.type_name for t in self.file.tensors.values()}))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"LlamaForCausalLM(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
+                f"heads={c.num_attention_heads}/{c.num_key_value_heads}, vocab={c.vocab_size}, n_ctx={self.n_ctx})")
