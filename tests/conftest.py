@@ -46,3 +46,18 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped in CI (skips are failures here): {reason}"
+
+
+@pytest.fixture(scope="session")
+def smollm_path():
+    """The default model's GGUF file, fetched into the cache on first use."""
+    from pyllm.hub import resolve_model_file
+
+    return resolve_model_file("SmolLM2-135M-Instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm(smollm_path):
+    from pyllm import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(smollm_path, n_ctx=1024)
