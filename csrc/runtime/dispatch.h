@@ -22,7 +22,12 @@
     X(rope_forward)          \
     X(embedding_forward)     \
     X(sum_forward)           \
-    X(attention_forward)
+    X(attention_forward)     \
+    X(dequantize_row)        \
+    X(dequantize_row_ref)    \
+    X(quantize_row)          \
+    X(qmatmul)               \
+    X(qmatmul_ref)
 
 namespace pyllm {
 
