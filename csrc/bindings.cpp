@@ -437,6 +437,93 @@ py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool
     return std::move(out);
 }
 
+// ---- quantized weights: GGUF block types (see kernels/common.h)
+
+using U8 = py::array_t<uint8_t, py::array::c_style>;
+
+U8 u8(const py::object& obj, const char* name, int ndim) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::value_error(std::string(name) + " must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<uint8_t>()))
+        throw py::value_error(std::string(name) + " must be uint8 (raw tensor bytes), got " +
+                              std::string(py::str(a.dtype())));
+    if (ndim >= 0 && a.ndim() != ndim)
+        throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
+                              " dimensions, got shape " + shape_str(a));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    return py::reinterpret_borrow<U8>(a);
+}
+
+// Throws unless `type` is one the kernels read (or, quantized_only, write).
+void check_qtype(int type, bool quantized_only) {
+    const bool block = pyllm::quant_block_elems(type) == pyllm::kQuantBlock;
+    if (pyllm::quant_block_elems(type) == 0 || (quantized_only && !block))
+        throw py::value_error("unsupported tensor type id " + std::to_string(type) + "; supported: " +
+                              (quantized_only ? "" : "F32 (0), F16 (1), BF16 (30), ") +
+                              "Q8_0 (8), Q4_0 (2), Q4_1 (3)");
+}
+
+void check_qlength(int type, int64_t n, const char* what) {
+    const int64_t be = pyllm::quant_block_elems(type);
+    expect(n >= 0 && n % be == 0, std::string(what) + " must be a non-negative multiple of the block size " +
+                                      std::to_string(be) + " for type id " + std::to_string(type) +
+                                      ", got " + std::to_string(n));
+}
+
+F32 dequantize(const py::object& raw_obj, int type, int64_t n, bool ref) {
+    // raw: quant_row_bytes(type, n) bytes -> (n,)
+    check_qtype(type, false);
+    check_qlength(type, n, "n");
+    U8 raw = u8(raw_obj, "raw", -1);
+    const int64_t want = pyllm::quant_row_bytes(type, n);
+    expect(int64_t(raw.nbytes()) == want, "raw has " + std::to_string(raw.nbytes()) + " bytes; " +
+                                              std::to_string(n) + " elements of type id " +
+                                              std::to_string(type) + " take " + std::to_string(want));
+    F32 out({n});
+    py::gil_scoped_release nogil;
+    if (ref)
+        kernels().dequantize_row_ref(out.mutable_data(), raw.data(), n, type);
+    else
+        kernels().dequantize_row(out.mutable_data(), raw.data(), n, type);
+    return out;
+}
+
+U8 quantize(const py::object& x_obj, int type) {
+    // x (n,) -> quant_row_bytes(type, n) bytes
+    check_qtype(type, true);
+    F32 x = f32(x_obj, "x", 1);
+    const int64_t n = x.shape(0);
+    check_qlength(type, n, "x's length");
+    U8 out({pyllm::quant_row_bytes(type, n)});
+    py::gil_scoped_release nogil;
+    kernels().quantize_row(out.mutable_data(), x.data(), n, type);
+    return out;
+}
+
+F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t K, bool ref) {
+    // x (M,K), w_raw (N, quant_row_bytes(type, K)) -> (M,N)
+    check_qtype(type, false);
+    check_qlength(type, K, "K");
+    F32 x = f32(x_obj, "x", 2);
+    U8 w = u8(w_obj, "w_raw", 2);
+    const int64_t M = x.shape(0), N = w.shape(0), row_bytes = pyllm::quant_row_bytes(type, K);
+    expect(x.shape(1) == K, "qmatmul: x must be (M, " + std::to_string(K) + "), got " + shape_str(x));
+    expect(w.shape(1) == row_bytes, "qmatmul: w_raw must be (N, " + std::to_string(row_bytes) +
+                                        ") for K=" + std::to_string(K) + " of type id " +
+                                        std::to_string(type) + ", got " + shape_str(w));
+    F32 out({M, N});
+    py::gil_scoped_release nogil;
+    if (ref) {
+        kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);
+    } else {
+        float* work = pyllm::thread_workspace(pyllm::qmatmul_work_floats(M, K, type, pyllm::num_threads()));
+        kernels().qmatmul(out.mutable_data(), x.data(), w.data(), M, N, K, type, work);
+    }
+    return out;
+}
+
 py::dict cpu_info() {
     py::dict d;
     d["isa"] = kernels().isa;
@@ -507,4 +594,9 @@ PYBIND11_MODULE(_C, m) {
         }, py::arg("n"));
     m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
           py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0);
+    m.def("dequantize", &dequantize, py::arg("raw"), py::arg("type"), py::arg("n"),
+          py::arg("ref") = false);
+    m.def("quantize", &quantize, py::arg("x"), py::arg("type"));
+    m.def("qmatmul", &qmatmul, py::arg("x"), py::arg("w_raw"), py::arg("type"), py::arg("K"),
+          py::arg("ref") = false);
 }

@@ -4,11 +4,15 @@ and the CI rule that a skipped test is a failed test."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
 
 import pyllm
+
+# test helpers (llama_ref.py) import by name; --import-mode=importlib adds no path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _isas():

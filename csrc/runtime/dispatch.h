@@ -24,7 +24,12 @@
     X(residual_forward)      \
     X(embedding_forward)     \
     X(sum_forward)           \
-    X(attention_forward)
+    X(attention_forward)     \
+    X(dequantize_row)        \
+    X(dequantize_row_ref)    \
+    X(quantize_row)          \
+    X(qmatmul)               \
+    X(qmatmul_ref)
 
 namespace pyllm {
 

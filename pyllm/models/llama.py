@@ -91,7 +91,10 @@ class CausalLMOutput:
 
 def as_batch(input_ids: Union[Sequence[int], Sequence[Sequence[int]], np.ndarray], vocab_size: int) -> np.ndarray:
     """list / 1-D / 2-D integer ids -> (B, T) int32, with range checks."""
-    ids = np.asarray(input_ids)
+    try:
+        ids = np.asarray(input_ids)
+    except ValueError:
+        ids = np.asarray(input_ids, dtype=object)
     if ids.dtype == object:
         raise ValueError("input_ids rows must all have the same length (pad them and pass attention_mask)")
     if ids.size == 0:
