@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyllm.tokenizers import BPETokenizer, _bpe, bpe_ref
-from pyllm.tokenizers.bytelevel import decode_bytelevel, encode_bytelevel_ref
+from pyllm.tokenizers.bytelevel import bytes_to_unicode, decode_bytelevel, encode_bytelevel_ref
 
 DATA = Path(__file__).parent / "data"
 REFS = json.loads((DATA / "tokenizer_refs.json").read_text(encoding="utf-8"))
@@ -248,3 +248,33 @@ def test_constructor_errors(metadata):
 def test_lone_surrogate_is_an_error(tok):
     with pytest.raises(UnicodeEncodeError):
         tok.encode("a\ud800b")
+
+
+def _small(**kw):
+    alphabet = [bytes_to_unicode()[b] for b in range(256)]  # ids 0..255 are the bytes
+    return BPETokenizer(alphabet + ["ab", "<s>", "<think>", "\u2603"], ["a b"],
+                        token_types=[1] * 257 + [3, 4, 1], bos_token_id=257, eos_token_id=257, **kw)
+
+
+def test_user_defined_tokens_split_but_are_not_special():
+    tok = _small()
+    assert tok.encode("ab<think>b") == [256, 258, 98]
+    assert tok.decode([256, 258, 257], skip_special_tokens=True) == "ab<think>"
+    assert tok.all_special_ids == [257]
+
+
+def test_token_outside_the_alphabet_is_respelled_like_transformers():
+    tok = _small(add_eos_token=True)
+    assert tok.convert_ids_to_tokens(259) == "".join(bytes_to_unicode()[b] for b in "\u2603".encode())
+    assert tok.decode([259]) == "\u2603"
+    assert tok.encode("\u2603") == list("\u2603".encode()) + [257]  # no merge builds it
+
+
+def test_docstring_examples():
+    import doctest
+
+    from pyllm.tokenizers import bpe
+
+    for module in (bpe, bpe_ref):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -11,6 +11,7 @@ encode different texts run in parallel.
 """
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.ref cimport PyObject, Py_INCREF
 from cython.operator cimport dereference as deref
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libcpp.algorithm cimport pop_heap, push_heap
@@ -19,6 +20,12 @@ from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
 
 from ._unicode_classes import RUNS
+
+
+cdef extern from "Python.h":
+    list PyList_New(Py_ssize_t n)
+    PyObject* PyList_GET_ITEM(list l, Py_ssize_t i)
+    void PyList_SET_ITEM(list l, Py_ssize_t i, PyObject* o)
 
 # ---- code point classes of the split regex: \p{L}, \p{N}, \s, everything else
 cdef enum:
@@ -140,6 +147,52 @@ def pretokenize(str text):
     return out
 
 
+# ---- the byte-level alphabet (same table as _bytelevel.pyx)
+cdef Py_UCS4 _BYTE_TO_SYM[256]
+cdef int _SYM_TO_BYTE[512]
+
+
+cdef void _build_alphabet():
+    cdef int b, extra = 0
+    for b in range(512):
+        _SYM_TO_BYTE[b] = -1
+    for b in range(256):
+        if (0x21 <= b <= 0x7E) or (0xA1 <= b <= 0xAC) or (0xAE <= b <= 0xFF):
+            _BYTE_TO_SYM[b] = b
+        else:
+            _BYTE_TO_SYM[b] = 256 + extra
+            extra += 1
+        _SYM_TO_BYTE[_BYTE_TO_SYM[b]] = b
+
+
+_build_alphabet()
+
+
+def foreign_tokens(list tokens):
+    """Indices of tokens with a character outside the byte-level alphabet."""
+    cdef Py_UCS4 ch
+    cdef str t
+    out = []
+    for i, t in enumerate(tokens):
+        for ch in t:
+            if ch >= 512 or _SYM_TO_BYTE[ch] < 0:
+                out.append(i)
+                break
+    return out
+
+
+cdef list ids_to_list(vector[int32_t]& ids, list id_objects):
+    # PyList_New leaves the slots empty; each gets a new reference to a cached int
+    cdef Py_ssize_t i, n = ids.size()
+    cdef list out = PyList_New(n)
+    cdef PyObject* obj
+    for i in range(n):
+        obj = PyList_GET_ITEM(id_objects, ids[i])
+        Py_INCREF(<object>obj)
+        PyList_SET_ITEM(out, i, obj)
+    return out
+
+
 # ---- BPE merging
 cdef enum:
     NO_RANK = 0x7FFFFFFF
@@ -150,11 +203,11 @@ cdef enum:
 cdef class BPECore:
     """Rank table, byte -> id table, token bytes and word caches for one vocabulary.
 
-    Parameters: ``token_bytes`` the bytes of every token id; ``merges`` (left id,
-    right id, merged id) in rank order, a later duplicate pair overriding an earlier one
-    as in HF; ``special_ids`` the ids ``decode(skip_special=True)`` drops; ``byte_ids``
-    the ids of the 256 single-byte tokens, -1 for a byte the vocabulary lacks (such a
-    byte is dropped from the text, as HF's BPE without an unk token does).
+    Parameters: ``tokens`` every token's byte-level spelling, in id order; ``merges``
+    the "left right" strings in rank order, a later duplicate pair overriding an earlier
+    one as in HF; ``vocab`` spelling -> id; ``special_ids`` the ids
+    ``decode(skip_special=True)`` drops. A byte with no single-byte token is dropped
+    from the text, as HF's BPE without an unk token does.
     """
     cdef unordered_map[uint64_t, uint64_t] ranks  # (left << 32 | right) -> (rank << 32 | merged)
     cdef int32_t byte_ids[256]
@@ -166,28 +219,37 @@ cdef class BPECore:
     cdef vector[unordered_map[string, uint64_t]] cache_index
     cdef vector[vector[int32_t]] cache_ids
     cdef list free_slots
+    cdef list id_objects  # the int of every id, so building a result list allocates no ints
 
-    def __init__(self, list token_bytes, list merges, special_ids, list byte_ids, int cache_slots=16):
-        cdef int64_t i, rank
-        self.n_tokens = len(token_bytes)
+    def __init__(self, list tokens, list merges, dict vocab, special_ids, int cache_slots=16):
+        cdef int64_t i, rank, k
+        cdef Py_UCS4 ch
+        cdef str t
+        self.n_tokens = len(tokens)
         self.tok_offsets.push_back(0)
-        for tb in token_bytes:
-            for b in <bytes>tb:
-                self.tok_bytes.push_back(b)
+        for t in tokens:  # byte-level spelling -> bytes
+            for ch in t:
+                if ch >= 512 or _SYM_TO_BYTE[ch] < 0:
+                    raise ValueError(f"token {t!r} is not spelled in the byte-level alphabet")
+                self.tok_bytes.push_back(<uint8_t>_SYM_TO_BYTE[ch])
             self.tok_offsets.push_back(self.tok_bytes.size())
         self.is_special.resize(self.n_tokens, 0)
         for i in special_ids:
             self.is_special[i] = 1
-        if len(byte_ids) != 256:
-            raise ValueError(f"byte_ids must list 256 ids, got {len(byte_ids)}")
         for i in range(256):
-            self.byte_ids[i] = byte_ids[i]
+            self.byte_ids[i] = vocab.get(chr(_BYTE_TO_SYM[i]), -1)
         self.ranks.reserve(2 * len(merges))
-        for rank, (a, b, m) in enumerate(merges):
-            self.ranks[(<uint64_t>a << 32) | <uint32_t>b] = (<uint64_t>rank << 32) | <uint32_t>m
+        for rank, m in enumerate(merges):
+            k = m.find(" ")
+            a, b, ab = vocab.get(m[:k]), vocab.get(m[k + 1:]), vocab.get(m[:k] + m[k + 1:])
+            if k < 0 or a is None or b is None or ab is None:
+                raise ValueError(f"merge {rank} {m!r} needs 'left right' with left, right and "
+                                 "their concatenation all in the vocabulary")
+            self.ranks[(<uint64_t><int64_t>a << 32) | <uint32_t><int64_t>b] = (<uint64_t>rank << 32) | <uint32_t><int64_t>ab
         self.cache_index.resize(cache_slots)
         self.cache_ids.resize(cache_slots)
         self.free_slots = list(range(cache_slots))
+        self.id_objects = list(range(self.n_tokens))
 
     def __len__(self):
         return self.n_tokens
@@ -310,7 +372,7 @@ cdef class BPECore:
         finally:
             if slot >= 0:
                 self.free_slots.append(slot)
-        return out
+        return ids_to_list(out, self.id_objects)
 
     def merge(self, bytes piece):
         """BPE ids of one piece's bytes, no pre-tokenizing and no cache (for tests)."""

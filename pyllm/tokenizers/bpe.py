@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import _bpe
-from .bytelevel import bytes_to_unicode, decode_bytelevel
+from .bytelevel import bytes_to_unicode
 
 CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values that become added tokens
 
@@ -93,23 +93,11 @@ class BPETokenizer:
                 raise ValueError(f"{name}={tid} is out of range for a vocabulary of {n} tokens")
 
         # A token spelled outside the byte alphabet is taken as text, as transformers does.
-        alphabet = set(bytes_to_unicode().values())
-        self._tokens = [t if set(t) <= alphabet else _respell(t) for t in tokens]
+        self._tokens = list(tokens)
+        for i in _bpe.foreign_tokens(self._tokens):
+            self._tokens[i] = _respell(self._tokens[i])
         self._vocab = {t: i for i, t in enumerate(self._tokens)}  # a later duplicate wins, as in HF
-        token_bytes = [decode_bytelevel(t) for t in self._tokens]
-        # A byte with no token of its own is dropped from the text, as HF's BPE model (no unk
-        # token, no byte fallback) does: SmolLM2 lacks 0x04 0x06 0x13 0x14 0x16 0x1d and the
-        # UTF-8 lead bytes 0xf1 0xf2 (planes 4-11), besides bytes UTF-8 never uses.
-        byte_ids = [self._vocab.get(sym, -1) for _, sym in sorted(bytes_to_unicode().items())]
         self._merges = list(merges)
-        merge_ids = []
-        for rank, merge in enumerate(self._merges):
-            left, sep, right = merge.partition(" ")
-            merged = left + right
-            if not sep or left not in self._vocab or right not in self._vocab or merged not in self._vocab:
-                raise ValueError(f"merge {rank} {merge!r} needs 'left right' with left, right and "
-                                 "their concatenation all in the vocabulary")
-            merge_ids.append((self._vocab[left], self._vocab[right], self._vocab[merged]))
 
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
         self.pad_token_id, self.unk_token_id = pad_token_id, unk_token_id
@@ -127,7 +115,10 @@ class BPETokenizer:
         self._added = {self._tokens[i]: i for i in sorted(added)}
         longest_first = sorted(self._added, key=len, reverse=True)  # so a longer token wins at a position
         self._added_re = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
-        self._core = _bpe.BPECore(token_bytes, merge_ids, self._special_ids, byte_ids)
+        # A byte with no token of its own is dropped from the text, as HF's BPE model (no unk
+        # token, no byte fallback) does: SmolLM2 lacks 0x04 0x06 0x13 0x14 0x16 0x1d and the
+        # UTF-8 lead bytes 0xf1 0xf2 (planes 4-11), besides bytes UTF-8 never uses.
+        self._core = _bpe.BPECore(self._tokens, self._merges, self._vocab, self._special_ids)
 
     @classmethod
     def from_gguf_metadata(cls, md: Dict[str, Any]) -> "BPETokenizer":
