@@ -200,21 +200,21 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode expects str, got {type(text).__name__}; use encode_batch for a list")
-        ids: List[int] = []
-        if add_special_tokens and self.add_bos_token and self.bos_token_id is not None:
-            ids.append(self.bos_token_id)
-        if self._added_re is None:
-            ids += self._core.encode(text)
-        else:
-            pos = 0
-            for m in self._added_re.finditer(text):
-                if m.start() > pos:
-                    ids += self._core.encode(text[pos:m.start()])
-                ids.append(self._added[m.group()])
-                pos = m.end()
-            if pos < len(text):
-                ids += self._core.encode(text[pos:])
-        if add_special_tokens and self.add_eos_token and self.eos_token_id is not None:
+        bos = add_special_tokens and self.add_bos_token and self.bos_token_id is not None
+        eos = add_special_tokens and self.add_eos_token and self.eos_token_id is not None
+        matches = list(self._added_re.finditer(text)) if self._added_re is not None else []
+        if not (matches or bos or eos):
+            return self._core.encode(text)  # the common case: no copying
+        ids: List[int] = [self.bos_token_id] if bos else []
+        pos = 0
+        for m in matches:
+            if m.start() > pos:
+                ids += self._core.encode(text[pos:m.start()])
+            ids.append(self._added[m.group()])
+            pos = m.end()
+        if pos < len(text):
+            ids += self._core.encode(text[pos:])
+        if eos:
             ids.append(self.eos_token_id)
         return ids
 
