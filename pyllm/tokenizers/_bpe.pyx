@@ -364,7 +364,11 @@ cdef class BPECore:
         cdef Py_ssize_t n
         cdef const uint8_t* s = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &n)
         cdef vector[int32_t] out
-        cdef int slot = self.free_slots.pop() if self.free_slots else -1
+        cdef int slot = -1
+        try:
+            slot = self.free_slots.pop()  # this call's own word cache
+        except IndexError:
+            pass  # more concurrent callers than caches: this one merges without a cache
         try:
             out.reserve(n // 3 + 16)
             with nogil:
