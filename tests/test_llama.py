@@ -255,3 +255,14 @@ print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     grown_mb = (peak_kb - base_kb) / 1024
     print(f"\npeak RSS grew {grown_mb:.0f} MB (file {file_mb:.0f} MB, KV {kv_mb:.0f} MB)")
     assert grown_mb <= file_mb + kv_mb + 60
+
+
+def test_smollm2_tokenizer_from_the_model_file(smollm_path):
+    from pyllm import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    ref = np.load(REF)
+    # the reference ids were produced by transformers' tokenizer for the same file
+    assert tok.encode(str(ref["text"]), add_special_tokens=False) == ref["ids"].tolist()
+    chat = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    assert chat.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")

@@ -38,3 +38,24 @@ class AutoModelForCausalLM:
         raise ValueError(
             f"unsupported architecture {arch!r} in {path}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
+
+
+class AutoTokenizer:
+    """``AutoTokenizer.from_pretrained(name_or_path)``: the tokenizer stored in a
+    GGUF file's metadata (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``)."""
+
+    def __init__(self) -> None:
+        raise TypeError("use AutoTokenizer.from_pretrained(name_or_path)")
+
+    @staticmethod
+    def from_pretrained(name_or_path: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
+        from ..tokenizers import BPETokenizer
+
+        path = hub.resolve_model_file(name_or_path)
+        md = GGUFFile(path).metadata
+        kind = md.get("tokenizer.ggml.model")
+        if kind != "gpt2":
+            raise ValueError(f"unsupported tokenizer model {kind!r} in {path}; supported: gpt2 (byte-level BPE)")
+        return BPETokenizer.from_gguf_metadata(md)
