@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .. import _C
+from ..generation.configuration import GenerationConfig
+from ..generation.utils import GenerationMixin
 from .gguf import GGUFFile
 
 
@@ -112,13 +114,17 @@ def as_batch(input_ids: Union[Sequence[int], Sequence[Sequence[int]], np.ndarray
     return ids.astype(np.int32)
 
 
-class LlamaForCausalLM:
+class LlamaForCausalLM(GenerationMixin):
     """A llama model over a memory-mapped GGUF file (weights used in place,
     quantized blocks stay quantized).
 
     Thread safety: a model object serializes its calls with a lock, so
     several Python threads may share it (they take turns); for parallel
     work, load one model per thread (the file mapping is shared by the OS).
+
+    The KV cache remembers the tokens it holds: a generate/stream/step whose
+    prompt shares a prefix with them only runs the new tokens (multi-turn
+    chat does not re-read its history).
     """
 
     def __init__(self, file: GGUFFile, config: LlamaConfig, n_ctx: Optional[int] = None):
@@ -131,6 +137,9 @@ class LlamaForCausalLM:
         self.n_ctx = int(n_ctx)
         self._lock = threading.RLock()
         self._model = _C.LlamaModel(file._file, {**config.to_dict(), "n_ctx": self.n_ctx})
+        self._cached: list = []  # the token ids whose keys/values are in the cache
+        self._tokenizer: Any = None
+        self.generation_config = GenerationConfig.from_model_config(config)
 
     @classmethod
     def from_pretrained(cls, name_or_path: Any, n_threads: Optional[int] = None,
@@ -163,8 +172,10 @@ class LlamaForCausalLM:
                     continue
                 if cols[-1] - cols[0] + 1 != cols.size:
                     raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
-                self._model.truncate(0)
-                out[b, cols] = self._model.forward(np.ascontiguousarray(ids[b, cols]), True)
+                self._live().truncate(0)
+                self._cached = []
+                out[b, cols] = self._live().forward(np.ascontiguousarray(ids[b, cols]), True)
+                self._cached = ids[b, cols].tolist()
         return CausalLMOutput(logits=out)
 
     forward = __call__
@@ -174,12 +185,13 @@ class LlamaForCausalLM:
     @property
     def n_past(self) -> int:
         """Positions currently in the KV cache."""
-        return int(self._model.n_past)
+        return int(self._live().n_past)
 
     def reset(self) -> None:
         """Empty the KV cache."""
         with self._lock:
-            self._model.truncate(0)
+            self._live().truncate(0)
+            self._cached = []
 
     def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
         """Append tokens (1-D) to the cached sequence and return the logits of
@@ -188,7 +200,48 @@ class LlamaForCausalLM:
         if ids.shape[0] != 1:
             raise ValueError("step takes one sequence (1-D ids)")
         with self._lock:
-            return self._model.forward(np.ascontiguousarray(ids[0]), all_logits)
+            logits = self._live().forward(np.ascontiguousarray(ids[0]), all_logits)
+            self._cached.extend(ids[0].tolist())
+            return logits
+
+    def _prefill(self, ids: List[int]) -> np.ndarray:
+        """Logits after ``ids`` (V,), running only what the cache lacks."""
+        with self._lock:
+            common = 0
+            limit = min(len(ids), len(self._cached))
+            while common < limit and ids[common] == self._cached[common]:
+                common += 1
+            common = min(common, len(ids) - 1)  # the last token runs again for its logits
+            self._live().truncate(common)
+            self._cached = self._cached[:common]
+            return self.step(ids[common:])
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer stored in the model file (loaded on first use)."""
+        if self._tokenizer is None:
+            from .auto import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.file.path)
+        return self._tokenizer
+
+    def _live(self) -> Any:
+        if self._model is None:
+            raise ValueError("this model was closed")
+        return self._model
+
+    def close(self) -> None:
+        """Free the KV cache and the model's hold on the file mapping; the
+        object is unusable after (ValueError)."""
+        with self._lock:
+            self._model = None
+            self._cached = []
+
+    def __enter__(self) -> "LlamaForCausalLM":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def tensor_types(self) -> Iterator[str]:
         return iter(sorted({t.type_name for t in self.file.tensors.values()}))

@@ -1,0 +1,123 @@
+"""Streamers: text out of a generation as it is produced, cut at safe
+boundaries (whole UTF-8 characters, whole words), with transformers' names
+and protocol (put(token_ids) then end()). Not the decoding loop."""
+
+from __future__ import annotations
+
+import queue
+import sys
+from typing import Any, List, Optional, TextIO
+
+
+def _is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+            or 0x2A700 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F
+            or 0x3040 <= cp <= 0x30FF or 0xAC00 <= cp <= 0xD7A3)
+
+
+class TextDecodeBuffer:
+    """Turns a growing list of token ids into text pieces that never split a
+    UTF-8 character and, by default, never split a word."""
+
+    def __init__(self, tokenizer: Any, words: bool = True, **decode_kwargs: Any):
+        self.tokenizer = tokenizer
+        self.words = words
+        self.decode_kwargs = decode_kwargs
+        self.tokens: List[int] = []
+        self.printed = 0  # characters of decode(tokens) already handed out
+
+    def push(self, ids: List[int]) -> str:
+        self.tokens.extend(int(i) for i in ids)
+        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
+        if text.endswith("\n"):
+            piece = text[self.printed:]
+            self.tokens, self.printed = [], 0
+            return piece
+        if text.endswith("\ufffd"):
+            return ""  # an incomplete UTF-8 character: wait for its other bytes
+        if not self.words or (text and _is_cjk(text[-1])):
+            end = len(text)
+        else:
+            end = text.rfind(" ") + 1
+        piece = text[self.printed:end] if end > self.printed else ""
+        self.printed = max(self.printed, end)
+        return piece
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs) if self.tokens else ""
+        piece = text[self.printed:]
+        self.tokens, self.printed = [], 0
+        return piece
+
+
+class BaseStreamer:
+    def put(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        raise NotImplementedError
+
+
+class TextStreamer(BaseStreamer):
+    """Prints text to ``file`` (stdout) as generation goes, as transformers'
+    TextStreamer. The first ``put`` is the prompt, printed unless ``skip_prompt``.
+
+    >>> model.generate(ids, streamer=TextStreamer(tokenizer), max_new_tokens=20)  # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer: Any, skip_prompt: bool = False, file: Optional[TextIO] = None,
+                 **decode_kwargs: Any):
+        self.buffer = TextDecodeBuffer(tokenizer, **decode_kwargs)
+        self.skip_prompt = skip_prompt
+        self.file = file
+        self._next_is_prompt = True
+
+    def put(self, value: Any) -> None:
+        ids = [int(v) for v in (value.reshape(-1) if hasattr(value, "reshape") else value)]
+        if self._next_is_prompt:
+            self._next_is_prompt = False
+            if self.skip_prompt:
+                return
+        self.on_finalized_text(self.buffer.push(ids))
+
+    def end(self) -> None:
+        self.on_finalized_text(self.buffer.flush(), stream_end=True)
+        self._next_is_prompt = True
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        out = self.file or sys.stdout
+        print(text, end="" if not stream_end else "\n", file=out, flush=True)
+
+
+class TextIteratorStreamer(TextStreamer):
+    """Collects the text pieces in a queue for another thread to iterate, as
+    transformers' TextIteratorStreamer; ``timeout`` (seconds) bounds each wait.
+
+    >>> streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)        # doctest: +SKIP
+    >>> Thread(target=model.generate, args=(ids,), kwargs={"streamer": streamer}).start()  # doctest: +SKIP
+    >>> "".join(streamer)                                                   # doctest: +SKIP
+    """
+
+    _STOP = object()
+
+    def __init__(self, tokenizer: Any, skip_prompt: bool = False, timeout: Optional[float] = None,
+                 **decode_kwargs: Any):
+        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
+        self.queue: "queue.Queue[Any]" = queue.Queue()
+        self.timeout = timeout
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.queue.put(text, timeout=self.timeout)
+        if stream_end:
+            self.queue.put(self._STOP, timeout=self.timeout)
+
+    def __iter__(self) -> "TextIteratorStreamer":
+        return self
+
+    def __next__(self) -> str:
+        value = self.queue.get(timeout=self.timeout)
+        if value is self._STOP:
+            raise StopIteration
+        return value

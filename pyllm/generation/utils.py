@@ -1,0 +1,258 @@
+"""The decoding loop behind model.generate / model.stream, and text scoring
+(per-token log-probabilities, perplexity with a sliding window). Policy lives
+here; per-vocabulary work is in the Cython sampler. Not model code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .. import ops
+from .configuration import GenerationConfig
+from .logits_process import LogitsProcessorList, build_logits_processors, sample
+
+
+@dataclass
+class ScoreResult:
+    token_ids: np.ndarray  # (T,) the scored sequence
+    logprobs: np.ndarray  # (T-1,) log p(token t+1 | tokens <= t)
+    perplexity: float  # exp(-mean(logprobs))
+
+    @property
+    def nll(self) -> float:
+        return float(-self.logprobs.mean())
+
+
+def _rows(input_ids: Any, attention_mask: Any, vocab_size: int) -> List[List[int]]:
+    """Prompts as lists of ids: a list of ints, a list of lists (any lengths),
+    or a 1-D / 2-D array with an optional attention mask (0 = padding)."""
+    if isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], (list, tuple, np.ndarray)):
+        rows = [list(np.asarray(r).reshape(-1)) for r in input_ids]
+        if attention_mask is not None:
+            raise ValueError("attention_mask goes with a 2-D array of ids, not a list of lists")
+    else:
+        arr = np.asarray(input_ids)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise ValueError(f"input_ids must be 1-D or 2-D, got shape {arr.shape}")
+        if attention_mask is not None:
+            mask = np.asarray(attention_mask)
+            if mask.shape != arr.shape:
+                raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {arr.shape}")
+            rows = [list(arr[b][mask[b] != 0]) for b in range(arr.shape[0])]
+        else:
+            rows = [list(r) for r in arr]
+    for b, r in enumerate(rows):
+        if not r:
+            raise ValueError(f"prompt {b} is empty: generation needs at least one token")
+        for t, tok in enumerate(r):
+            if isinstance(tok, (float, np.floating)) or not (0 <= int(tok) < vocab_size):
+                raise ValueError(f"token id {tok!r} at position {t} of prompt {b} is not in [0, {vocab_size})")
+    return [[int(t) for t in r] for r in rows]
+
+
+class _StopStrings:
+    """Watches the decoded tail of the output for any stop string."""
+
+    def __init__(self, tokenizer: Any, stops: List[str]):
+        if stops and tokenizer is None:
+            raise ValueError("stop_strings need a tokenizer (pass tokenizer=...)")
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.window = 4 * max((len(s) for s in stops), default=0) + 8
+
+    def hit(self, out: List[int]) -> bool:
+        if not self.stops:
+            return False
+        tail = self.tokenizer.decode(out[-self.window:])
+        return any(s in tail for s in self.stops)
+
+
+class GenerationMixin:
+    """generate / stream / score over a model with `_prefill`, `step`,
+    `config`, `n_ctx`, `tokenizer`, `_lock` (see LlamaForCausalLM)."""
+
+    generation_config: GenerationConfig
+
+    def _config(self, generation_config: Optional[GenerationConfig], kwargs: Dict[str, Any]) -> GenerationConfig:
+        base = generation_config or getattr(self, "generation_config", None) or GenerationConfig()
+        cfg = base.update(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def _tokens(self, prompt: List[int], cfg: GenerationConfig, procs: LogitsProcessorList,
+                rng: np.random.Generator, stops: _StopStrings) -> Iterator[int]:
+        """Yields the new tokens of one sequence; the caller holds the lock."""
+        if len(prompt) + cfg.max_new_tokens > self.n_ctx:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds the context "
+                f"n_ctx={self.n_ctx}; shorten the prompt, lower max_new_tokens or load with a larger n_ctx"
+            )
+        eos = set(cfg.eos_ids())
+        ids = np.empty((1, len(prompt) + cfg.max_new_tokens), dtype=np.int64)  # (1, T) history buffer
+        ids[0, : len(prompt)] = prompt
+        n = len(prompt)
+        logits = self._prefill(prompt)
+        out: List[int] = []
+        for i in range(cfg.max_new_tokens):
+            scores = procs(ids[:, :n], logits[None, :].astype(np.float32, copy=True))
+            tok = int(sample(scores, rng, do_sample=not cfg.greedy)[0])
+            ids[0, n] = tok
+            n += 1
+            out.append(tok)
+            yield tok
+            if tok in eos or stops.hit(out) or i == cfg.max_new_tokens - 1:
+                return
+            logits = self.step([tok])
+
+    def _processors(self, cfg: GenerationConfig, prompt_len: int,
+                    logits_processor: Optional[Sequence[Callable]]) -> LogitsProcessorList:
+        procs = build_logits_processors(cfg, prompt_len)
+        for p in logits_processor or []:
+            procs.append(p)
+        return procs
+
+    def generate(self, input_ids: Any, attention_mask: Any = None, generation_config: Optional[GenerationConfig] = None,
+                 logits_processor: Optional[Sequence[Callable]] = None, streamer: Any = None,
+                 tokenizer: Any = None, **kwargs: Any) -> np.ndarray:
+        """Generate continuations, as transformers' ``generate``.
+
+        ``input_ids``: a list of ids, a list of prompts of any lengths, or a
+        (B, T) array (with ``attention_mask`` marking left padding). Returns
+        an int64 array (B * num_return_sequences, prompt + new): each row is
+        its prompt left-padded to the longest one, then the new tokens,
+        right-padded with ``pad_token_id`` after an early stop. Any
+        :class:`GenerationConfig` field may be passed as a keyword. Sampling
+        with a ``seed`` is reproducible. Prompts are decoded one after
+        another, each with its own KV cache state; the model's lock is held
+        throughout, so threads sharing a model take turns.
+
+        >>> model.generate(tok.encode("Once upon a time"), max_new_tokens=8)   # doctest: +SKIP
+        """
+        cfg = self._config(generation_config, kwargs)
+        rows = _rows(input_ids, attention_mask, self.config.vocab_size)
+        tokenizer = tokenizer if tokenizer is not None else (self.tokenizer if cfg.stop_list() else None)
+        if streamer is not None and (len(rows) > 1 or cfg.num_return_sequences > 1):
+            raise ValueError("a streamer follows one sequence: pass one prompt and num_return_sequences=1")
+        rng = np.random.default_rng(cfg.seed)
+        stops = _StopStrings(tokenizer, cfg.stop_list())
+        outs: List[List[int]] = []
+        prompts: List[List[int]] = []
+        with self._lock:
+            for prompt in rows:
+                for _ in range(cfg.num_return_sequences):
+                    procs = self._processors(cfg, len(prompt), logits_processor)
+                    if streamer is not None:
+                        streamer.put(np.asarray(prompt))
+                    new: List[int] = []
+                    for tok in self._tokens(prompt, cfg, procs, rng, stops):
+                        new.append(tok)
+                        if streamer is not None:
+                            streamer.put(np.asarray([tok]))
+                    if streamer is not None:
+                        streamer.end()
+                    prompts.append(prompt)
+                    outs.append(new)
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else (cfg.eos_ids() or [0])[0]
+        width_p = max(len(p) for p in prompts)
+        width_n = max(len(o) for o in outs)
+        result = np.full((len(outs), width_p + width_n), pad, dtype=np.int64)
+        for r, (p, o) in enumerate(zip(prompts, outs)):
+            result[r, width_p - len(p): width_p] = p
+            result[r, width_p: width_p + len(o)] = o
+        return result
+
+    def stream(self, prompt: Union[str, List[Dict[str, str]], Sequence[int]], tokenizer: Any = None,
+               generation_config: Optional[GenerationConfig] = None,
+               logits_processor: Optional[Sequence[Callable]] = None, **kwargs: Any) -> Iterator[str]:
+        """Yield the generated text piece by piece (whole characters and words).
+
+        ``prompt``: a string, chat messages (the chat template is applied with
+        a generation prompt) or token ids. The model stays locked until the
+        iterator is exhausted or closed.
+
+        >>> for piece in model.stream("The capital of France is", max_new_tokens=10):  # doctest: +SKIP
+        ...     print(piece, end="")
+        """
+        from .streamers import TextDecodeBuffer
+
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        ids = self.encode_prompt(prompt, tok)
+        cfg = self._config(generation_config, kwargs)
+        if cfg.num_return_sequences != 1:
+            raise ValueError("stream() produces one sequence: num_return_sequences must be 1")
+        rows = _rows(ids, None, self.config.vocab_size)
+        buf = TextDecodeBuffer(tok, skip_special_tokens=True)
+        with self._lock:
+            procs = self._processors(cfg, len(rows[0]), logits_processor)
+            stops = _StopStrings(tok, cfg.stop_list())
+            for t in self._tokens(rows[0], cfg, procs, np.random.default_rng(cfg.seed), stops):
+                piece = buf.push([t])
+                if piece:
+                    yield piece
+            rest = buf.flush()
+            if rest:
+                yield rest
+
+    def encode_prompt(self, prompt: Any, tokenizer: Any = None) -> List[int]:
+        """Token ids for a string (the tokenizer's special tokens added), chat
+        messages (chat template with a generation prompt) or ids (as given)."""
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            ids = tok.encode(prompt)
+        elif isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict):
+            ids = tok.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
+        else:
+            ids = [int(t) for t in np.asarray(prompt).reshape(-1)]
+        if not ids:
+            raise ValueError("the prompt is empty")
+        return list(ids)
+
+    def score(self, text: Union[str, Sequence[int]], tokenizer: Any = None, stride: Optional[int] = None,
+              add_special_tokens: bool = False) -> ScoreResult:
+        """Log-probability of every token of ``text`` given the ones before it,
+        and the perplexity. Text longer than the context is scored with a
+        sliding window: windows of ``n_ctx`` tokens advancing by ``stride``
+        (default n_ctx // 2), each token scored once with as much context as
+        the window gives it.
+
+        >>> model.score("The quick brown fox").perplexity   # doctest: +SKIP
+        """
+        if isinstance(text, str):
+            tok = tokenizer if tokenizer is not None else self.tokenizer
+            ids = tok.encode(text, add_special_tokens=add_special_tokens)
+        else:
+            ids = [int(t) for t in np.asarray(text).reshape(-1)]
+        if len(ids) < 2:
+            raise ValueError("scoring needs at least two tokens")
+        _rows([ids], None, self.config.vocab_size)
+        n_ctx = self.n_ctx
+        stride = stride or max(1, n_ctx // 2)
+        if not 0 < stride <= n_ctx:
+            raise ValueError(f"stride must be in [1, n_ctx={n_ctx}], got {stride}")
+        logprobs = np.empty(len(ids) - 1, dtype=np.float64)
+        scored = 0  # targets 1..scored are done
+        begin = 0
+        with self._lock:
+            while scored < len(ids) - 1:
+                end = min(begin + n_ctx, len(ids))
+                self.reset()
+                for c0 in range(begin, end, 256):  # chunks bound the (chunk, V) logits
+                    c1 = min(c0 + 256, end)
+                    logits = self.step(ids[c0:c1], all_logits=True)  # (c1-c0, V)
+                    lp = ops.log_softmax(logits)
+                    for t in range(c0, c1):
+                        target = t + 1
+                        if scored < target < end and target == scored + 1:
+                            logprobs[scored] = lp[t - c0, ids[target]]
+                            scored += 1
+                if end == len(ids):
+                    break
+                begin += stride
+        return ScoreResult(token_ids=np.asarray(ids), logprobs=logprobs,
+                           perplexity=float(np.exp(-logprobs.mean())))
