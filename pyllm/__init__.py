@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from . import _C, ops
+from .generation import GenerationConfig, TextIteratorStreamer, TextStreamer
 from .models import AutoModelForCausalLM, AutoTokenizer, GGUFFile, LlamaConfig, LlamaForCausalLM
+from .pipelines import pipeline
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,10 @@ __all__ = [
     "AutoModelForCausalLM",
     "AutoTokenizer",
     "GGUFFile",
+    "GenerationConfig",
+    "TextIteratorStreamer",
+    "TextStreamer",
+    "pipeline",
     "LlamaConfig",
     "LlamaForCausalLM",
     "cpu_info",
