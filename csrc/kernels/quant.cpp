@@ -208,6 +208,16 @@ static inline float quantize_block_i8(int8_t* q, const float* x, int32_t* sum) {
     return amax / 127.0f;
 }
 
+// The first two fp16 of NN blocks (d and, for Q4_1, m) as fp32 lanes
+// [d0 e0 d1 e1 ...]; for Q4_0/Q8_0 the e lanes hold quant bytes: unused.
+template <int NN>
+static inline vf load_scales(const uint8_t* const* blk) {
+    uint32_t u[4] = {0, 0, 0, 0};
+    for (int r = 0; r < NN; r++) std::memcpy(&u[r], blk[r], 4);
+    const __m128i h = _mm_setr_epi32(int(u[0]), int(u[1]), int(u[2]), int(u[3]));
+    return {_mm256_cvtph_ps(h)};
+}
+
 #else
 
 struct vb {
@@ -256,6 +266,16 @@ static inline float quantize_block_i8(int8_t* q, const float* x, int32_t* sum) {
     return amax / 127.0f;
 }
 
+template <int NN>
+static inline vf load_scales(const uint8_t* const* blk) {
+    float f[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int r = 0; r < NN; r++) {
+        f[2 * r] = fp16_to_f32(load_u16(blk[r]));
+        f[2 * r + 1] = fp16_to_f32(load_u16(blk[r] + 2));
+    }
+    return vload(f);
+}
+
 #endif
 
 // ---- the quantized product
@@ -284,55 +304,57 @@ constexpr int64_t block_bytes() {
 }
 
 // MM activation rows from m0 times NN weight rows from n0, into out (ld ldo).
-// Per block: acc += dot(wq, xq) * d_w * d_x in 8 lanes; the Q4 offsets
-// (-8 for Q4_0, m for Q4_1) times sum(x) go to a scalar correction.
+// Per block: acc += dot(wq, xq) * d_w * d_x in 8 lanes. The scales of the NN
+// weight blocks are converted together ([d0 e0 d1 e1 ..], e = m for Q4_1);
+// the Q4 offsets times d_x * sum(q_x) accumulate in those lanes: lane 2r
+// sums d_w * ds_x (Q4_0's -8 term), lane 2r+1 sums m_w * ds_x (Q4_1's).
 template <int TYPE, int MM, int NN>
 inline void qdot_tile(float* out, int64_t ldo, const QAct& a, int64_t m0, const uint8_t* W,
                       int64_t row_bytes, int64_t n0) {
     // xq (MM,K) blocks, W (NN,K) blocks -> out[m0:m0+MM, n0:n0+NN]
+    static_assert(NN <= 4, "scales of at most 4 rows fit one vector");
     constexpr int64_t BB = block_bytes<TYPE>();
+    constexpr int64_t QOFF = TYPE == kTypeQ4_1 ? 4 : 2;  // quants after d (and m)
     const int64_t nb = a.K / kQuantBlock;
     vf acc[MM][NN];
-    float corr[MM][NN];
-    for (int m = 0; m < MM; m++)
-        for (int r = 0; r < NN; r++) acc[m][r] = vzero(), corr[m][r] = 0.0f;
-    const uint8_t* wrow[NN];
-    for (int r = 0; r < NN; r++) wrow[r] = W + (n0 + r) * row_bytes;
+    vf cacc[MM];
+    for (int m = 0; m < MM; m++) {
+        cacc[m] = vzero();
+        for (int r = 0; r < NN; r++) acc[m][r] = vzero();
+    }
+    const uint8_t* blk[NN];
+    for (int r = 0; r < NN; r++) blk[r] = W + (n0 + r) * row_bytes;
     for (int64_t b = 0; b < nb; b++) {
         vb wq[NN];
-        vf wd[NN];
-        float wc[NN];
         for (int r = 0; r < NN; r++) {
-            const uint8_t* blk = wrow[r] + b * BB;
-            const float dw = fp16_to_f32(load_u16(blk));
-            wd[r] = vset1(dw);
-            if (TYPE == kTypeQ8_0) {
-                wq[r] = load_i8(reinterpret_cast<const int8_t*>(blk + 2));
-                wc[r] = 0.0f;
-            } else if (TYPE == kTypeQ4_0) {
-                wq[r] = load_q4(blk + 2);
-                wc[r] = dw;
-            } else {
-                wq[r] = load_q4(blk + 4);
-                wc[r] = fp16_to_f32(load_u16(blk + 2));
-            }
+            if (TYPE == kTypeQ8_0)
+                wq[r] = load_i8(reinterpret_cast<const int8_t*>(blk[r] + QOFF));
+            else
+                wq[r] = load_q4(blk[r] + QOFF);
         }
+        const vf dw = load_scales<NN>(blk);
         for (int m = 0; m < MM; m++) {
             const int64_t xb = (m0 + m) * nb + b;
             const vb xq = load_i8(a.q + xb * kQuantBlock);
-            const vf dx = vset1(a.d[xb]);
-            const float xs = a.ds[xb];
+            // d_w * d_x per row, broadcast back from memory (a load, not a shuffle)
+            float sc[8];
+            vstore(sc, vmul(dw, vset1(a.d[xb])));
+            if (TYPE != kTypeQ8_0) cacc[m] = vfma(dw, vset1(a.ds[xb]), cacc[m]);
             for (int r = 0; r < NN; r++) {
                 const vf s = TYPE == kTypeQ8_0 ? dot_i8_i8(wq[r], xq) : dot_u8_i8(wq[r], xq);
-                acc[m][r] = vfma(s, vmul(wd[r], dx), acc[m][r]);
-                if (TYPE != kTypeQ8_0) corr[m][r] += wc[r] * xs;
+                acc[m][r] = vfma(s, vset1(sc[2 * r]), acc[m][r]);
             }
         }
+        for (int r = 0; r < NN; r++) blk[r] += BB;
     }
-    const float cscale = TYPE == kTypeQ4_0 ? -8.0f : 1.0f;
-    for (int m = 0; m < MM; m++)
-        for (int r = 0; r < NN; r++)
-            out[(m0 + m) * ldo + n0 + r] = vhsum(acc[m][r]) + cscale * corr[m][r];
+    for (int m = 0; m < MM; m++) {
+        float c[8];
+        vstore(c, cacc[m]);
+        for (int r = 0; r < NN; r++) {
+            const float corr = TYPE == kTypeQ4_0 ? -8.0f * c[2 * r] : TYPE == kTypeQ4_1 ? c[2 * r + 1] : 0.0f;
+            out[(m0 + m) * ldo + n0 + r] = vhsum(acc[m][r]) + corr;
+        }
+    }
 }
 
 // Groups of 4 weight rows, split over the threads of the enclosing region;
