@@ -298,6 +298,9 @@ void quantize_act_row(int8_t* q, float* d, float* ds, const float* x, int64_t K)
     }
 }
 
+// at most this many activation elements are quantized by the calling thread alone
+constexpr int64_t kQuantSerialAct = 8192;
+
 template <int TYPE>
 constexpr int64_t block_bytes() {
     return TYPE == kTypeQ8_0 ? 34 : TYPE == kTypeQ4_0 ? 18 : 20;
@@ -562,12 +565,20 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
         float* xd = work + M * K / 4;
         float* xds = xd + M * nb;
         const QAct a{xq, xd, xds, K};
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-#pragma omp for schedule(static)
+        // A few rows (decode) are quantized before the threads start: a
+        // barrier costs more than the work, most on a busy machine.
+        const bool serial_x = M * K <= kQuantSerialAct;
+        if (serial_x)
             for (int64_t m = 0; m < M; m++)
                 quantize_act_row(xq + m * K, xd + m * nb, xds + m * nb, x + m * K, K);
-            // (the implicit barrier: every row is quantized before any is read)
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            if (!serial_x) {
+#pragma omp for schedule(static)
+                for (int64_t m = 0; m < M; m++)
+                    quantize_act_row(xq + m * K, xd + m * nb, xds + m * nb, x + m * K, K);
+                // (the implicit barrier: every row is quantized before any is read)
+            }
             if (type == kTypeQ8_0) qmatmul_groups<kTypeQ8_0>(out, a, w, M, N, row_bytes);
             if (type == kTypeQ4_0) qmatmul_groups<kTypeQ4_0>(out, a, w, M, N, row_bytes);
             if (type == kTypeQ4_1) qmatmul_groups<kTypeQ4_1>(out, a, w, M, N, row_bytes);
