@@ -558,7 +558,35 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
     const int64_t row_bytes = quant_row_bytes(type, K);
     const int nt = M * N * K < (int64_t(1) << 15) ? 1 : num_threads();
 
+    if (quant_block_elems(type) == kQuantBlock && M >= kQuantGemmMinRows) {
+        // Many rows (prefill): panels of W dequantized to fp32, then sgemm.
+        // Without int8 dot instructions (VNNI) the per-block scale work of the
+        // int8 path costs more than the fp32 FMAs it saves.
+        // work: sgemm's, then the panel (P,K), then its product (M,P)
+        float* gemm_work = work;
+        float* panel = work + sgemm_work_floats(num_threads());
+        const int64_t P = qmatmul_panel_rows(K);
+        float* cpanel = panel + P * K;
+        for (int64_t n0 = 0; n0 < N; n0 += P) {
+            const int64_t np = N - n0 < P ? N - n0 : P;
+            const int ntp = np * K < (int64_t(1) << 15) ? 1 : num_threads();
+#pragma omp parallel for num_threads(ntp) schedule(static) if (ntp > 1)
+            for (int64_t r = 0; r < np; r++)
+                dequantize_row(panel + r * K, w + (n0 + r) * row_bytes, K, type);
+            // a single panel is the whole of W: sgemm writes out directly
+            float* c = np == N ? out : cpanel;
+            sgemm(c, x, panel, M, np, K, false, true, false, gemm_work);
+            if (c != out) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+                for (int64_t m = 0; m < M; m++)
+                    std::memcpy(out + m * N + n0, cpanel + m * np, sizeof(float) * size_t(np));
+            }
+        }
+        return;
+    }
+
     if (quant_block_elems(type) == kQuantBlock) {
+        // Few rows (decode): x quantized to int8 blocks, integer block dots.
         // work: xq (M,K) int8, then d (M,K/32), ds (M,K/32) floats
         const int64_t nb = K / kQuantBlock;
         int8_t* xq = reinterpret_cast<int8_t*>(work);
