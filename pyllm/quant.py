@@ -164,10 +164,11 @@ def qmatmul(x: object, w_raw: object, type: TensorType) -> np.ndarray:
     """``x @ W.T`` for a weight W (N, K) stored as raw rows of ``type``.
 
     ``x`` is (..., K) floats; ``w_raw`` is uint8 (N, row_bytes(type, K)).
-    For block types each row of x is first quantized to int8 blocks of 32
-    (scale max|x|/127), so each output is within
-    sum over blocks of (max|x_block| / 254) * sum|w_block| of the exact
-    product; F32/F16/BF16 weights are multiplied in fp32.
+    For block types and fewer than 32 rows of x (decoding), each row of x is
+    first quantized to int8 blocks of 32 (scale max|x|/127), so each output
+    is within sum over blocks of (max|x_block| / 254) * sum|w_block| of the
+    exact product. From 32 rows (prefill) W is dequantized in panels and
+    multiplied in fp32, as are F32/F16/BF16 weights.
 
     >>> w = quantize(np.eye(32, dtype=np.float32), "Q8_0")   # W = I (32, 32)
     >>> np.round(qmatmul(np.linspace(0, 1, 32), w, "Q8_0")[-3:], 2)

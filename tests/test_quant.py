@@ -261,6 +261,21 @@ def test_qmatmul_against_float64(isa, rng, name):
                                        rtol=1e-6, atol=1e-6 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", BLOCK_TYPES)
+def test_qmatmul_many_rows_several_panels(isa, rng, name):
+    # from 32 rows W is dequantized in panels of 2^20 / K rows (672 for
+    # K=1536) for sgemm: N=1500 takes three panels, the last one partial
+    M, K, N = 40, 1536, 1500
+    w_raw = random_weights(rng, name, N, K)
+    wf = np_dequantize(w_raw, name).reshape(N, K).astype(np.float64)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    ref = x.astype(np.float64) @ wf.T
+    out = _C.qmatmul(x, w_raw, TYPES[name], K)
+    assert np.all(np.abs(out - ref) <= _act_bound(x, wf, _offsets(name, w_raw, N, K)))
+    # fp32 weights times unquantized x: far inside the int8 bound
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
 def test_qmatmul_bound_is_tight_enough_to_fail(rng):
     # a wrong nibble order (the product with the swapped weights) breaks the bound
     K, N, M = 576, 33, 4

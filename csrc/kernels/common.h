@@ -84,12 +84,25 @@ static inline int64_t quant_row_bytes(int type, int64_t n) {
     return be ? n / be * quant_block_bytes(type) : 0;
 }
 
-// qmatmul scratch: the activations quantized to int8 blocks (M*K bytes) and
-// two floats per block (scale, scale * sum of q), or for F16/BF16 weights
-// one fp32 row of K per thread.
+// qmatmul with at least this many rows of x dequantizes W in panels of
+// qmatmul_panel_rows(K) rows and runs sgemm on them; fewer use int8 blocks.
+constexpr int64_t kQuantGemmMinRows = 32;
+constexpr int64_t kQuantPanelFloats = int64_t(1) << 20;
+
+static inline int64_t qmatmul_panel_rows(int64_t K) {
+    const int64_t rows = K > 0 ? kQuantPanelFloats / K / 16 * 16 : 16;
+    return rows < 16 ? 16 : rows;
+}
+
+// qmatmul scratch. Block types, few rows: the activations quantized to int8
+// blocks (M*K bytes) and two floats per block (scale, scale * sum of q); many
+// rows: sgemm's work, a panel of W (P,K) and its product (M,P) in fp32.
+// F16/BF16 weights: one fp32 row of K per thread.
 static inline int64_t qmatmul_work_floats(int64_t M, int64_t K, int type, int nthreads) {
-    if (quant_block_elems(type) == kQuantBlock) return M * K / 4 + 2 * M * (K / kQuantBlock);
-    return int64_t(nthreads) * K;
+    if (quant_block_elems(type) != kQuantBlock) return int64_t(nthreads) * K;
+    if (M < kQuantGemmMinRows) return M * K / 4 + 2 * M * (K / kQuantBlock);
+    const int64_t P = qmatmul_panel_rows(K);
+    return sgemm_work_floats(nthreads) + P * K + M * P;
 }
 
 }  // namespace pyllm

@@ -208,6 +208,16 @@ static inline float quantize_block_i8(int8_t* q, const float* x, int32_t* sum) {
     return amax / 127.0f;
 }
 
+// The first two fp16 of NN blocks (d and, for Q4_1, m) as fp32 lanes
+// [d0 e0 d1 e1 ...]; for Q4_0/Q8_0 the e lanes hold quant bytes: unused.
+template <int NN>
+static inline vf load_scales(const uint8_t* const* blk) {
+    uint32_t u[4] = {0, 0, 0, 0};
+    for (int r = 0; r < NN; r++) std::memcpy(&u[r], blk[r], 4);
+    const __m128i h = _mm_setr_epi32(int(u[0]), int(u[1]), int(u[2]), int(u[3]));
+    return {_mm256_cvtph_ps(h)};
+}
+
 #else
 
 struct vb {
@@ -256,6 +266,16 @@ static inline float quantize_block_i8(int8_t* q, const float* x, int32_t* sum) {
     return amax / 127.0f;
 }
 
+template <int NN>
+static inline vf load_scales(const uint8_t* const* blk) {
+    float f[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int r = 0; r < NN; r++) {
+        f[2 * r] = fp16_to_f32(load_u16(blk[r]));
+        f[2 * r + 1] = fp16_to_f32(load_u16(blk[r] + 2));
+    }
+    return vload(f);
+}
+
 #endif
 
 // ---- the quantized product
@@ -278,61 +298,66 @@ void quantize_act_row(int8_t* q, float* d, float* ds, const float* x, int64_t K)
     }
 }
 
+// at most this many activation elements are quantized by the calling thread alone
+constexpr int64_t kQuantSerialAct = 8192;
+
 template <int TYPE>
 constexpr int64_t block_bytes() {
     return TYPE == kTypeQ8_0 ? 34 : TYPE == kTypeQ4_0 ? 18 : 20;
 }
 
 // MM activation rows from m0 times NN weight rows from n0, into out (ld ldo).
-// Per block: acc += dot(wq, xq) * d_w * d_x in 8 lanes; the Q4 offsets
-// (-8 for Q4_0, m for Q4_1) times sum(x) go to a scalar correction.
+// Per block: acc += dot(wq, xq) * d_w * d_x in 8 lanes. The scales of the NN
+// weight blocks are converted together ([d0 e0 d1 e1 ..], e = m for Q4_1);
+// the Q4 offsets times d_x * sum(q_x) accumulate in those lanes: lane 2r
+// sums d_w * ds_x (Q4_0's -8 term), lane 2r+1 sums m_w * ds_x (Q4_1's).
 template <int TYPE, int MM, int NN>
 inline void qdot_tile(float* out, int64_t ldo, const QAct& a, int64_t m0, const uint8_t* W,
                       int64_t row_bytes, int64_t n0) {
     // xq (MM,K) blocks, W (NN,K) blocks -> out[m0:m0+MM, n0:n0+NN]
+    static_assert(NN <= 4, "scales of at most 4 rows fit one vector");
     constexpr int64_t BB = block_bytes<TYPE>();
+    constexpr int64_t QOFF = TYPE == kTypeQ4_1 ? 4 : 2;  // quants after d (and m)
     const int64_t nb = a.K / kQuantBlock;
     vf acc[MM][NN];
-    float corr[MM][NN];
-    for (int m = 0; m < MM; m++)
-        for (int r = 0; r < NN; r++) acc[m][r] = vzero(), corr[m][r] = 0.0f;
-    const uint8_t* wrow[NN];
-    for (int r = 0; r < NN; r++) wrow[r] = W + (n0 + r) * row_bytes;
+    vf cacc[MM];
+    for (int m = 0; m < MM; m++) {
+        cacc[m] = vzero();
+        for (int r = 0; r < NN; r++) acc[m][r] = vzero();
+    }
+    const uint8_t* blk[NN];
+    for (int r = 0; r < NN; r++) blk[r] = W + (n0 + r) * row_bytes;
     for (int64_t b = 0; b < nb; b++) {
         vb wq[NN];
-        vf wd[NN];
-        float wc[NN];
         for (int r = 0; r < NN; r++) {
-            const uint8_t* blk = wrow[r] + b * BB;
-            const float dw = fp16_to_f32(load_u16(blk));
-            wd[r] = vset1(dw);
-            if (TYPE == kTypeQ8_0) {
-                wq[r] = load_i8(reinterpret_cast<const int8_t*>(blk + 2));
-                wc[r] = 0.0f;
-            } else if (TYPE == kTypeQ4_0) {
-                wq[r] = load_q4(blk + 2);
-                wc[r] = dw;
-            } else {
-                wq[r] = load_q4(blk + 4);
-                wc[r] = fp16_to_f32(load_u16(blk + 2));
-            }
+            if (TYPE == kTypeQ8_0)
+                wq[r] = load_i8(reinterpret_cast<const int8_t*>(blk[r] + QOFF));
+            else
+                wq[r] = load_q4(blk[r] + QOFF);
         }
+        const vf dw = load_scales<NN>(blk);
         for (int m = 0; m < MM; m++) {
             const int64_t xb = (m0 + m) * nb + b;
             const vb xq = load_i8(a.q + xb * kQuantBlock);
-            const vf dx = vset1(a.d[xb]);
-            const float xs = a.ds[xb];
+            // d_w * d_x per row, broadcast back from memory (a load, not a shuffle)
+            float sc[8];
+            vstore(sc, vmul(dw, vset1(a.d[xb])));
+            if (TYPE != kTypeQ8_0) cacc[m] = vfma(dw, vset1(a.ds[xb]), cacc[m]);
             for (int r = 0; r < NN; r++) {
                 const vf s = TYPE == kTypeQ8_0 ? dot_i8_i8(wq[r], xq) : dot_u8_i8(wq[r], xq);
-                acc[m][r] = vfma(s, vmul(wd[r], dx), acc[m][r]);
-                if (TYPE != kTypeQ8_0) corr[m][r] += wc[r] * xs;
+                acc[m][r] = vfma(s, vset1(sc[2 * r]), acc[m][r]);
             }
         }
+        for (int r = 0; r < NN; r++) blk[r] += BB;
     }
-    const float cscale = TYPE == kTypeQ4_0 ? -8.0f : 1.0f;
-    for (int m = 0; m < MM; m++)
-        for (int r = 0; r < NN; r++)
-            out[(m0 + m) * ldo + n0 + r] = vhsum(acc[m][r]) + cscale * corr[m][r];
+    for (int m = 0; m < MM; m++) {
+        float c[8];
+        vstore(c, cacc[m]);
+        for (int r = 0; r < NN; r++) {
+            const float corr = TYPE == kTypeQ4_0 ? -8.0f * c[2 * r] : TYPE == kTypeQ4_1 ? c[2 * r + 1] : 0.0f;
+            out[(m0 + m) * ldo + n0 + r] = vhsum(acc[m][r]) + corr;
+        }
+    }
 }
 
 // Groups of 4 weight rows, split over the threads of the enclosing region;
@@ -533,19 +558,55 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
     const int64_t row_bytes = quant_row_bytes(type, K);
     const int nt = M * N * K < (int64_t(1) << 15) ? 1 : num_threads();
 
+    if (quant_block_elems(type) == kQuantBlock && M >= kQuantGemmMinRows) {
+        // Many rows (prefill): panels of W dequantized to fp32, then sgemm.
+        // Without int8 dot instructions (VNNI) the per-block scale work of the
+        // int8 path costs more than the fp32 FMAs it saves.
+        // work: sgemm's, then the panel (P,K), then its product (M,P)
+        float* gemm_work = work;
+        float* panel = work + sgemm_work_floats(num_threads());
+        const int64_t P = qmatmul_panel_rows(K);
+        float* cpanel = panel + P * K;
+        for (int64_t n0 = 0; n0 < N; n0 += P) {
+            const int64_t np = N - n0 < P ? N - n0 : P;
+            const int ntp = np * K < (int64_t(1) << 15) ? 1 : num_threads();
+#pragma omp parallel for num_threads(ntp) schedule(static) if (ntp > 1)
+            for (int64_t r = 0; r < np; r++)
+                dequantize_row(panel + r * K, w + (n0 + r) * row_bytes, K, type);
+            // a single panel is the whole of W: sgemm writes out directly
+            float* c = np == N ? out : cpanel;
+            sgemm(c, x, panel, M, np, K, false, true, false, gemm_work);
+            if (c != out) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+                for (int64_t m = 0; m < M; m++)
+                    std::memcpy(out + m * N + n0, cpanel + m * np, sizeof(float) * size_t(np));
+            }
+        }
+        return;
+    }
+
     if (quant_block_elems(type) == kQuantBlock) {
+        // Few rows (decode): x quantized to int8 blocks, integer block dots.
         // work: xq (M,K) int8, then d (M,K/32), ds (M,K/32) floats
         const int64_t nb = K / kQuantBlock;
         int8_t* xq = reinterpret_cast<int8_t*>(work);
         float* xd = work + M * K / 4;
         float* xds = xd + M * nb;
         const QAct a{xq, xd, xds, K};
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-#pragma omp for schedule(static)
+        // A few rows (decode) are quantized before the threads start: a
+        // barrier costs more than the work, most on a busy machine.
+        const bool serial_x = M * K <= kQuantSerialAct;
+        if (serial_x)
             for (int64_t m = 0; m < M; m++)
                 quantize_act_row(xq + m * K, xd + m * nb, xds + m * nb, x + m * K, K);
-            // (the implicit barrier: every row is quantized before any is read)
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            if (!serial_x) {
+#pragma omp for schedule(static)
+                for (int64_t m = 0; m < M; m++)
+                    quantize_act_row(xq + m * K, xd + m * nb, xds + m * nb, x + m * K, K);
+                // (the implicit barrier: every row is quantized before any is read)
+            }
             if (type == kTypeQ8_0) qmatmul_groups<kTypeQ8_0>(out, a, w, M, N, row_bytes);
             if (type == kTypeQ4_0) qmatmul_groups<kTypeQ4_0>(out, a, w, M, N, row_bytes);
             if (type == kTypeQ4_1) qmatmul_groups<kTypeQ4_1>(out, a, w, M, N, row_bytes);
