@@ -401,3 +401,18 @@ def test_shape_mismatch_is_reported():
 def test_docstring_examples():
     result = doctest.testmod(lp, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 10 and result.failed == 0
+
+
+def test_processors_are_immutable_and_the_fused_plan_follows_list_edits():
+    procs = build_logits_processors(do_sample=True, top_k=1)
+    with pytest.raises(AttributeError, match="immutable"):
+        procs[0].top_k = 5
+    s = np.array([[0.0, 3.0, 1.0]], np.float32)
+    none = np.zeros((1, 0), np.int64)
+    assert procs.sample(none, s, np.random.default_rng(0)).tolist() == [1]
+    procs.insert(0, RepetitionPenaltyLogitsProcessor(100.0))
+    assert procs.sample(np.array([[1]]), s, np.random.default_rng(0)).tolist() == [2]
+    procs[1] = TopKLogitsWarper(3)
+    procs.append(lambda ids, x: np.where(np.arange(3) == 0, x, -np.inf).astype(np.float32))
+    assert procs._fused_args() is None
+    assert procs.sample(np.array([[1]]), s, np.random.default_rng(0)).tolist() == [0]

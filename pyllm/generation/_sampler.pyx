@@ -30,6 +30,39 @@ from libc.string cimport memcpy
 from libcpp.utility cimport pair
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Does any of x[0:16] exceed t (gt) / reach t (ge)? Four 4-float compares with GCC/Clang
+       vector extensions (SSE2/NEON without -march flags), a scalar loop elsewhere. */
+    #if defined(__GNUC__) || defined(__clang__)
+    typedef float pyllm_f4 __attribute__((vector_size(16)));
+    typedef int pyllm_i4 __attribute__((vector_size(16)));
+    static inline pyllm_f4 pyllm_load4(const float* p) { pyllm_f4 v; memcpy(&v, p, 16); return v; }
+    static inline int pyllm_any(pyllm_i4 m) { long long h[2]; memcpy(h, &m, 16); return (h[0] | h[1]) != 0; }
+    static inline int pyllm_any_gt16(const float* x, float t) {
+        pyllm_f4 v = {t, t, t, t};
+        return pyllm_any((pyllm_load4(x) > v) | (pyllm_load4(x + 4) > v) |
+                         (pyllm_load4(x + 8) > v) | (pyllm_load4(x + 12) > v));
+    }
+    static inline int pyllm_any_ge16(const float* x, float t) {
+        pyllm_f4 v = {t, t, t, t};
+        return pyllm_any((pyllm_load4(x) >= v) | (pyllm_load4(x + 4) >= v) |
+                         (pyllm_load4(x + 8) >= v) | (pyllm_load4(x + 12) >= v));
+    }
+    #else
+    static inline int pyllm_any_gt16(const float* x, float t) {
+        int hits = 0; for (int j = 0; j < 16; ++j) hits |= x[j] > t; return hits;
+    }
+    static inline int pyllm_any_ge16(const float* x, float t) {
+        int hits = 0; for (int j = 0; j < 16; ++j) hits |= x[j] >= t; return hits;
+    }
+    #endif
+    """
+    bint any_gt16 "pyllm_any_gt16"(const float* x, float t) noexcept nogil
+    bint any_ge16 "pyllm_any_ge16"(const float* x, float t) noexcept nogil
+
+
 cdef extern from "<algorithm>" namespace "std" nogil:
     void sort[Iter](Iter first, Iter last)
     void nth_element[Iter](Iter first, Iter nth, Iter last)
@@ -40,7 +73,7 @@ cdef enum:
     K_REPETITION = 1     # a: penalty;  start: prompt_ignore_length
     K_FREQ_PRESENCE = 2  # a: frequency, b: presence;  start: prompt_ignore_length
     K_NGRAM = 3          # a: ngram size
-    K_BAN = 4            # ban_list[ban_off[i]:ban_off[i+1]] set to -inf (min-new-tokens eos)
+    K_BAN = 4            # while T < a: ban_list[ban_off[i]:ban_off[i+1]] set to -inf (eos)
 
 OP_REPETITION = K_REPETITION
 OP_FREQ_PRESENCE = K_FREQ_PRESENCE
@@ -189,7 +222,6 @@ cdef inline void sift_down(float* h, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
 cdef float kth_largest(const float* x, Py_ssize_t V, Py_ssize_t k, float* heap) noexcept nogil:
     # x (V), 1 <= k <= V -> the k-th largest score, counting repeats (torch.topk(x, k).values[-1])
     cdef Py_ssize_t i, j
-    cdef int hits
     cdef float thr, v
     for i in range(k):
         heap[i] = x[i]
@@ -198,10 +230,7 @@ cdef float kth_largest(const float* x, Py_ssize_t V, Py_ssize_t k, float* heap) 
     thr = heap[0]
     i = k
     while i + BLOCK <= V:
-        hits = 0
-        for j in range(BLOCK):  # branch-free, so the compiler can test the block in a few vector ops
-            hits += x[i + j] > thr
-        if hits:
+        if any_gt16(x + i, thr):  # most blocks hold nothing above the k-th best so far
             for j in range(BLOCK):
                 v = x[i + j]
                 if v > thr:
@@ -217,6 +246,27 @@ cdef float kth_largest(const float* x, Py_ssize_t V, Py_ssize_t k, float* heap) 
             thr = heap[0]
         i += 1
     return heap[0]
+
+
+cdef Py_ssize_t first_argmax(const float* y, Py_ssize_t V) noexcept nogil:
+    # lowest index of the largest value (0 when all are -inf), like np.argmax / torch.argmax
+    cdef Py_ssize_t i = 0, j
+    cdef float best = y[0]
+    while i < V:
+        if i + BLOCK <= V and not any_gt16(y + i, best):
+            i += BLOCK
+            continue
+        j = i + BLOCK if i + BLOCK <= V else V
+        while i < j:
+            if y[i] > best:
+                best = y[i]
+            i += 1
+    i = 0
+    while i + BLOCK <= V and not any_ge16(y + i, best):
+        i += BLOCK
+    while i < V and not (y[i] >= best):
+        i += 1
+    return i if i < V else 0  # (NaN scores)
 
 
 cdef inline uint64_t rank_key(float v, Py_ssize_t pos) noexcept nogil:
@@ -342,18 +392,13 @@ cdef Py_ssize_t collect(const float* y, Py_ssize_t V, float lb, float t, bint di
                         int32_t* idx, float* val) noexcept nogil:
     # tokens with y >= lb whose z = y / t (or y) is >= v_min and above -inf, in id order, with z
     cdef Py_ssize_t i = 0, j, n = 0
-    cdef int hits
     cdef float z, x
     if not (lb > -INFINITY):
         lb = nextafterf(-INFINITY, 0.0)  # -FLT_MAX: leaves out -inf only
     while i < V:
-        if i + BLOCK <= V:
-            hits = 0
-            for j in range(BLOCK):
-                hits += y[i + j] >= lb
-            if not hits:
-                i += BLOCK
-                continue
+        if i + BLOCK <= V and not any_ge16(y + i, lb):
+            i += BLOCK
+            continue
         j = i + BLOCK if i + BLOCK <= V else V
         while i < j:
             x = y[i]
@@ -444,8 +489,7 @@ def top_k_(float[:, ::1] scores, Py_ssize_t k):
             row = &scores[b, 0]
             w = kth_largest(row, V, k, s.heap)
             for i in range(V):
-                if row[i] < w:
-                    row[i] = -INFINITY
+                row[i] = -INFINITY if row[i] < w else row[i]
         scratch_free(&s)
 
 
@@ -593,15 +637,11 @@ def fused_sample(const float[:, ::1] scores, const int64_t[:, ::1] ids,
                 elif op_kind[o] == K_NGRAM:
                     n = ngram_banned(h, T, <Py_ssize_t>op_a[o], s.cnt)
                     ban_ids(y, V, s.cnt, n)
-                elif op_kind[o] == K_BAN:
+                elif op_kind[o] == K_BAN and T < op_a[o]:
                     ban_ids(y, V, &ban_list[0] + ban_off[o], ban_off[o + 1] - ban_off[o])
 
             if not warp and not do_sample:  # greedy on the penalized row: first best id, like argmax
-                p = 0
-                for i in range(1, V):
-                    if y[i] > y[p]:
-                        p = i
-                out[b] = p
+                out[b] = first_argmax(y, V)
                 continue
 
             # candidates: the top-k scores (after temperature), in id order

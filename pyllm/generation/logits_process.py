@@ -128,6 +128,21 @@ class LogitsProcessor:
 ProcessorLike = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+class _Frozen(LogitsProcessor):
+    # this module's processors are immutable once built, so a list can cache its fused plan
+    def __setattr__(self, name, value):
+        if "_frozen" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__} is immutable: build a new one with {name}={value!r}")
+        object.__setattr__(self, name, value)
+
+    def _freeze(self):
+        object.__setattr__(self, "_frozen", True)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "_frozen")
+        return f"{type(self).__name__}({args})"
+
+
 class LogitsProcessorList(list):
     """A list of processors applied in order; :meth:`sample` also picks the token.
 
@@ -157,44 +172,54 @@ class LogitsProcessorList(list):
         >>> int(procs.sample(np.zeros((1, 0), np.int64), scores, np.random.default_rng(0))[0]) in (1, 2)
         True
         """
-        plan = self._fused_plan()
-        if plan is None:
+        fused = self._fused_args()
+        if fused is None:
             return sample(self(input_ids, scores), generator, do_sample)
         scores = _as_scores(scores)
-        B, V = scores.shape
+        B = scores.shape[0]
         ids = _as_ids(input_ids, B)
         if do_sample:
             _check_generator(generator)
-        kinds, a, b, starts, bans, ban_off = [], [], [], [], [], [0]
-        for proc in plan["ops"]:
-            kind, pa, pb, start, ban = proc._fused_op(ids.shape[1])
-            if kind == 0:
-                continue
-            kinds.append(kind)
-            a.append(pa)
-            b.append(pb)
-            starts.append(start)
-            bans.extend(ban)
-            ban_off.append(len(bans))
-        top_k = 0
-        if plan["top_k"] is not None and plan["top_k"].top_k > 0:
-            top_k = max(plan["top_k"].top_k, plan["top_k"].min_tokens_to_keep)
-            if top_k >= V:
-                top_k = 0
-        top_p, top_p_keep = (plan["top_p"].top_p, plan["top_p"].min_tokens_to_keep) if plan["top_p"] else (1.0, 1)
-        min_p, min_p_keep = (plan["min_p"].min_p, plan["min_p"].min_tokens_to_keep) if plan["min_p"] else (0.0, 1)
-        temperature = plan["temperature"].temperature if plan["temperature"] else 1.0
-        warp = temperature != 1.0 or top_k > 0 or top_p < 1.0 or min_p > 0.0
-        u = generator.random(B) if do_sample else np.zeros(B)
+            u = generator.random(B)
+        else:
+            u = np.zeros(B)
         out = np.empty(B, dtype=np.int64)
-        bad = _sampler.fused_sample(
-            scores, ids, np.array(kinds, np.int32), np.array(a, np.float64), np.array(b, np.float64),
-            np.array(starts, np.int64), np.array(bans, np.int64), np.array(ban_off, np.int64),
-            np.float32(temperature), top_k, top_p, top_p_keep, min_p, min_p_keep, warp, u,
-            bool(do_sample), out)
+        bad = _sampler.fused_sample(scores, ids, *fused, u, bool(do_sample), out)
         if bad >= 0:
             raise _nothing_to_sample(bad)
         return out
+
+    def _fused_args(self):
+        # the fused kernel's arguments for this list (None: cannot fuse), cached while the list
+        # holds the same processor objects (ours are immutable)
+        key = tuple(map(id, self))
+        cache = self.__dict__.get("_fused_cache")
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        plan = self._fused_plan()
+        args = None
+        if plan is not None:
+            kinds, a, b, starts, bans, ban_off = [], [], [], [], [], [0]
+            for proc in plan["ops"]:
+                kind, pa, pb, start, ban = proc._fused_op()
+                kinds.append(kind)
+                a.append(pa)
+                b.append(pb)
+                starts.append(start)
+                bans.extend(ban)
+                ban_off.append(len(bans))
+            top_k = 0
+            if plan["top_k"] is not None and plan["top_k"].top_k > 0:
+                top_k = max(plan["top_k"].top_k, plan["top_k"].min_tokens_to_keep)  # >= V: off in the kernel
+            top_p, top_p_keep = (plan["top_p"].top_p, plan["top_p"].min_tokens_to_keep) if plan["top_p"] else (1.0, 1)
+            min_p, min_p_keep = (plan["min_p"].min_p, plan["min_p"].min_tokens_to_keep) if plan["min_p"] else (0.0, 1)
+            temperature = plan["temperature"].temperature if plan["temperature"] else 1.0
+            warp = temperature != 1.0 or top_k > 0 or top_p < 1.0 or min_p > 0.0
+            args = (np.array(kinds, np.int32), np.array(a, np.float64), np.array(b, np.float64),
+                    np.array(starts, np.int64), np.array(bans, np.int64), np.array(ban_off, np.int64),
+                    np.float32(temperature), top_k, top_p, top_p_keep, min_p, min_p_keep, warp)
+        self._fused_cache = (key, args, list(self))  # holding the objects keeps their ids unique
+        return args
 
     def _fused_plan(self):
         # penalties (any order) then at most one each of temperature, top-k, top-p, min-p, in that order
@@ -230,7 +255,7 @@ def _nothing_to_sample(row: int) -> ValueError:
 
 # ---------------------------------------------------------------- warpers
 
-class TemperatureLogitsWarper(LogitsProcessor):
+class TemperatureLogitsWarper(_Frozen):
     """Divide the scores by ``temperature`` (> 0): below 1 sharpens, above 1 flattens.
 
     Temperature 0 means greedy decoding: call :func:`sample` with
@@ -246,12 +271,13 @@ class TemperatureLogitsWarper(LogitsProcessor):
             hint = " (temperature 0 means greedy: use do_sample=False)" if t == 0 else ""
             raise ValueError(f"temperature must be > 0, got {temperature!r}{hint}")
         self.temperature = t
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         return _as_scores(scores) / np.float32(self.temperature)
 
 
-class TopKLogitsWarper(LogitsProcessor):
+class TopKLogitsWarper(_Frozen):
     """Keep the ``top_k`` highest scores (all of them on a tie with the k-th); 0 keeps all.
 
     ``min_tokens_to_keep`` raises ``top_k`` to at least that many.
@@ -263,6 +289,7 @@ class TopKLogitsWarper(LogitsProcessor):
     def __init__(self, top_k: int, min_tokens_to_keep: int = 1):
         self.top_k = _count("top_k", top_k, 0)
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         scores = _as_scores(scores)
@@ -274,7 +301,7 @@ class TopKLogitsWarper(LogitsProcessor):
         return out
 
 
-class TopPLogitsWarper(LogitsProcessor):
+class TopPLogitsWarper(_Frozen):
     """Nucleus filtering: keep the smallest set of most probable tokens whose
     probability adds up to at least ``top_p`` (in (0, 1]; 1 keeps all), and at
     least ``min_tokens_to_keep`` tokens.
@@ -290,6 +317,7 @@ class TopPLogitsWarper(LogitsProcessor):
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
         self.top_p = p
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         out = _as_scores(scores).copy()
@@ -298,7 +326,7 @@ class TopPLogitsWarper(LogitsProcessor):
         return out
 
 
-class MinPLogitsWarper(LogitsProcessor):
+class MinPLogitsWarper(_Frozen):
     """Keep tokens whose probability is at least ``min_p`` (in [0, 1]) times the
     top token's probability, and at least ``min_tokens_to_keep`` tokens.
 
@@ -313,6 +341,7 @@ class MinPLogitsWarper(LogitsProcessor):
             raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
         self.min_p = p
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         out = _as_scores(scores).copy()
@@ -321,7 +350,7 @@ class MinPLogitsWarper(LogitsProcessor):
         return out
 
 
-class TypicalLogitsWarper(LogitsProcessor):
+class TypicalLogitsWarper(_Frozen):
     """Locally typical sampling: rank tokens by how close ``-log p`` is to the
     entropy and keep the closest ones until their probability reaches
     ``mass`` (``typical_p`` in generate(); in (0, 1], 1 keeps all).
@@ -337,6 +366,7 @@ class TypicalLogitsWarper(LogitsProcessor):
             raise ValueError(f"typical_p (mass) must be in (0, 1], got {mass!r}")
         self.mass = m
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         out = _as_scores(scores).copy()
@@ -347,7 +377,7 @@ class TypicalLogitsWarper(LogitsProcessor):
 
 # ---------------------------------------------------------------- processors that read the history
 
-class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
+class RepetitionPenaltyLogitsProcessor(_Frozen):
     """Penalize every token that occurs in ``input_ids`` (prompt included), once:
     a negative score is multiplied by ``penalty``, any other divided by it.
 
@@ -366,6 +396,7 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
         self.penalty = p
         self.prompt_ignore_length = 0 if prompt_ignore_length is None else \
             _count("prompt_ignore_length", prompt_ignore_length, 0)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         out = _as_scores(scores).copy()
@@ -373,11 +404,11 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
                                      self.penalty)
         return out
 
-    def _fused_op(self, seq_len):
+    def _fused_op(self):
         return _sampler.OP_REPETITION, self.penalty, 0.0, self.prompt_ignore_length, ()
 
 
-class FrequencyPresencePenaltyLogitsProcessor(LogitsProcessor):
+class FrequencyPresencePenaltyLogitsProcessor(_Frozen):
     """OpenAI-style penalties (not in transformers): for each token that occurs
     ``count`` > 0 times in ``input_ids``,
     ``score -= frequency_penalty * count + presence_penalty``.
@@ -397,6 +428,7 @@ class FrequencyPresencePenaltyLogitsProcessor(LogitsProcessor):
         self.presence_penalty = _real("presence_penalty", presence_penalty)
         self.prompt_ignore_length = 0 if prompt_ignore_length is None else \
             _count("prompt_ignore_length", prompt_ignore_length, 0)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         out = _as_scores(scores).copy()
@@ -404,12 +436,12 @@ class FrequencyPresencePenaltyLogitsProcessor(LogitsProcessor):
                                              self.frequency_penalty, self.presence_penalty)
         return out
 
-    def _fused_op(self, seq_len):
+    def _fused_op(self):
         return (_sampler.OP_FREQ_PRESENCE, self.frequency_penalty, self.presence_penalty,
                 self.prompt_ignore_length, ())
 
 
-class NoRepeatNGramLogitsProcessor(LogitsProcessor):
+class NoRepeatNGramLogitsProcessor(_Frozen):
     """Ban (``-inf``) every token that would repeat an n-gram of size
     ``ngram_size`` already in ``input_ids`` (prompt included); 0 bans nothing.
 
@@ -420,6 +452,7 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
 
     def __init__(self, ngram_size: int):
         self.ngram_size = _count("no_repeat_ngram_size", ngram_size, 0)
+        self._freeze()
 
     def __call__(self, input_ids, scores):
         out = _as_scores(scores).copy()
@@ -427,13 +460,11 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
             _sampler.no_repeat_ngram_(out, _as_ids(input_ids, out.shape[0]), self.ngram_size)
         return out
 
-    def _fused_op(self, seq_len):
-        if self.ngram_size == 0 or seq_len < self.ngram_size:
-            return 0, 0.0, 0.0, 0, ()
+    def _fused_op(self):
         return _sampler.OP_NGRAM, float(self.ngram_size), 0.0, 0, ()
 
 
-class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
+class MinNewTokensLengthLogitsProcessor(_Frozen):
     """Ban ``eos_token_id`` (one id or a list) until ``min_new_tokens`` tokens
     have been generated after the first ``prompt_length_to_skip`` of ``input_ids``.
 
@@ -448,6 +479,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
         self.prompt_length_to_skip = _count("prompt_length_to_skip", prompt_length_to_skip, 0)
         self.min_new_tokens = _count("min_new_tokens", min_new_tokens, 0)
         self.eos_token_id = _token_ids("eos_token_id", eos_token_id)
+        self._freeze()
 
     def _active(self, seq_len: int) -> bool:
         return seq_len - self.prompt_length_to_skip < self.min_new_tokens
@@ -459,10 +491,8 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
             out[:, eos] = -np.inf
         return out
 
-    def _fused_op(self, seq_len):
-        if not self._active(seq_len):
-            return 0, 0.0, 0.0, 0, ()
-        return _sampler.OP_BAN, 0.0, 0.0, 0, self.eos_token_id
+    def _fused_op(self):  # banned while seq_len < prompt_length_to_skip + min_new_tokens
+        return _sampler.OP_BAN, float(self.prompt_length_to_skip + self.min_new_tokens), 0.0, 0, self.eos_token_id
 
 
 _FUSABLE_OPS = (RepetitionPenaltyLogitsProcessor, FrequencyPresencePenaltyLogitsProcessor,
