@@ -15,7 +15,7 @@ def _ref(q, k, v, **kw):
     qt, kt, vt = (torch.from_numpy(a).double() for a in (q, k, v))
     mask = kw.pop("attn_mask", None)
     if mask is not None:
-        mask = torch.from_numpy(mask)
+        mask = torch.from_numpy(np.array(mask))
         if mask.dtype != torch.bool:
             mask = mask.double()
     gqa = qt.shape[-3] != kt.shape[-3]
