@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import ops
 from .configuration import GenerationConfig
-from .logits_process import LogitsProcessorList, build_logits_processors, sample
+from .logits_process import LogitsProcessorList, build_logits_processors
 
 
 @dataclass
@@ -98,8 +98,7 @@ class GenerationMixin:
         logits = self._prefill(prompt)
         out: List[int] = []
         for i in range(cfg.max_new_tokens):
-            scores = procs(ids[:, :n], logits[None, :].astype(np.float32, copy=True))
-            tok = int(sample(scores, rng, do_sample=not cfg.greedy)[0])
+            tok = int(procs.sample(ids[:, :n], logits[None, :], rng, do_sample=not cfg.greedy)[0])
             ids[0, n] = tok
             n += 1
             out.append(tok)
@@ -110,10 +109,14 @@ class GenerationMixin:
 
     def _processors(self, cfg: GenerationConfig, prompt_len: int,
                     logits_processor: Optional[Sequence[Callable]]) -> LogitsProcessorList:
-        procs = build_logits_processors(cfg, prompt_len)
-        for p in logits_processor or []:
-            procs.append(p)
-        return procs
+        return build_logits_processors(
+            do_sample=not cfg.greedy, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+            min_p=cfg.min_p, typical_p=cfg.typical_p, repetition_penalty=cfg.repetition_penalty,
+            frequency_penalty=cfg.frequency_penalty, presence_penalty=cfg.presence_penalty,
+            no_repeat_ngram_size=cfg.no_repeat_ngram_size, min_new_tokens=cfg.min_new_tokens,
+            eos_token_id=cfg.eos_ids() or None, prompt_length=prompt_len,
+            logits_processor=logits_processor or (),
+        )
 
     def generate(self, input_ids: Any, attention_mask: Any = None, generation_config: Optional[GenerationConfig] = None,
                  logits_processor: Optional[Sequence[Callable]] = None, streamer: Any = None,
