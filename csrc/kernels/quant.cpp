@@ -646,6 +646,10 @@ inline int64_t q4_nibble_offset(int r, int64_t sb) { return sb + (r & 1) * 32 + 
 
 #if defined(PYLLM_ISA_AVX2)
 
+// Weights stream from DRAM once per token: fetch this far ahead of the
+// record in use (a group's records are contiguous, and groups follow each other)
+constexpr int64_t kPrefetchBytes = 1024;
+
 // One activation row against the 4 rows of a packed group: out4[0..3].
 // Q4: A = {row 0 | row 2}, B = {row 1 | row 3}; the low nibbles meet x[0:16]
 // broadcast to both halves, the high ones x[16:32]. After madd each row
@@ -661,6 +665,7 @@ inline void qpack_group_q4(float* out4, const uint8_t* rec, const int8_t* xq, co
     const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), cacc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, rec += RB) {
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes), _MM_HINT_T0);
         const __m256 s = TYPE == kTypeQ4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec))
                                            : _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec));
         const __m256i A = _mm256_loadu_si256((const __m256i*)(rec + SB));
@@ -698,6 +703,8 @@ inline void qpack_group_q8(float* out4, const uint8_t* rec, const int8_t* xq, co
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, rec += 136) {
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes + 64), _MM_HINT_T0);
         const __m128 s4 = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec)), _mm_set1_ps(xd[b]));
         const __m256i x = _mm256_loadu_si256((const __m256i*)(xq + b * 32));
         __m256i p[4];
