@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gguf.h"
+#include "threadpool.h"
 
 namespace pyllm {
 
@@ -100,6 +101,7 @@ private:
     // decode_step scratch: per thread (residual copy, quantized activations,
     // attention scores), then the FFN activations quantized (shared)
     std::vector<float> dec_;
+    ThreadPool pool_;  // decode_step's threads (declared last: joined first)
 };
 
 // Largest number of positions one forward_chunk processes.
