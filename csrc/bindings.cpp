@@ -502,7 +502,7 @@ U8 quantize(const py::object& x_obj, int type) {
     return out;
 }
 
-F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t K, bool ref) {
+F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t K, bool ref, bool packed) {
     // x (M,K), w_raw (N, quant_row_bytes(type, K)) -> (M,N)
     check_qtype(type, false);
     check_qlength(type, K, "K");
@@ -515,7 +515,14 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
                                         std::to_string(type) + ", got " + shape_str(w));
     F32 out({M, N});
     py::gil_scoped_release nogil;
-    if (ref) {
+    if (packed) {
+        // the load-time repacking (groups of 4 rows) and its product
+        expect(pyllm::qpack_supported(type), "qmatmul: packed=True needs a block type (Q8_0, Q4_0, Q4_1)");
+        std::vector<float> wp(size_t((pyllm::qpack_bytes(type, N, K) + 3) / 4));
+        kernels().qpack_weights(wp.data(), w.data(), N, K, type);
+        float* work = pyllm::thread_workspace(pyllm::qpack_work_floats(M, K, type, pyllm::num_threads()));
+        kernels().qpack_matmul(out.mutable_data(), x.data(), wp.data(), M, N, K, type, work);
+    } else if (ref) {
         kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);
     } else {
         float* work = pyllm::thread_workspace(pyllm::qmatmul_work_floats(M, K, type, pyllm::num_threads()));
@@ -598,5 +605,5 @@ PYBIND11_MODULE(_C, m) {
           py::arg("ref") = false);
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"));
     m.def("qmatmul", &qmatmul, py::arg("x"), py::arg("w_raw"), py::arg("type"), py::arg("K"),
-          py::arg("ref") = false);
+          py::arg("ref") = false, py::arg("packed") = false);
 }

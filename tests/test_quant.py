@@ -276,6 +276,37 @@ def test_qmatmul_many_rows_several_panels(isa, rng, name):
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", BLOCK_TYPES)
+def test_qmatmul_packed_weights(isa, rng, name):
+    # the load-time layout (groups of 4 rows, common.h) gives the same product
+    # within the same bound, partial last groups included; from 32 rows its
+    # exact dequantization feeds sgemm
+    for K in [32, 64, 576, 1536]:
+        for N in [1, 3, 4, 7, 33, 193]:
+            w_raw = random_weights(rng, name, N, K)
+            wf = np_dequantize(w_raw, name).reshape(N, K).astype(np.float64)
+            off = _offsets(name, w_raw, N, K)
+            for M in [1, 2, 5, 40]:
+                x = rng.standard_normal((M, K)).astype(np.float32)
+                x[:, :32] *= 10
+                ref = x.astype(np.float64) @ wf.T
+                out = _C.qmatmul(x, w_raw, TYPES[name], K, packed=True)
+                assert out.shape == (M, N) and out.dtype == np.float32
+                assert np.all(np.abs(out - ref) <= _act_bound(x, wf, off)), (M, K, N)
+                if M >= 32:  # fp32 weights times unquantized x: the unpacked result
+                    np.testing.assert_allclose(out, _C.qmatmul(x, w_raw, TYPES[name], K), rtol=1e-6,
+                                               atol=1e-6 * np.abs(ref).max())
+                else:  # the same int8 products, summed in another order
+                    np.testing.assert_allclose(out, _C.qmatmul(x, w_raw, TYPES[name], K), rtol=1e-5,
+                                               atol=1e-5 * np.abs(ref).max())
+
+
+def test_qmatmul_packed_needs_a_block_type(rng):
+    w_raw = random_weights(rng, "F16", 4, 32)
+    with pytest.raises(ValueError, match="packed"):
+        _C.qmatmul(np.ones((1, 32), np.float32), w_raw, TYPES["F16"], 32, packed=True)
+
+
 def test_qmatmul_bound_is_tight_enough_to_fail(rng):
     # a wrong nibble order (the product with the swapped weights) breaks the bound
     K, N, M = 576, 33, 4

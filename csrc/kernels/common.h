@@ -105,4 +105,33 @@ static inline int64_t qmatmul_work_floats(int64_t M, int64_t K, int type, int nt
     return sgemm_work_floats(nthreads) + P * K + M * P;
 }
 
+// ---- packed quantized weights (quant.cpp, qpack_*): a block-type matrix
+// repacked once at load so one activation block feeds several rows. Rows go
+// in groups of kPackRows (the last group zero-padded); group g holds, per
+// block b of K/32, one record of qpack_record_bytes(type):
+//   Q8_0  fp16 d[4], int8 q[4][32]                      (rows 0..3 in order)
+//   Q4_0  fp16 d[4], nibbles A[32], B[32]
+//   Q4_1  fp16 d[4], fp16 m[4], nibbles A[32], B[32]
+// where A = {qs of row 0, qs of row 2} and B = {qs of row 1, qs of row 3}
+// (16 bytes each, the GGUF nibble order). Same total size as the original.
+// The layout is the same for every ISA.
+constexpr int64_t kPackRows = 4;
+
+static inline bool qpack_supported(int type) {
+    return type == kTypeQ8_0 || type == kTypeQ4_0 || type == kTypeQ4_1;
+}
+
+static inline int64_t qpack_record_bytes(int type) {
+    return type == kTypeQ8_0 ? 8 + 128 : type == kTypeQ4_0 ? 8 + 64 : 16 + 64;
+}
+
+static inline int64_t qpack_bytes(int type, int64_t N, int64_t K) {
+    return (N + kPackRows - 1) / kPackRows * (K / kQuantBlock) * qpack_record_bytes(type);
+}
+
+// qpack_matmul scratch: as qmatmul's for block types
+static inline int64_t qpack_work_floats(int64_t M, int64_t K, int type, int nthreads) {
+    return qmatmul_work_floats(M, K, type, nthreads);
+}
+
 }  // namespace pyllm

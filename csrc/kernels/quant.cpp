@@ -8,6 +8,7 @@
 // For Q4, element j < 16 is the low nibble of qs[j], element j + 16 its high
 // nibble. d * q is exact in fp32 for every format, so dequantizing is exact
 // (Q4_1 rounds once, for + m) whatever the compiler contracts into an FMA.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -627,6 +628,309 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
                 wn = row;
             }
             for (int64_t m = 0; m < M; m++) out[m * N + n] = dot_f32(x + m * K, wn, K);
+        }
+    }
+}
+
+// ---- packed weights (layout in common.h): repack, dequantize, products
+
+namespace {
+
+// record r of group g: block b of rows 4g..4g+3
+inline const uint8_t* qpack_record(const uint8_t* Wp, int64_t g, int64_t b, int64_t nb, int64_t rb) {
+    return Wp + (g * nb + b) * rb;
+}
+
+// offset of row r's 16 nibble bytes inside a Q4 record (after sb scale bytes)
+inline int64_t q4_nibble_offset(int r, int64_t sb) { return sb + (r & 1) * 32 + (r >> 1) * 16; }
+
+#if defined(PYLLM_ISA_AVX2)
+
+// Weights stream from DRAM once per token: fetch this far ahead of the
+// record in use (a group's records are contiguous, and groups follow each other)
+constexpr int64_t kPrefetchBytes = 1024;
+
+// One activation row against the 4 rows of a packed group: out4[0..3].
+// Q4: A = {row 0 | row 2}, B = {row 1 | row 3}; the low nibbles meet x[0:16]
+// broadcast to both halves, the high ones x[16:32]. After madd each row
+// owns 4 lanes; hadd(A, B) leaves [r0 r0 r1 r1 r2 r2 r3 r3], scaled by
+// [d0 d0 d1 d1 ..] * d_x. The scales [d0..d3 m0..m3] times ds_x accumulate
+// apart: lanes 0-3 give Q4_0's -8 terms, lanes 4-7 Q4_1's m terms.
+template <int TYPE>
+inline void qpack_group_q4(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd,
+                           const float* xds, int64_t nb) {
+    constexpr int64_t SB = TYPE == kTypeQ4_1 ? 16 : 8;
+    constexpr int64_t RB = SB + 64;
+    const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), cacc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, rec += RB) {
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes), _MM_HINT_T0);
+        const __m256 s = TYPE == kTypeQ4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec))
+                                           : _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec));
+        const __m256i A = _mm256_loadu_si256((const __m256i*)(rec + SB));
+        const __m256i B = _mm256_loadu_si256((const __m256i*)(rec + SB + 32));
+        const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(xq + b * 32)));
+        const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(xq + b * 32 + 16)));
+        // u8 nibbles (<= 15) times s8 (|x| <= 127): pair sums <= 3810, two of them fit int16
+        const __m256i pa = _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(A, low), xl),
+                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 4), low), xh)),
+            ones);
+        const __m256i pb = _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(B, low), xl),
+                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 4), low), xh)),
+            ones);
+        const __m256 sum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pa, pb));
+        const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(s, _mm256_set1_ps(xd[b])), dup);
+        // two accumulators (even / odd blocks) to hide the FMA latency
+        if (b & 1)
+            acc1 = _mm256_fmadd_ps(sum, sc, acc1);
+        else
+            acc0 = _mm256_fmadd_ps(sum, sc, acc0);
+        cacc = _mm256_fmadd_ps(s, _mm256_set1_ps(xds[b]), cacc);
+    }
+    float a[8], c[8];
+    _mm256_storeu_ps(a, _mm256_add_ps(acc0, acc1));
+    _mm256_storeu_ps(c, cacc);
+    for (int r = 0; r < 4; r++)
+        out4[r] = (a[2 * r] + a[2 * r + 1]) + (TYPE == kTypeQ4_0 ? -8.0f * c[r] : c[4 + r]);
+}
+
+// Q8_0: per row |w| times x with w's sign (w may be -128), 8 int32 lanes;
+// two rounds of hadd leave [r0 r1 r2 r3 | r0 r1 r2 r3], scaled by [d0..d3 d0..d3] * d_x.
+inline void qpack_group_q8(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd, int64_t nb) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, rec += 136) {
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes + 64), _MM_HINT_T0);
+        const __m128 s4 = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec)), _mm_set1_ps(xd[b]));
+        const __m256i x = _mm256_loadu_si256((const __m256i*)(xq + b * 32));
+        __m256i p[4];
+        for (int r = 0; r < 4; r++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i*)(rec + 8 + 32 * r));
+            p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones);
+        }
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        const __m256 sc = _mm256_set_m128(s4, s4);
+        if (b & 1)
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc1);
+        else
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc0);
+    }
+    float a[8];
+    _mm256_storeu_ps(a, _mm256_add_ps(acc0, acc1));
+    for (int r = 0; r < 4; r++) out4[r] = a[r] + a[4 + r];
+}
+
+#else
+
+// the portable twin: per row and block an exact integer dot, scaled in fp32
+template <int TYPE>
+inline void qpack_group_q4(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd,
+                           const float* xds, int64_t nb) {
+    constexpr int64_t SB = TYPE == kTypeQ4_1 ? 16 : 8;
+    constexpr int64_t RB = SB + 64;
+    float acc[4] = {0, 0, 0, 0}, corr[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++, rec += RB) {
+        const int8_t* x = xq + b * 32;
+        for (int r = 0; r < 4; r++) {
+            const uint8_t* qs = rec + q4_nibble_offset(r, SB);
+            int32_t dot = 0;
+            for (int j = 0; j < 16; j++) dot += int32_t(qs[j] & 0x0f) * x[j] + int32_t(qs[j] >> 4) * x[j + 16];
+            const float d = fp16_to_f32(load_u16(rec + 2 * r));
+            acc[r] += float(dot) * (d * xd[b]);
+            corr[r] += (TYPE == kTypeQ4_1 ? fp16_to_f32(load_u16(rec + 8 + 2 * r)) : -8.0f * d) * xds[b];
+        }
+    }
+    for (int r = 0; r < 4; r++) out4[r] = acc[r] + corr[r];
+}
+
+inline void qpack_group_q8(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd, int64_t nb) {
+    float acc[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++, rec += 136) {
+        const int8_t* x = xq + b * 32;
+        for (int r = 0; r < 4; r++) {
+            const int8_t* w = reinterpret_cast<const int8_t*>(rec + 8 + 32 * r);
+            int32_t dot = 0;
+            for (int j = 0; j < 32; j++) dot += int32_t(w[j]) * x[j];
+            acc[r] += float(dot) * (fp16_to_f32(load_u16(rec + 2 * r)) * xd[b]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out4[r] = acc[r];
+}
+
+#endif
+
+inline void qpack_group(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd, const float* xds,
+                        int64_t nb, int type) {
+    if (type == kTypeQ4_1) qpack_group_q4<kTypeQ4_1>(out4, rec, xq, xd, xds, nb);
+    else if (type == kTypeQ4_0) qpack_group_q4<kTypeQ4_0>(out4, rec, xq, xd, xds, nb);
+    else qpack_group_q8(out4, rec, xq, xd, nb);
+}
+
+}  // namespace
+
+void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
+    // W (N,K) GGUF rows -> dst: groups of 4 rows, one record per block (common.h)
+    const uint8_t* w = static_cast<const uint8_t*>(W);
+    uint8_t* out = static_cast<uint8_t*>(dst);
+    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), bb = quant_block_bytes(type);
+    const int64_t row_bytes = nb * bb, groups = ceil_div(N, kPackRows);
+    const int64_t sb = type == kTypeQ4_1 ? 16 : 8;  // scale bytes
+    std::memset(out, 0, size_t(groups * nb * rb));
+    for (int64_t g = 0; g < groups; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t* rec = out + (g * nb + b) * rb;
+            for (int r = 0; r < kPackRows && g * kPackRows + r < N; r++) {
+                const uint8_t* blk = w + (g * kPackRows + r) * row_bytes + b * bb;
+                std::memcpy(rec + 2 * r, blk, 2);                                   // d
+                if (type == kTypeQ4_1) std::memcpy(rec + 8 + 2 * r, blk + 2, 2);  // m
+                if (type == kTypeQ8_0)
+                    std::memcpy(rec + 8 + 32 * r, blk + 2, 32);
+                else
+                    std::memcpy(rec + q4_nibble_offset(r, sb), blk + (type == kTypeQ4_1 ? 4 : 2), 16);
+            }
+        }
+    }
+}
+
+void qpack_dequantize_rows(float* out, const void* Wp, int64_t n0, int64_t n1, int64_t N, int64_t K,
+                           int type) {
+    // packed Wp (N,K), rows [n0,n1) -> out (n1-n0, K): each row gathered back into
+    // its GGUF blocks, then dequantize_row (exact)
+    const uint8_t* w = static_cast<const uint8_t*>(Wp);
+    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), bb = quant_block_bytes(type);
+    const int64_t sb = type == kTypeQ4_1 ? 16 : 8;
+    uint8_t blk[34];
+    for (int64_t n = n0; n < n1 && n < N; n++) {
+        const int64_t g = n / kPackRows;
+        const int r = int(n % kPackRows);
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t* rec = qpack_record(w, g, b, nb, rb);
+            std::memcpy(blk, rec + 2 * r, 2);
+            if (type == kTypeQ4_1) std::memcpy(blk + 2, rec + 8 + 2 * r, 2);
+            if (type == kTypeQ8_0)
+                std::memcpy(blk + 2, rec + 8 + 32 * r, 32);
+            else
+                std::memcpy(blk + (type == kTypeQ4_1 ? 4 : 2), rec + q4_nibble_offset(r, sb), 16);
+            dequantize_row(out + (n - n0) * K + b * kQuantBlock, blk, kQuantBlock, type);
+        }
+        (void)bb;
+    }
+}
+
+void quantize_act(int8_t* q, float* d, float* ds, const float* x, int64_t K) {
+    // x (K,) -> q (K,), d (K/32,), ds (K/32,)
+    quantize_act_row(q, d, ds, x, K);
+}
+
+void rmsnorm_quantize_act(int8_t* q, float* d, float* ds, const float* x, const float* weight, int64_t C,
+                          float eps) {
+    // x (C,), weight (C,) -> rmsnorm(x) * weight as int8 blocks q (C,), d, ds (C/32,)
+    vf a0 = vzero(), a1 = vzero();
+    int64_t j = 0;
+    for (; j + 16 <= C; j += 16) {
+        const vf u = vload(x + j), v = vload(x + j + 8);
+        a0 = vfma(u, u, a0);
+        a1 = vfma(v, v, a1);
+    }
+    double ss = double(vhsum(vadd(a0, a1)));
+    for (; j < C; j++) ss += double(x[j]) * double(x[j]);
+    const float rstd = 1.0f / std::sqrt(float(ss / double(C)) + eps);
+    const vf rv = vset1(rstd);
+    float y[kQuantBlock];
+    for (int64_t b = 0; b < C / kQuantBlock; b++) {  // C is a multiple of 32
+        const float* xb = x + b * kQuantBlock;
+        const float* wb = weight + b * kQuantBlock;
+        for (int k = 0; k < kQuantBlock; k += 8) vstore(y + k, vmul(vmul(vload(xb + k), rv), vload(wb + k)));
+        int32_t sum = 0;
+        d[b] = quantize_block_i8(q + b * kQuantBlock, y, &sum);
+        ds[b] = d[b] * float(sum);
+    }
+}
+
+void swiglu_quantize_act(int8_t* q, float* d, float* ds, const float* gate, const float* up, int64_t n) {
+    // gate, up (n) -> silu(gate) * up as int8 blocks q (n,), d, ds (n/32,); n a multiple of 32
+    float y[kQuantBlock];
+    for (int64_t b = 0; b < n / kQuantBlock; b++) {
+        for (int k = 0; k < kQuantBlock; k += 8) {
+            const vf g = vload(gate + b * kQuantBlock + k);
+            const vf e = vexp(vsub(vzero(), g));
+            vstore(y + k, vmul(vdiv(g, vadd(vset1(1.0f), e)), vload(up + b * kQuantBlock + k)));
+        }
+        int32_t sum = 0;
+        d[b] = quantize_block_i8(q + b * kQuantBlock, y, &sum);
+        ds[b] = d[b] * float(sum);
+    }
+}
+
+void qpack_matvec(float* out, const int8_t* xq, const float* xd, const float* xds, const void* Wp,
+                  int64_t n0, int64_t n1, int64_t N, int64_t K, int type) {
+    // xq (K,) int8 blocks, packed Wp (N,K) -> out[n0:n1]
+    const uint8_t* w = static_cast<const uint8_t*>(Wp);
+    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type);
+    if (n1 > N) n1 = N;
+    for (int64_t n = n0; n < n1; n += kPackRows) {
+        const int64_t g = n / kPackRows;
+        const uint8_t* rec = qpack_record(w, g, 0, nb, rb);
+        if (n + kPackRows <= n1) {
+            qpack_group(out + n, rec, xq, xd, xds, nb, type);
+        } else {  // a partial group at the end
+            float o4[kPackRows];
+            qpack_group(o4, rec, xq, xd, xds, nb, type);
+            for (int64_t r = 0; n + r < n1; r++) out[n + r] = o4[r];
+        }
+    }
+}
+
+void qpack_matmul(float* out, const float* x, const void* Wp, int64_t M, int64_t N, int64_t K, int type,
+                  float* work) {
+    // x (M,K), packed Wp (N,K) -> out (M,N)
+    if (M <= 0 || N <= 0) return;
+    const uint8_t* w = static_cast<const uint8_t*>(Wp);
+    const int nt = M * N * K < (int64_t(1) << 15) ? 1 : num_threads();
+    if (M >= kQuantGemmMinRows) {
+        // prefill: panels of W dequantized to fp32, then sgemm (as qmatmul)
+        float* gemm_work = work;
+        float* panel = work + sgemm_work_floats(num_threads());
+        const int64_t P = qmatmul_panel_rows(K);  // a multiple of 16: whole groups
+        float* cpanel = panel + P * K;
+        for (int64_t n0 = 0; n0 < N; n0 += P) {
+            const int64_t np = N - n0 < P ? N - n0 : P;
+            const int64_t ng = ceil_div(np, kPackRows);
+            const int ntp = np * K < (int64_t(1) << 15) ? 1 : num_threads();
+#pragma omp parallel for num_threads(ntp) schedule(static) if (ntp > 1)
+            for (int64_t g = 0; g < ng; g++) {
+                const int64_t r0 = n0 + g * kPackRows;
+                qpack_dequantize_rows(panel + (r0 - n0) * K, w, r0, std::min(r0 + kPackRows, n0 + np), N, K, type);
+            }
+            float* c = np == N ? out : cpanel;
+            sgemm(c, x, panel, M, np, K, false, true, false, gemm_work);
+            if (c != out) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+                for (int64_t m = 0; m < M; m++)
+                    std::memcpy(out + m * N + n0, cpanel + m * np, sizeof(float) * size_t(np));
+            }
+        }
+        return;
+    }
+    // few rows: x quantized to int8 blocks, each group of 4 weight rows meets
+    // every activation row while it sits in L1
+    const int64_t nb = K / kQuantBlock;
+    int8_t* xq = reinterpret_cast<int8_t*>(work);
+    float* xd = work + M * K / 4;
+    float* xds = xd + M * nb;
+    for (int64_t m = 0; m < M; m++) quantize_act_row(xq + m * K, xd + m * nb, xds + m * nb, x + m * K, K);
+    const int64_t groups = ceil_div(N, kPackRows);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t g = 0; g < groups; g++) {
+        const uint8_t* rec = qpack_record(w, g, 0, nb, qpack_record_bytes(type));
+        for (int64_t m = 0; m < M; m++) {
+            float o4[kPackRows];
+            qpack_group(o4, rec, xq + m * K, xd + m * nb, xds + m * nb, nb, type);
+            for (int64_t r = 0; r < kPackRows && g * kPackRows + r < N; r++) out[m * N + g * kPackRows + r] = o4[r];
         }
     }
 }

@@ -29,7 +29,15 @@
     X(dequantize_row_ref)    \
     X(quantize_row)          \
     X(qmatmul)               \
-    X(qmatmul_ref)
+    X(qmatmul_ref)           \
+    X(qpack_weights)         \
+    X(qpack_dequantize_rows) \
+    X(quantize_act)          \
+    X(qpack_matvec)          \
+    X(qpack_matmul)          \
+    X(rmsnorm_quantize_act)  \
+    X(swiglu_quantize_act)   \
+    X(attention_decode)
 
 namespace pyllm {
 

@@ -9,6 +9,18 @@
 #include <cstring>
 #include <stdexcept>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#include <atomic>
+#include <thread>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>  // _mm_pause: SSE2, in the x86-64 baseline
+#endif
+
 #include "dispatch.h"
 
 namespace pyllm {
@@ -47,6 +59,64 @@ Weight load_weight(const GGUFFile& f, const std::string& name, int64_t rows, int
     w.cols = cols;
     w.row_bytes = quant_row_bytes(int(t.type), cols);
     return w;
+}
+
+// Drops the pages of [p, p+n) from this process's resident set: the mapping
+// stays valid (a later read faults the page back in from the file).
+void release_mapped(const void* p, int64_t n) {
+#if defined(__unix__) || defined(__APPLE__)
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + uintptr_t(n)) & ~(page - 1);
+    if (b > a) ::madvise(reinterpret_cast<void*>(a), size_t(b - a), MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+// [u0, u1) of `units` for thread tid of nth, contiguous and balanced
+inline void thread_range(int64_t units, int tid, int nth, int64_t& u0, int64_t& u1) {
+    u0 = units * tid / nth;
+    u1 = units * (tid + 1) / nth;
+}
+
+// The barrier inside decode_step's job: a short spin, then yielding the CPU.
+// OpenMP's barrier (and its workers between regions) spin far longer by
+// default (GOMP_SPINCOUNT), which on a shared, oversubscribed machine burns
+// the time slice the late thread needs: one OpenMP region per step with
+// `omp barrier` decoded 2-5x slower here than with this barrier and the pool.
+class StepBarrier {
+public:
+    void wait(int nth) {
+        if (nth <= 1) return;
+        const unsigned gen = gen_.load(std::memory_order_acquire);
+        if (count_.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
+            count_.store(0, std::memory_order_relaxed);
+            gen_.fetch_add(1, std::memory_order_release);  // publishes every thread's writes
+            return;
+        }
+        for (int i = 0; gen_.load(std::memory_order_acquire) == gen; i++) {
+            if (i < kSpins) {
+#if defined(__x86_64__) || defined(__i386__)
+                _mm_pause();
+#endif
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    }
+
+private:
+    static constexpr int kSpins = 256;  // a few microseconds
+    alignas(64) std::atomic<int> count_{0};
+    alignas(64) std::atomic<unsigned> gen_{0};
+};
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+inline float* align64(float* p) {
+    return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 
 // A (n,) F32 vector (norm weights).
@@ -96,6 +166,20 @@ LlamaModel::LlamaModel(std::shared_ptr<GGUFFile> file, const LlamaConfig& cfg)
         layers_.push_back(L);
     }
 
+    // Block-type matrices are repacked once (groups of 4 rows, see common.h)
+    // and their mapped pages released, so the copy replaces them in memory.
+    // The token embedding keeps its mapped rows (a few are read per step);
+    // a tied output head is packed as the output matrix.
+    for (Layer& L : layers_)
+        for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack(*w);
+    pack(output_);
+    decode_packed_ = output_.packed != nullptr;
+    for (const Layer& L : layers_)
+        for (const Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+            decode_packed_ = decode_packed_ && w->packed;
+    decode_packed_ = decode_packed_ && C % kQuantBlock == 0 && QD % kQuantBlock == 0 &&
+                     cfg.ffn_size % kQuantBlock == 0;
+
     // rotary tables for every cache position (n_ctx, HS/2)
     const int64_t half = HS / 2;
     rope_cos_.resize(size_t(cfg.n_ctx * half));
@@ -118,18 +202,42 @@ LlamaModel::LlamaModel(std::shared_ptr<GGUFFile> file, const LlamaConfig& cfg)
     att_.resize(size_t(T * QD));
     gate_.resize(size_t(T * cfg.ffn_size));
     up_.resize(size_t(T * cfg.ffn_size));
-    const int nt = num_threads() > 64 ? num_threads() : 64;
-    int64_t work = attention_work_floats(HS, nt);
-    for (int64_t K : {C, QD, cfg.ffn_size})
+    ensure_work();
+}
+
+void LlamaModel::ensure_work() {
+    // kernel scratch for the current thread count, grown (never inside a
+    // parallel region) when set_num_threads raised it; zero-filled, so it is
+    // sized for the threads in use rather than for a generous maximum
+    const int nt = num_threads();
+    if (nt <= work_threads_) return;
+    const int64_t C = cfg_.hidden_size, QD = cfg_.n_head * cfg_.head_dim, T = kLlamaChunk;
+    int64_t work = attention_work_floats(cfg_.head_dim, nt);
+    for (int64_t K : {C, QD, cfg_.ffn_size})
         for (uint32_t type : {tok_embd_.type, output_.type, layers_[0].wq.type, layers_[0].w_down.type})
             work = std::max(work, qmatmul_work_floats(T, K, int(type), nt));
     work_.resize(size_t(work) + 16);
+    work_threads_ = nt;
+}
+
+void LlamaModel::pack(Weight& w) {
+    if (w.packed || !qpack_supported(int(w.type)) || w.cols % kQuantBlock != 0) return;
+    const size_t bytes = size_t(qpack_bytes(int(w.type), w.rows, w.cols));
+    float* buf = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (!buf) throw std::bad_alloc();
+    packed_.emplace_back(buf);
+    kernels().qpack_weights(buf, w.data, w.rows, w.cols, int(w.type));
+    release_mapped(w.data, w.rows * w.row_bytes);
+    w.packed = buf;
 }
 
 void LlamaModel::linear(float* out, const float* x, int64_t M, const Weight& w) {
     // x (M, cols) @ w^T -> out (M, rows)
-    float* work = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work_.data()) + 63) & ~uintptr_t(63));
-    kernels().qmatmul(out, x, w.data, M, w.rows, w.cols, int(w.type), work);
+    float* work = align64(work_.data());
+    if (w.packed)
+        kernels().qpack_matmul(out, x, w.packed, M, w.rows, w.cols, int(w.type), work);
+    else
+        kernels().qmatmul(out, x, w.data, M, w.rows, w.cols, int(w.type), work);
 }
 
 void LlamaModel::truncate(int64_t n) {
@@ -150,6 +258,11 @@ void LlamaModel::forward(const int32_t* tokens, int64_t T, float* logits, bool a
         throw std::invalid_argument(std::to_string(n_past_) + " cached + " + std::to_string(T) +
                                     " new tokens exceed the context length n_ctx=" +
                                     std::to_string(cfg_.n_ctx));
+    ensure_work();
+    if (T == 1 && decode_packed_) {
+        decode_step(tokens[0], logits);
+        return;
+    }
     for (int64_t t0 = 0; t0 < T; t0 += kLlamaChunk) {
         const int64_t n = std::min(kLlamaChunk, T - t0);
         const bool last = t0 + n == T;
@@ -215,6 +328,123 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, 
         k.rmsnorm_forward(h, x + (T - 1) * C, output_norm_, 1, C, cfg_.rms_eps);
         linear(logits, h, 1, output_);
     }
+}
+
+void LlamaModel::decode_step(int32_t token, float* logits) {
+    // token at position n_past -> logits (V) or none.
+    // One job on the model's thread pool for the whole step. Every thread keeps its own copy
+    // of the residual stream and quantizes the normed activations itself (the
+    // same bits on every thread), so barriers are needed only where a thread
+    // reads rows another one wrote: after q/k/v, attention, the output
+    // projection, gate/up and down (5 per layer). Work is split over output
+    // rows in groups of 4, never over K: results do not depend on the thread count.
+    const KernelTable& k = kernels();
+    const int64_t C = cfg_.hidden_size, HS = cfg_.head_dim, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
+    const int64_t QD = NH * HS, KVD = NKV * HS, FF = cfg_.ffn_size, half = HS / 2, V = cfg_.vocab_size;
+    const int64_t pos = n_past_, S = pos + 1;
+    const float eps = cfg_.rms_eps, scale = 1.0f / std::sqrt(float(HS));
+
+    float* x0 = x_.data();
+    k.dequantize_row(x0, static_cast<const uint8_t*>(tok_embd_.data) + int64_t(token) * tok_embd_.row_bytes, C,
+                     int(tok_embd_.type));
+
+    // scratch: shared FFN activations (FF int8, FF/32 d and ds), then per thread
+    // residual (C), activations (AQ int8, AQ/32 d and ds) and attention scores (n_ctx)
+    const int nt = num_threads();
+    const int64_t AQ = std::max(C, QD);
+    const int64_t shared = round_up(FF / 4 + 2 * (FF / kQuantBlock), 16);
+    const int64_t per = round_up(C + AQ / 4 + 2 * (AQ / kQuantBlock) + cfg_.n_ctx, 16);
+    const size_t need = size_t(shared + int64_t(nt) * per + 16);
+    if (dec_.size() < need) dec_.resize(need);
+    float* base = align64(dec_.data());
+    int8_t* fq = reinterpret_cast<int8_t*>(base);
+    float* fd = base + FF / 4;
+    float* fds = fd + FF / kQuantBlock;
+
+    float* q = q_.data();      // (NH*HS)
+    float* att = att_.data();  // (NH*HS)
+    float* hb = h_.data();     // projection outputs (C)
+    float* gate = gate_.data();
+    float* up = up_.data();
+    const float* cs = rope_cos_.data() + pos * half;
+    const float* sn = rope_sin_.data() + pos * half;
+    const int64_t gq = (QD + 3) / 4, gkv = (KVD + 3) / 4;
+    StepBarrier barrier;
+
+    pool_.run(nt, [&](int tid, int nth) {
+        float* my = base + shared + int64_t(tid) * per;
+        float* xr = my;  // this thread's residual stream (C)
+        int8_t* xq = reinterpret_cast<int8_t*>(my + C);
+        float* xd = my + C + AQ / 4;
+        float* xds = xd + AQ / kQuantBlock;
+        float* scores = xds + AQ / kQuantBlock;
+        std::memcpy(xr, x0, sizeof(float) * size_t(C));
+        int64_t u0, u1;
+
+        for (int64_t l = 0; l < cfg_.n_layer; l++) {
+            const Layer& L = layers_[size_t(l)];
+            float* kc = k_cache_.get() + l * cfg_.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
+            float* vc = v_cache_.get() + l * cfg_.n_ctx * KVD;  // value cache (n_ctx, NKV*HS)
+
+            // q, k, v: one range over their row groups together; RoPE on this thread's rows
+            k.rmsnorm_quantize_act(xq, xd, xds, xr, L.attn_norm, C, eps);
+            thread_range(gq + 2 * gkv, tid, nth, u0, u1);
+            const Weight* ws[3] = {&L.wq, &L.wk, &L.wv};
+            float* outs[3] = {q, kc + pos * KVD, vc + pos * KVD};
+            const int64_t g0s[3] = {0, gq, gq + gkv}, gns[3] = {gq, gkv, gkv};
+            for (int i = 0; i < 3; i++) {
+                const int64_t a = std::max(u0, g0s[i]) - g0s[i], b = std::min(u1, g0s[i] + gns[i]) - g0s[i];
+                if (a >= b) continue;
+                const Weight& w = *ws[i];
+                const int64_t r0 = 4 * a, r1 = std::min(4 * b, w.rows);
+                k.qpack_matvec(outs[i], xq, xd, xds, w.packed, r0, r1, w.rows, C, int(w.type));
+                if (i == 2) continue;
+                // GGUF llama rows are permuted for the interleaved-pair rotation:
+                // pair (2i, 2i+1) of a head turns by angle i; r0 and r1 are even
+                float* y = outs[i];
+                for (int64_t r = r0; r + 1 < r1; r += 2) {
+                    const int64_t j = (r % HS) / 2;
+                    const float y0 = y[r], y1 = y[r + 1];
+                    y[r] = y0 * cs[j] - y1 * sn[j];
+                    y[r + 1] = y1 * cs[j] + y0 * sn[j];
+                }
+            }
+            barrier.wait(nth);
+            thread_range(NH, tid, nth, u0, u1);
+            k.attention_decode(att, q, kc, vc, u0, u1, NH, NKV, S, HS, scale, scores);
+            barrier.wait(nth);
+            k.quantize_act(xq, xd, xds, att, QD);
+            thread_range((C + 3) / 4, tid, nth, u0, u1);
+            k.qpack_matvec(hb, xq, xd, xds, L.wo.packed, 4 * u0, std::min(4 * u1, C), C, QD, int(L.wo.type));
+            barrier.wait(nth);
+            for (int64_t i = 0; i < C; i++) xr[i] += hb[i];
+
+            // MLP: gate and up over the same 32-row blocks, so this thread can
+            // apply SwiGLU and quantize its blocks of the down projection's input
+            k.rmsnorm_quantize_act(xq, xd, xds, xr, L.ffn_norm, C, eps);
+            thread_range(FF / kQuantBlock, tid, nth, u0, u1);
+            if (u0 < u1) {
+                const int64_t r0 = u0 * kQuantBlock, r1 = u1 * kQuantBlock;
+                k.qpack_matvec(gate, xq, xd, xds, L.w_gate.packed, r0, r1, FF, C, int(L.w_gate.type));
+                k.qpack_matvec(up, xq, xd, xds, L.w_up.packed, r0, r1, FF, C, int(L.w_up.type));
+                k.swiglu_quantize_act(fq + r0, fd + u0, fds + u0, gate + r0, up + r0, r1 - r0);
+            }
+            barrier.wait(nth);
+            thread_range((C + 3) / 4, tid, nth, u0, u1);
+            k.qpack_matvec(hb, fq, fd, fds, L.w_down.packed, 4 * u0, std::min(4 * u1, C), C, FF,
+                           int(L.w_down.type));
+            barrier.wait(nth);
+            for (int64_t i = 0; i < C; i++) xr[i] += hb[i];
+        }
+
+        if (logits) {
+            k.rmsnorm_quantize_act(xq, xd, xds, xr, output_norm_, C, eps);
+            thread_range((V + 3) / 4, tid, nth, u0, u1);
+            k.qpack_matvec(logits, xq, xd, xds, output_.packed, 4 * u0, std::min(4 * u1, V), V, C,
+                           int(output_.type));
+        }
+    });
+    n_past_ = S;
 }
 
 }  // namespace pyllm

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gguf.h"
+#include "threadpool.h"
 
 namespace pyllm {
 
@@ -33,6 +34,9 @@ struct Weight {
     uint32_t type = 0;
     int64_t rows = 0, cols = 0;
     int64_t row_bytes = 0;
+    // the same matrix repacked at load (qpack_weights, groups of 4 rows), or
+    // null; when set, the mapped bytes at `data` are no longer read
+    const void* packed = nullptr;
 };
 
 class LlamaModel {
@@ -64,7 +68,11 @@ private:
     };
 
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+    // One token through every layer inside a single parallel region (weights packed).
+    void decode_step(int32_t token, float* logits);
     void linear(float* out, const float* x, int64_t M, const Weight& w);
+    void pack(Weight& w);
+    void ensure_work();
 
     std::shared_ptr<GGUFFile> file_;
     LlamaConfig cfg_;
@@ -84,7 +92,16 @@ private:
     // activations for a chunk of up to kChunk positions
     std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
     std::vector<float> work_;
+    int work_threads_ = 0;  // the thread count work_ is sized for
     std::mutex mu_;
+
+    // packed weights, 64-byte aligned; decode_step needs every layer matrix packed
+    std::vector<std::unique_ptr<float, FreeDelete>> packed_;
+    bool decode_packed_ = false;
+    // decode_step scratch: per thread (residual copy, quantized activations,
+    // attention scores), then the FFN activations quantized (shared)
+    std::vector<float> dec_;
+    ThreadPool pool_;  // decode_step's threads (declared last: joined first)
 };
 
 // Largest number of positions one forward_chunk processes.

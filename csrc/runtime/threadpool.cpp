@@ -1,0 +1,66 @@
+// The decode step's thread pool: workers block on a condition variable between
+// jobs (no spinning while Python runs between tokens). Not a general executor.
+#include "threadpool.h"
+
+namespace pyllm {
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : threads_) t.join();
+}
+
+void ThreadPool::run(int n, const std::function<void(int, int)>& job) {
+    if (n <= 1) {
+        job(0, 1);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        while (int(threads_.size()) < n - 1) {
+            const int tid = int(threads_.size()) + 1;
+            threads_.emplace_back([this, tid] { worker(tid); });
+        }
+        job_ = &job;
+        job_n_ = n;
+        pending_ = n - 1;
+        epoch_++;
+    }
+    wake_.notify_all();
+    job(0, n);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    job_ = nullptr;
+}
+
+void ThreadPool::worker(int tid) {
+    uint64_t seen = 0;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        seen = epoch_;  // a worker started for a job joins it below
+        if (job_ && tid < job_n_) seen = epoch_ - 1;
+    }
+    for (;;) {
+        const std::function<void(int, int)>* job;
+        int n;
+        {
+            std::unique_lock<std::mutex> lock(mu_);
+            wake_.wait(lock, [&] { return stop_ || epoch_ != seen; });
+            if (stop_) return;
+            seen = epoch_;
+            job = job_;
+            n = job_n_;
+            if (tid >= n) continue;  // this job needs fewer threads
+        }
+        (*job)(tid, n);
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (--pending_ == 0) done_.notify_one();
+        }
+    }
+}
+
+}  // namespace pyllm
