@@ -38,5 +38,38 @@ static inline void vstore16_first(float* p, vf16 a, int n) {
     _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), a.v);
 }
 
+// Transposes the 16x16 matrix whose rows are r[0..15], in place: afterwards
+// r[i] holds column i. 64 shuffles: 32-bit, 64-bit, then two 128-bit stages.
+// (The all-ones maskz forms compile to the plain instructions; the unmasked
+// intrinsics trip gcc 12's -Wuninitialized on their undefined pass-through.)
+static inline void vtranspose16(vf16 r[16]) {
+    const __mmask16 kAll = 0xffff;
+    const __mmask8 kAll8 = 0xff;
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_maskz_unpacklo_ps(kAll, r[i].v, r[i + 1].v);
+        t[i + 1] = _mm512_maskz_unpackhi_ps(kAll, r[i].v, r[i + 1].v);
+    }
+    // u[4g + c], rows 4g..4g+3: 128-bit lane L holds column c + 4L
+    for (int g = 0; g < 16; g += 4) {
+        const __m512d a = _mm512_castps_pd(t[g]), b = _mm512_castps_pd(t[g + 1]);
+        const __m512d c = _mm512_castps_pd(t[g + 2]), d = _mm512_castps_pd(t[g + 3]);
+        u[g + 0] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, a, c));
+        u[g + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, a, c));
+        u[g + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, b, d));
+        u[g + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, b, d));
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 v = _mm512_maskz_shuffle_f32x4(kAll, u[c], u[4 + c], 0x88);   // g0L0 g0L2 g1L0 g1L2
+        const __m512 w = _mm512_maskz_shuffle_f32x4(kAll, u[c], u[4 + c], 0xdd);   // g0L1 g0L3 g1L1 g1L3
+        const __m512 x = _mm512_maskz_shuffle_f32x4(kAll, u[8 + c], u[12 + c], 0x88);
+        const __m512 y = _mm512_maskz_shuffle_f32x4(kAll, u[8 + c], u[12 + c], 0xdd);
+        r[c + 0].v = _mm512_maskz_shuffle_f32x4(kAll, v, x, 0x88);
+        r[c + 8].v = _mm512_maskz_shuffle_f32x4(kAll, v, x, 0xdd);
+        r[c + 4].v = _mm512_maskz_shuffle_f32x4(kAll, w, y, 0x88);
+        r[c + 12].v = _mm512_maskz_shuffle_f32x4(kAll, w, y, 0xdd);
+    }
+}
+
 }  // namespace PYLLM_ISA
 }  // namespace pyllm
