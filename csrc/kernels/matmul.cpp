@@ -308,14 +308,18 @@ void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N,
             const int bm = blk / tn, bn = blk % tn;
             const int64_t r0 = (mtiles * bm / tm) * MR, r1 = min64(M, (mtiles * (bm + 1) / tm) * MR);
             const int64_t c0 = (ntiles * bn / tn) * NR, c1 = min64(N, (ntiles * (bn + 1) / tn) * NR);
-            for (int64_t ic = r0; ic < r1; ic += MC) {
-                const int64_t mc = min64(MC, r1 - ic);
+            // row and column blocks of near-equal size in whole tiles (512
+            // columns as 256 + 256, not 384 + 128)
+            const int64_t mc_max = min64(MC, ceil_div(ceil_div(r1 - r0, ceil_div(r1 - r0, MC)), MR) * MR);
+            const int64_t nc_max = min64(NC, ceil_div(ceil_div(c1 - c0, ceil_div(c1 - c0, NC)), NR) * NR);
+            for (int64_t ic = r0; ic < r1; ic += mc_max) {
+                const int64_t mc = min64(mc_max, r1 - ic);
                 for (int64_t pc = 0; pc < K; pc += kc_max) {
                     const int64_t kc = min64(kc_max, K - pc);
                     const bool acc = accumulate || pc > 0;
                     pack_a<MR>(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
-                    for (int64_t jc = c0; jc < c1; jc += NC) {
-                        const int64_t nc = min64(NC, c1 - jc);
+                    for (int64_t jc = c0; jc < c1; jc += nc_max) {
+                        const int64_t nc = min64(nc_max, c1 - jc);
                         pack_b<NR>(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
                         gemm_tiles<T>(C + ic * N + jc, N, pa, pb, mc, kc, nc, acc, tile);
                     }
