@@ -196,13 +196,14 @@ struct Tile8 {
 #if defined(PYLLM_ISA_AVX512)
 // The 16-float register tile: C (MR, 16*NV) (+)= a (kc,MR packed) @ b
 // (kc,16*NV packed), MR*NV zmm accumulators. The loops over r and v are
-// unrolled completely, so acc lives in registers; a[r] is a broadcast
-// operand of the FMA, not a register.
+// unrolled completely, so acc lives in registers; a[r] comes in by a
+// broadcast load (a load port, not the shuffle port).
 template <int MR, int NV>
 inline void kernel_zmm(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        bool accumulate) {
     // a (kc,MR) packed, b (kc,16*NV) packed -> c (MR,16*NV), row stride ldc
     constexpr int NR = 16 * NV;
+    static_assert(MR * NV + NV + 1 <= 32, "accumulators, b and a[r] must fit in 32 zmm");
     vf16 acc[MR][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
