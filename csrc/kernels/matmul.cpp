@@ -282,7 +282,9 @@ void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N,
     constexpr int64_t MR = T::blk.MR, NR = T::blk.NR, MC = T::blk.MC, KC = T::blk.KC,
                       NC = T::blk.NC;
     static_assert(MC % MR == 0 && NC % NR == 0, "blocks hold whole register tiles");
-    // Pick the split that packs least.
+    // Pick the split that packs least: every block packs its rows of A once
+    // and its columns of B once per MC rows (1024 x 1024 on two threads:
+    // 512 rows each, not 512 columns each, which would pack B twice).
     int nt = (M * N * K < 64 * 64 * 64) ? 1 : nthreads;
     const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
     int tm = 1, tn = 1;
@@ -291,7 +293,8 @@ void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N,
         if (nt % cm) continue;
         const int cn = nt / cm;
         if (mtiles < cm || ntiles < cn) continue;
-        const double cost = double(cm) * double(K) * double(N) + double(cn) * double(M) * double(K);
+        const int64_t b_packs = ceil_div(ceil_div(mtiles, cm) * MR, MC);
+        const double cost = double(K) * (double(cm) * double(N) * double(b_packs) + double(cn) * double(M));
         if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
     }
     nt = tm * tn;
