@@ -36,7 +36,9 @@ def test_sgemm_awkward_shapes(isa, rng, trans_a, trans_b):
 @pytest.mark.parametrize(
     "M,K,N",
     [(1, 1023, 1023), (4, 1023, 777), (5, 300, 1023), (1023, 33, 9), (200, 1023, 200),
-     (145, 257, 3100), (7, 4100, 33)],
+     (145, 257, 3100), (7, 4100, 33),
+     # around the avx512 12x32 tile and its 16x16 packing transposes
+     (12, 16, 32), (13, 17, 31), (24, 48, 64), (35, 47, 95), (37, 1000, 65)],
 )
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_sgemm_block_edges(isa, rng, M, K, N, trans_b):

@@ -68,6 +68,37 @@ def test_dispatch_without_avx2_falls_back_to_scalar():
     assert refused.returncode != 0 and "cannot run here" in refused.stderr
 
 
+def test_dispatch_without_avx512_picks_avx2():
+    # an AVX2 CPU (Zen 3) must get the avx2 kernels and never see avx512
+    code = "import pyllm, json; print(json.dumps(pyllm.cpu_info()))"
+    out = _run(code, PYLLM_FAKE_CPU_FEATURES="sse4.2,avx,avx2,fma,f16c")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["isa"] == "avx2"
+    assert info["available_isas"] == ["scalar", "avx2"]
+    assert not any(f.startswith("avx512") for f in info["features"])
+    refused = _run("import pyllm", PYLLM_FAKE_CPU_FEATURES="sse4.2,avx,avx2,fma,f16c", PYLLM_ISA="avx512")
+    assert refused.returncode != 0 and "cannot run here" in refused.stderr
+    # avx512f alone (no BW/DQ/VL, as on Knights Landing) is not enough either
+    partial = _run(code, PYLLM_FAKE_CPU_FEATURES="sse4.2,avx,avx2,fma,f16c,avx512f")
+    assert partial.returncode == 0, partial.stderr
+    assert json.loads(partial.stdout)["isa"] == "avx2"
+
+
+def test_avx512_listed_exactly_when_the_cpu_has_it():
+    # (not a skip on AVX2-only CPUs: CI counts skips as failures)
+    info = pyllm.cpu_info()
+    want = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "f16c"}
+    forced = _run("import pyllm; print(pyllm.cpu_info()['isa'])", PYLLM_ISA="avx512")
+    if want <= set(info["features"]):
+        assert info["available_isas"] == ["scalar", "avx2", "avx512"]
+        assert forced.returncode == 0, forced.stderr
+        assert forced.stdout.strip() == "avx512"
+    else:
+        assert "avx512" not in info["available_isas"]
+        assert forced.returncode != 0 and "cannot run here" in forced.stderr
+
+
 def test_set_isa_errors():
     with pytest.raises(ValueError, match="supported"):
         pyllm.set_isa("avx1024")

@@ -31,16 +31,27 @@ static inline int thread_count() {
 #endif
 }
 
-// sgemm blocking: a 6x16 register tile; per thread an A block of MC x KC
-// (L2/L3, its (KC,6) panels in L1) and a B block of KC x NC (L2).
-constexpr int64_t kGemmMR = 6;
-constexpr int64_t kGemmNR = 16;
-constexpr int64_t kGemmMC = 516;
-constexpr int64_t kGemmKC = 384;
-constexpr int64_t kGemmNC = 384;
+// sgemm blocking, one set per register tile: an MR x NR tile of C in
+// registers; per thread an A block of MC x KC (L2/L3, its (KC,MR) panels in
+// L1) and a B block of KC x NC (L2). MC is a multiple of MR, NC of NR.
+struct GemmBlocking {
+    int64_t MR, NR, MC, KC, NC;
+};
+// 8-float vectors (avx2, neon, scalar): 6x16, twelve ymm accumulators
+constexpr GemmBlocking kGemmBlocking8{6, 16, 516, 384, 384};
+// 16-float vectors (avx512): 12x32, 24 of the 32 zmm registers accumulate
+constexpr GemmBlocking kGemmBlocking16{12, 32, 516, 384, 384};
 
+// floats of sgemm scratch one thread uses with blocking b: packed A block,
+// packed B block and an edge tile, rounded to whole 64-byte lines
+static constexpr int64_t gemm_thread_floats(GemmBlocking b) {
+    return (b.MC * b.KC + b.KC * b.NC + b.MR * b.NR + 15) / 16 * 16;
+}
+
+// sgemm's scratch for nthreads threads, enough for the blocking of any ISA
 static inline int64_t sgemm_work_floats(int nthreads) {
-    return int64_t(nthreads) * (kGemmMC * kGemmKC + kGemmKC * kGemmNC + kGemmMR * kGemmNR);
+    const int64_t a = gemm_thread_floats(kGemmBlocking8), b = gemm_thread_floats(kGemmBlocking16);
+    return int64_t(nthreads) * (a > b ? a : b);
 }
 
 // attention keys are scored in blocks of this many

@@ -1,6 +1,7 @@
 // fp32 matrix multiply: a packed, cache-blocked GEMM with a 6x16 register
-// tile, GEMV paths for a few rows, and the plain reference. Not quantized
-// formats (quant.cpp) and not batched broadcasting (the caller loops).
+// tile (12x32 in zmm on AVX-512), GEMV paths for a few rows, and the plain
+// reference. Not quantized formats (quant.cpp) and not batched broadcasting
+// (the caller loops).
 #include <cstring>
 
 #include "../simd/simd.h"
@@ -29,32 +30,42 @@ void matmul_ref(float* C, const float* A, const float* B, int64_t M, int64_t N, 
 
 namespace {
 
-constexpr int64_t MR = kGemmMR, NR = kGemmNR, MC = kGemmMC, KC = kGemmKC, NC = kGemmNC;
-
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+#if defined(PYLLM_ISA_AVX512)
+// dst[k*ldd + i] = src[i*lds + k] for i < rows (<= 16), k < 16: one 16x16
+// transpose in registers, full-line loads of the source rows, and stores
+// of `rows` floats per k (missing rows read as zero, never touched).
+inline void transpose16_block(float* dst, int64_t ldd, const float* src, int64_t lds, int rows) {
+    vf16 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? vload16(src + i * lds) : vzero16();
+    vtranspose16(r);
+    if (rows == 16)
+        for (int k = 0; k < 16; k++) vstore16(dst + k * ldd, r[k]);
+    else
+        for (int k = 0; k < 16; k++) vstore16_first(dst + k * ldd, r[k], rows);
+}
+#endif
+
 // Packs the (mc, kc) block of A, element (i,k) at A[i*rsa + k*csa], into
 // panels of MR rows: panel p holds kc columns of MR floats, zero padded.
+template <int64_t MR>
 void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, int64_t kc) {
     // A (mc,kc) strided -> dst (ceil(mc/MR), kc, MR)
     for (int64_t ir = 0; ir < mc; ir += MR) {
         const int64_t m = min64(MR, mc - ir);
         const float* a = A + ir * rsa;
         if (m == MR && csa == 1) {
-            const float* r0 = a;
-            const float* r1 = a + rsa;
-            const float* r2 = a + 2 * rsa;
-            const float* r3 = a + 3 * rsa;
-            const float* r4 = a + 4 * rsa;
-            const float* r5 = a + 5 * rsa;
-            for (int64_t k = 0; k < kc; k++) {
-                dst[0] = r0[k];
-                dst[1] = r1[k];
-                dst[2] = r2[k];
-                dst[3] = r3[k];
-                dst[4] = r4[k];
-                dst[5] = r5[k];
+            int64_t k = 0;
+#if defined(PYLLM_ISA_AVX512)
+            if constexpr (MR <= 16) {
+                for (; k + 16 <= kc; k += 16, dst += 16 * MR) transpose16_block(dst, MR, a + k, rsa, MR);
+            }
+#endif
+            for (; k < kc; k++) {
+#pragma GCC unroll 16
+                for (int64_t r = 0; r < MR; r++) dst[r] = a[r * rsa + k];
                 dst += MR;
             }
         } else if (m == MR && rsa == 1) {
@@ -75,22 +86,39 @@ void pack_a(float* dst, const float* A, int64_t rsa, int64_t csa, int64_t mc, in
 
 // Packs the (kc, nc) block of B, element (k,j) at B[k*rsb + j*csb], into
 // panels of NR columns: panel p holds kc rows of NR floats, zero padded.
+template <int64_t NR>
 void pack_b(float* dst, const float* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nc) {
     // B (kc,nc) strided -> dst (ceil(nc/NR), kc, NR)
+    const int64_t full = nc / NR;  // panels without padding
+    if (csb == 1 && full > 0) {
+        // B stored (K,N): copy along each row of B, so the reads stream
+        // through whole rows and the hardware prefetcher keeps up
+        for (int64_t k = 0; k < kc; k++) {
+            const float* b = B + k * rsb;
+            for (int64_t p = 0; p < full; p++)
+                for (int64_t j = 0; j < NR; j += 8)
+                    vstore(dst + (p * kc + k) * NR + j, vload(b + p * NR + j));
+        }
+    }
     for (int64_t p = 0; p * NR < nc; p++) {
         const int64_t jr = p * NR;
         const int64_t n = min64(NR, nc - jr);
         const float* b = B + jr * csb;
         float* d = dst + p * kc * NR;
         if (n == NR && csb == 1) {
-            for (int64_t k = 0; k < kc; k++) {
-                vstore(d + k * NR, vload(b + k * rsb));
-                vstore(d + k * NR + 8, vload(b + k * rsb + 8));
-            }
+            continue;  // done above
         } else if (n == NR && rsb == 1) {
             // B stored (N,K): each column j is contiguous in k; go down 4 k
             // at a time so every column's cache line is used while it is hot
             int64_t k = 0;
+#if defined(PYLLM_ISA_AVX512)
+            if constexpr (NR % 16 == 0) {
+                // 16 columns x 16 k at a time, transposed in registers
+                for (; k + 16 <= kc; k += 16)
+                    for (int64_t j = 0; j < NR; j += 16)
+                        transpose16_block(d + k * NR + j, NR, b + j * csb + k, csb, 16);
+            }
+#endif
             for (; k + 4 <= kc; k += 4) {
                 for (int64_t j = 0; j < NR; j++) {
                     const float* col = b + j * csb + k;
@@ -127,10 +155,10 @@ void pack_b(float* dst, const float* B, int64_t rsb, int64_t csb, int64_t kc, in
         c50 = vfma(ak, b0, c50), c51 = vfma(ak, b1, c51);              \
     } while (0)
 
-// The register tile: C (6,16) (+)= a (kc,6 packed) @ b (kc,16 packed).
+// The 8-float register tile: C (6,16) (+)= a (kc,6 packed) @ b (kc,16 packed).
 inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                         bool accumulate) {
-    // a (kc,MR) packed, b (kc,NR) packed -> c (MR,NR), row stride ldc
+    // a (kc,6) packed, b (kc,16) packed -> c (6,16), row stride ldc
     vf c00 = vzero(), c01 = vzero(), c10 = vzero(), c11 = vzero(), c20 = vzero(), c21 = vzero();
     vf c30 = vzero(), c31 = vzero(), c40 = vzero(), c41 = vzero(), c50 = vzero(), c51 = vzero();
     // unrolled by the compiler: written out by hand, gcc hoists the b loads
@@ -138,8 +166,8 @@ inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, in
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
         PYLLM_GEMM_STEP(a, b);
-        a += MR;
-        b += NR;
+        a += 6;
+        b += 16;
     }
     if (accumulate) {
         c00 = vadd(c00, vload(c + 0 * ldc)), c01 = vadd(c01, vload(c + 0 * ldc + 8));
@@ -158,12 +186,72 @@ inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, in
 }
 #undef PYLLM_GEMM_STEP
 
+struct Tile8 {
+    static constexpr GemmBlocking blk = kGemmBlocking8;
+    static void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+        kernel_6x16(kc, a, b, c, ldc, acc);
+    }
+};
+
+#if defined(PYLLM_ISA_AVX512)
+// The 16-float register tile: C (MR, 16*NV) (+)= a (kc,MR packed) @ b
+// (kc,16*NV packed), MR*NV zmm accumulators. The loops over r and v are
+// unrolled completely, so acc lives in registers; a[r] comes in by a
+// broadcast load (a load port, not the shuffle port).
+template <int MR, int NV>
+inline void kernel_zmm(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       bool accumulate) {
+    // a (kc,MR) packed, b (kc,16*NV) packed -> c (MR,16*NV), row stride ldc
+    constexpr int NR = 16 * NV;
+    static_assert(MR * NV + NV + 1 <= 32, "accumulators, b and a[r] must fit in 32 zmm");
+    vf16 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[r][v] = vzero16();
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; k++) {
+        vf16 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = vload16(b + 16 * v);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            const vf16 ar = vset1_16(a[r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] = vfma16(ar, bv[v], acc[r][v]);
+        }
+        a += MR;
+        b += NR;
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            float* cr = c + r * ldc + 16 * v;
+            vstore16(cr, accumulate ? vadd16(acc[r][v], vload16(cr)) : acc[r][v]);
+        }
+    }
+}
+
+struct Tile16 {
+    static constexpr GemmBlocking blk = kGemmBlocking16;
+    static void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+        kernel_zmm<int(blk.MR), int(blk.NR / 16)>(kc, a, b, c, ldc, acc);
+    }
+};
+using Tile = Tile16;
+#else
+using Tile = Tile8;
+#endif
+
 // C (mc, nc) block (+)= packed A block @ packed B block. Rows outer, columns
 // inner: the A panel (kc,MR) stays in L1 while the B block (kc,nc) streams
 // from L2, and consecutive tiles walk along the same rows of C.
+template <class T>
 void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t mc, int64_t kc,
                 int64_t nc, bool acc, float* tile) {
     // pa (ceil(mc/MR),kc,MR), pb (ceil(nc/NR),kc,NR) -> C (mc,nc), row stride ldc
+    constexpr int64_t MR = T::blk.MR, NR = T::blk.NR;
     for (int64_t ir = 0; ir < mc; ir += MR) {
         const int64_t mr = min64(MR, mc - ir);
         const float* a = pa + ir * kc;
@@ -172,12 +260,74 @@ void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t
             const float* b = pb + jr * kc;
             float* c = C + ir * ldc + jr;
             if (mr == MR && nr == NR) {
-                kernel_6x16(kc, a, b, c, ldc, acc);
+                T::kernel(kc, a, b, c, ldc, acc);
             } else {
-                kernel_6x16(kc, a, b, tile, NR, false);
+                T::kernel(kc, a, b, tile, NR, false);
                 for (int64_t i = 0; i < mr; i++)
                     for (int64_t j = 0; j < nr; j++)
                         c[i * ldc + j] = (acc ? c[i * ldc + j] : 0.0f) + tile[i * NR + j];
+            }
+        }
+    }
+}
+
+// The packed, blocked product over whole register tiles of tile type T.
+// Splits C into a tm x tn grid of thread blocks; each block packs the A rows
+// and B columns it needs, with no synchronisation between threads.
+template <class T>
+void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+                 int64_t rsa, int64_t csa, int64_t rsb, int64_t csb, bool accumulate, float* work,
+                 int nthreads) {
+    // A (M,K) strided, B (K,N) strided -> C (M,N)
+    constexpr int64_t MR = T::blk.MR, NR = T::blk.NR, MC = T::blk.MC, KC = T::blk.KC,
+                      NC = T::blk.NC;
+    static_assert(MC % MR == 0 && NC % NR == 0, "blocks hold whole register tiles");
+    // Pick the split that packs least: every block packs its rows of A once
+    // and its columns of B once per MC rows (1024 x 1024 on two threads:
+    // 512 rows each, not 512 columns each, which would pack B twice).
+    int nt = (M * N * K < 64 * 64 * 64) ? 1 : nthreads;
+    const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
+    int tm = 1, tn = 1;
+    double best = -1.0;
+    for (int cm = 1; cm <= nt; cm++) {
+        if (nt % cm) continue;
+        const int cn = nt / cm;
+        if (mtiles < cm || ntiles < cn) continue;
+        const int64_t b_packs = ceil_div(ceil_div(mtiles, cm) * MR, MC);
+        const double cost = double(K) * (double(cm) * double(N) * double(b_packs) + double(cn) * double(M));
+        if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
+    }
+    nt = tm * tn;
+    // k blocks of equal size (fewer passes over C), a multiple of 4 where possible
+    const int64_t nkb = ceil_div(K, KC);
+    const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), 4) * 4);
+    const int64_t per_thread = gemm_thread_floats(T::blk);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float* pa = work + int64_t(thread_index()) * per_thread;  // (MC, KC) packed A
+        float* pb = pa + MC * KC;                                 // (KC, NC) packed B
+        float* tile = pb + KC * NC;                               // (MR, NR) edge tile
+        // a region given fewer threads than asked still covers every block
+        for (int blk = thread_index(); blk < nt; blk += thread_count()) {
+            const int bm = blk / tn, bn = blk % tn;
+            const int64_t r0 = (mtiles * bm / tm) * MR, r1 = min64(M, (mtiles * (bm + 1) / tm) * MR);
+            const int64_t c0 = (ntiles * bn / tn) * NR, c1 = min64(N, (ntiles * (bn + 1) / tn) * NR);
+            // row and column blocks of near-equal size in whole tiles (512
+            // columns as 256 + 256, not 384 + 128)
+            const int64_t mc_max = min64(MC, ceil_div(ceil_div(r1 - r0, ceil_div(r1 - r0, MC)), MR) * MR);
+            const int64_t nc_max = min64(NC, ceil_div(ceil_div(c1 - c0, ceil_div(c1 - c0, NC)), NR) * NR);
+            for (int64_t ic = r0; ic < r1; ic += mc_max) {
+                const int64_t mc = min64(mc_max, r1 - ic);
+                for (int64_t pc = 0; pc < K; pc += kc_max) {
+                    const int64_t kc = min64(kc_max, K - pc);
+                    const bool acc = accumulate || pc > 0;
+                    pack_a<MR>(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
+                    for (int64_t jc = c0; jc < c1; jc += nc_max) {
+                        const int64_t nc = min64(nc_max, c1 - jc);
+                        pack_b<NR>(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
+                        gemm_tiles<T>(C + ic * N + jc, N, pa, pb, mc, kc, nc, acc, tile);
+                    }
+                }
             }
         }
     }
@@ -318,50 +468,7 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
         }
     }
 
-    // Split C into a tm x tn grid of thread blocks of whole register tiles;
-    // each block packs the A rows and B columns it needs, with no
-    // synchronisation between threads. Pick the split that packs least.
-    int nt = (M * N * K < 64 * 64 * 64) ? 1 : nthreads;
-    const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
-    int tm = 1, tn = 1;
-    double best = -1.0;
-    for (int cm = 1; cm <= nt; cm++) {
-        if (nt % cm) continue;
-        const int cn = nt / cm;
-        if (mtiles < cm || ntiles < cn) continue;
-        const double cost = double(cm) * double(K) * double(N) + double(cn) * double(M) * double(K);
-        if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
-    }
-    nt = tm * tn;
-    // k blocks of equal size (fewer passes over C), a multiple of 4 where possible
-    const int64_t nkb = ceil_div(K, KC);
-    const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), 4) * 4);
-    const int64_t per_thread = sgemm_work_floats(1);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        float* pa = work + int64_t(thread_index()) * per_thread;  // (MC, KC) packed A
-        float* pb = pa + MC * KC;                                 // (KC, NC) packed B
-        float* tile = pb + KC * NC;                               // (MR, NR) edge tile
-        // a region given fewer threads than asked still covers every block
-        for (int blk = thread_index(); blk < nt; blk += thread_count()) {
-            const int bm = blk / tn, bn = blk % tn;
-            const int64_t r0 = (mtiles * bm / tm) * MR, r1 = min64(M, (mtiles * (bm + 1) / tm) * MR);
-            const int64_t c0 = (ntiles * bn / tn) * NR, c1 = min64(N, (ntiles * (bn + 1) / tn) * NR);
-            for (int64_t ic = r0; ic < r1; ic += MC) {
-                const int64_t mc = min64(MC, r1 - ic);
-                for (int64_t pc = 0; pc < K; pc += kc_max) {
-                    const int64_t kc = min64(kc_max, K - pc);
-                    const bool acc = accumulate || pc > 0;
-                    pack_a(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
-                    for (int64_t jc = c0; jc < c1; jc += NC) {
-                        const int64_t nc = min64(NC, c1 - jc);
-                        pack_b(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
-                        gemm_tiles(C + ic * N + jc, N, pa, pb, mc, kc, nc, acc, tile);
-                    }
-                }
-            }
-        }
-    }
+    gemm_packed<Tile>(C, A, B, M, N, K, rsa, csa, rsb, csb, accumulate, work, nthreads);
 }
 
 }  // namespace PYLLM_ISA

@@ -12,11 +12,19 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 namespace pyllm {
 
 #if defined(PYLLM_HAVE_AVX2)
 namespace avx2 {
+#include "../kernels/kernels.inc"
+}
+#endif
+#if defined(PYLLM_HAVE_AVX512)
+namespace avx512 {
 #include "../kernels/kernels.inc"
 }
 #endif
@@ -34,21 +42,44 @@ const KernelTable kScalar{"scalar", PYLLM_KERNEL_LIST(PYLLM_ENTRY_SCALAR)};
 #define PYLLM_ENTRY_AVX2(name) &avx2::name,
 const KernelTable kAvx2{"avx2", PYLLM_KERNEL_LIST(PYLLM_ENTRY_AVX2)};
 #endif
+#if defined(PYLLM_HAVE_AVX512)
+#define PYLLM_ENTRY_AVX512(name) &avx512::name,
+const KernelTable kAvx512{"avx512", PYLLM_KERNEL_LIST(PYLLM_ENTRY_AVX512)};
+#endif
 #if defined(PYLLM_HAVE_NEON)
 #define PYLLM_ENTRY_NEON(name) &neon::name,
 const KernelTable kNeon{"neon", PYLLM_KERNEL_LIST(PYLLM_ENTRY_NEON)};
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+// Whether the OS saves the opmask and full zmm state on context switch
+// (XCR0 bits 1, 2, 5, 6, 7): without it AVX-512 code faults or corrupts
+// registers even on a CPU that has the instructions.
+bool os_saves_zmm() {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return false;  // OSXSAVE
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 0xe6u) == 0xe6u;
+}
+#endif
+
 bool cpu_has(const char* feature) {
 #if defined(__x86_64__) || defined(__i386__)
-    // __builtin_cpu_supports also checks that the OS saves the ymm state
+    // __builtin_cpu_supports also checks that the OS saves the ymm state; for
+    // AVX-512 we check the zmm state ourselves rather than rely on the
+    // compiler runtime's version doing so
     const std::string f(feature);
     if (f == "avx2") return __builtin_cpu_supports("avx2");
     if (f == "fma") return __builtin_cpu_supports("fma");
     if (f == "avx") return __builtin_cpu_supports("avx");
     if (f == "f16c") return __builtin_cpu_supports("f16c");
     if (f == "sse4.2") return __builtin_cpu_supports("sse4.2");
-    if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+    static const bool zmm = os_saves_zmm();
+    if (f == "avx512f") return zmm && __builtin_cpu_supports("avx512f");
+    if (f == "avx512bw") return zmm && __builtin_cpu_supports("avx512bw");
+    if (f == "avx512dq") return zmm && __builtin_cpu_supports("avx512dq");
+    if (f == "avx512vl") return zmm && __builtin_cpu_supports("avx512vl");
     return false;
 #elif defined(__aarch64__)
     return std::string(feature) == "neon";
@@ -72,6 +103,12 @@ bool can_run(const std::string& isa) {
 #if defined(PYLLM_HAVE_AVX2)
     if (isa == "avx2") return has_feature("avx2") && has_feature("fma");
 #endif
+#if defined(PYLLM_HAVE_AVX512)
+    if (isa == "avx512")
+        return has_feature("avx512f") && has_feature("avx512bw") && has_feature("avx512dq") &&
+               has_feature("avx512vl") && has_feature("avx2") && has_feature("fma") &&
+               has_feature("f16c");
+#endif
 #if defined(PYLLM_HAVE_NEON)
     if (isa == "neon") return true;
 #endif
@@ -82,6 +119,9 @@ const KernelTable* table_for(const std::string& isa) {
     if (isa == "scalar") return &kScalar;
 #if defined(PYLLM_HAVE_AVX2)
     if (isa == "avx2") return &kAvx2;
+#endif
+#if defined(PYLLM_HAVE_AVX512)
+    if (isa == "avx512") return &kAvx512;
 #endif
 #if defined(PYLLM_HAVE_NEON)
     if (isa == "neon") return &kNeon;
@@ -167,12 +207,16 @@ std::vector<std::string> available_isas() {
 #if defined(PYLLM_HAVE_AVX2)
     if (can_run("avx2")) out.push_back("avx2");
 #endif
+#if defined(PYLLM_HAVE_AVX512)
+    if (can_run("avx512")) out.push_back("avx512");
+#endif
     return out;
 }
 
 std::vector<std::string> cpu_features() {
     std::vector<std::string> out;
-    for (const char* f : {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "neon"})
+    for (const char* f : {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq",
+                          "avx512vl", "neon"})
         if (has_feature(f)) out.push_back(f);
     return out;
 }

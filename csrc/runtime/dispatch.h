@@ -53,7 +53,7 @@ struct KernelTable {
 };
 
 // The table in use. Chosen at first use from PYLLM_ISA (auto, scalar, avx2,
-// neon) and the CPU; changed by set_isa.
+// avx512, neon) and the CPU; changed by set_isa.
 const KernelTable& kernels();
 
 // Makes `isa` current; throws std::invalid_argument when it is unknown or
@@ -63,7 +63,7 @@ void set_isa(const std::string& isa);
 // The ISAs this build contains and this CPU can run, best last.
 std::vector<std::string> available_isas();
 
-// CPU features this process detected (e.g. "avx2", "fma", "f16c").
+// CPU features this process detected (e.g. "avx2", "fma", "f16c", "avx512f").
 std::vector<std::string> cpu_features();
 
 void set_num_threads(int n);
