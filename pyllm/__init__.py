@@ -42,8 +42,8 @@ _C.get_isa()
 def cpu_info() -> Dict[str, Any]:
     """What pyllm detected and chose.
 
-    Returns a dict with ``isa`` (the kernel set in use: ``"avx2"``,
-    ``"neon"`` or ``"scalar"``), ``available_isas``, ``features`` (CPU
+    Returns a dict with ``isa`` (the kernel set in use: ``"avx512"``,
+    ``"avx2"``, ``"neon"`` or ``"scalar"``), ``available_isas``, ``features`` (CPU
     features seen), ``num_threads`` and ``openmp`` (whether this build has
     OpenMP threads).
     """
@@ -69,7 +69,7 @@ def get_num_threads() -> int:
 
 def set_isa(isa: str) -> None:
     """Switch the kernel set for this process: ``"auto"``, ``"scalar"``,
-    ``"avx2"`` or ``"neon"`` (those the CPU and build support; see
+    ``"avx2"``, ``"avx512"`` or ``"neon"`` (those the CPU and build support; see
     :func:`cpu_info`). The environment variable ``PYLLM_ISA`` sets the
     choice at import."""
     _C.set_isa(isa)
