@@ -103,8 +103,9 @@ def bench_llama_cpp(path: Path, prompt: np.ndarray, ids: np.ndarray, repeats: in
     import llama_cpp
 
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_batch=512,
-                          logits_all=True, verbose=False)
+    # speed runs keep only the last position's logits, as generation does
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+                          n_batch=512, logits_all=False, verbose=False)
     load = time.perf_counter() - t0
     toks = [int(t) for t in prompt]
 
@@ -123,9 +124,11 @@ def bench_llama_cpp(path: Path, prompt: np.ndarray, ids: np.ndarray, repeats: in
 
     pf = median_time(prefill, repeats)
     dc = median_time(decode, repeats)
-    llm.reset()
-    llm.eval([int(t) for t in ids])
-    logits = np.array(llm.scores[: len(ids)])
+    del llm
+    scorer = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_batch=512,
+                             logits_all=True, verbose=False)
+    scorer.eval([int(t) for t in ids])
+    logits = np.array(scorer.scores[: len(ids)])
     return Row(system=f"llama-cpp-python {llama_cpp.__version__}", load=load, prefill=len(prompt) / pf,
                decode=128 / dc, ppl=perplexity_from_logits(logits, ids))
 
