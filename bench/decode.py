@@ -1,7 +1,7 @@
 """Greedy decode speed, pyllm or llama-cpp-python, one system per process:
 
     python bench/decode.py pyllm --threads 2 --repeats 5
-    /work/venv/bin/python bench/decode.py llama_cpp --threads 2 --repeats 5
+    python bench/decode.py llama_cpp --threads 2 --repeats 5
 
 16 prompt tokens, then 128 tokens one step at a time (argmax); prints the
 median decode tok/s and every run. Run the two systems alternately on a busy
@@ -15,7 +15,12 @@ import statistics
 import sys
 import time
 
-DEFAULT = os.path.expanduser("~/.cache/pyllm/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+try:  # the default model in pyllm's cache; a process without pyllm falls back to its default location
+    from pyllm.hub import resolve_model_file
+
+    DEFAULT = str(resolve_model_file("SmolLM2-135M-Instruct", download=False))
+except Exception:
+    DEFAULT = os.path.expanduser("~/.cache/pyllm/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 PROMPT = list(range(1000, 1016))
 
 
