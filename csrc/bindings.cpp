@@ -29,36 +29,27 @@ std::string shape_str(const py::array& a) {
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-// Checks that `a` is a C-contiguous float32 array of `ndim` dimensions.
-F32 f32(const py::object& obj, const char* name, int ndim) {
+// Checks that `obj` is a C-contiguous numpy array of T with `ndim` dimensions
+// (any number when ndim < 0); `dtype` names T in the error message.
+template <typename T>
+py::array_t<T, py::array::c_style> checked(const py::object& obj, const char* name, int ndim,
+                                           const char* dtype) {
     if (!py::isinstance<py::array>(obj))
         throw py::value_error(std::string(name) + " must be a numpy array");
     py::array a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<float>()))
-        throw py::value_error(std::string(name) + " must be float32, got " +
+    if (!a.dtype().is(py::dtype::of<T>()))
+        throw py::value_error(std::string(name) + " must be " + dtype + ", got " +
                               std::string(py::str(a.dtype())));
     if (ndim >= 0 && a.ndim() != ndim)
         throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
                               " dimensions, got shape " + shape_str(a));
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(name) + " must be C-contiguous");
-    return py::reinterpret_borrow<F32>(a);
+    return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(a);
 }
 
-I64 i64(const py::object& obj, const char* name, int ndim) {
-    if (!py::isinstance<py::array>(obj))
-        throw py::value_error(std::string(name) + " must be a numpy array");
-    py::array a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<int64_t>()))
-        throw py::value_error(std::string(name) + " must be int64, got " +
-                              std::string(py::str(a.dtype())));
-    if (a.ndim() != ndim)
-        throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
-                              " dimensions, got shape " + shape_str(a));
-    if (!(a.flags() & py::array::c_style))
-        throw py::value_error(std::string(name) + " must be C-contiguous");
-    return py::reinterpret_borrow<I64>(a);
-}
+F32 f32(const py::object& obj, const char* name, int ndim) { return checked<float>(obj, name, ndim, "float32"); }
+I64 i64(const py::object& obj, const char* name, int ndim) { return checked<int64_t>(obj, name, ndim, "int64"); }
 
 void expect(bool ok, const std::string& msg) {
     if (!ok) throw py::value_error(msg);
@@ -442,18 +433,7 @@ py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool
 using U8 = py::array_t<uint8_t, py::array::c_style>;
 
 U8 u8(const py::object& obj, const char* name, int ndim) {
-    if (!py::isinstance<py::array>(obj))
-        throw py::value_error(std::string(name) + " must be a numpy array");
-    py::array a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<uint8_t>()))
-        throw py::value_error(std::string(name) + " must be uint8 (raw tensor bytes), got " +
-                              std::string(py::str(a.dtype())));
-    if (ndim >= 0 && a.ndim() != ndim)
-        throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
-                              " dimensions, got shape " + shape_str(a));
-    if (!(a.flags() & py::array::c_style))
-        throw py::value_error(std::string(name) + " must be C-contiguous");
-    return py::reinterpret_borrow<U8>(a);
+    return checked<uint8_t>(obj, name, ndim, "uint8 (raw tensor bytes)");
 }
 
 // Throws unless `type` is one the kernels read (or, quantized_only, write).
