@@ -409,6 +409,31 @@ inline float dot_f32(const float* a, const float* b, int64_t K) {
     return s;
 }
 
+// Prefill for many rows: W dequantized panel by panel into fp32 and multiplied
+// by sgemm. fill(panel, n0, np) writes rows n0..n0+np of W into panel (np,K).
+// work: sgemm's scratch, then the panel (P,K), then its product (M,P).
+template <typename Fill>
+void panel_gemm(float* out, const float* x, int64_t M, int64_t N, int64_t K, float* work, int nt,
+                const Fill& fill) {
+    // x (M,K), W (N,K) -> out (M,N)
+    float* gemm_work = work;
+    float* panel = work + sgemm_work_floats(num_threads());
+    const int64_t P = qmatmul_panel_rows(K);
+    float* cpanel = panel + P * K;
+    for (int64_t n0 = 0; n0 < N; n0 += P) {
+        const int64_t np = N - n0 < P ? N - n0 : P;
+        fill(panel, n0, np);
+        // a single panel is the whole of W: sgemm writes out directly
+        float* c = np == N ? out : cpanel;
+        sgemm(c, x, panel, M, np, K, false, true, false, gemm_work);
+        if (c != out) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+            for (int64_t m = 0; m < M; m++)
+                std::memcpy(out + m * N + n0, cpanel + m * np, sizeof(float) * size_t(np));
+        }
+    }
+}
+
 }  // namespace
 
 void dequantize_row_ref(float* out, const void* src, int64_t n, int type) {
@@ -564,25 +589,12 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
         // Without int8 dot instructions (VNNI) the per-block scale work of the
         // int8 path costs more than the fp32 FMAs it saves.
         // work: sgemm's, then the panel (P,K), then its product (M,P)
-        float* gemm_work = work;
-        float* panel = work + sgemm_work_floats(num_threads());
-        const int64_t P = qmatmul_panel_rows(K);
-        float* cpanel = panel + P * K;
-        for (int64_t n0 = 0; n0 < N; n0 += P) {
-            const int64_t np = N - n0 < P ? N - n0 : P;
+        panel_gemm(out, x, M, N, K, work, nt, [&](float* panel, int64_t n0, int64_t np) {
             const int ntp = np * K < (int64_t(1) << 15) ? 1 : num_threads();
 #pragma omp parallel for num_threads(ntp) schedule(static) if (ntp > 1)
             for (int64_t r = 0; r < np; r++)
                 dequantize_row(panel + r * K, w + (n0 + r) * row_bytes, K, type);
-            // a single panel is the whole of W: sgemm writes out directly
-            float* c = np == N ? out : cpanel;
-            sgemm(c, x, panel, M, np, K, false, true, false, gemm_work);
-            if (c != out) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-                for (int64_t m = 0; m < M; m++)
-                    std::memcpy(out + m * N + n0, cpanel + m * np, sizeof(float) * size_t(np));
-            }
-        }
+        });
         return;
     }
 
@@ -893,12 +905,8 @@ void qpack_matmul(float* out, const float* x, const void* Wp, int64_t M, int64_t
     const int nt = M * N * K < (int64_t(1) << 15) ? 1 : num_threads();
     if (M >= kQuantGemmMinRows) {
         // prefill: panels of W dequantized to fp32, then sgemm (as qmatmul)
-        float* gemm_work = work;
-        float* panel = work + sgemm_work_floats(num_threads());
-        const int64_t P = qmatmul_panel_rows(K);  // a multiple of 16: whole groups
-        float* cpanel = panel + P * K;
-        for (int64_t n0 = 0; n0 < N; n0 += P) {
-            const int64_t np = N - n0 < P ? N - n0 : P;
+        // panels are a multiple of 16 rows: whole groups
+        panel_gemm(out, x, M, N, K, work, nt, [&](float* panel, int64_t n0, int64_t np) {
             const int64_t ng = ceil_div(np, kPackRows);
             const int ntp = np * K < (int64_t(1) << 15) ? 1 : num_threads();
 #pragma omp parallel for num_threads(ntp) schedule(static) if (ntp > 1)
@@ -906,14 +914,7 @@ void qpack_matmul(float* out, const float* x, const void* Wp, int64_t M, int64_t
                 const int64_t r0 = n0 + g * kPackRows;
                 qpack_dequantize_rows(panel + (r0 - n0) * K, w, r0, std::min(r0 + kPackRows, n0 + np), N, K, type);
             }
-            float* c = np == N ? out : cpanel;
-            sgemm(c, x, panel, M, np, K, false, true, false, gemm_work);
-            if (c != out) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-                for (int64_t m = 0; m < M; m++)
-                    std::memcpy(out + m * N + n0, cpanel + m * np, sizeof(float) * size_t(np));
-            }
-        }
+        });
         return;
     }
     // few rows: x quantized to int8 blocks, each group of 4 weight rows meets
