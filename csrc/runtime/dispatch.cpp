@@ -73,7 +73,11 @@ bool cpu_has(const char* feature) {
     if (f == "avx2") return __builtin_cpu_supports("avx2");
     if (f == "fma") return __builtin_cpu_supports("fma");
     if (f == "avx") return __builtin_cpu_supports("avx");
-    if (f == "f16c") return __builtin_cpu_supports("f16c");
+    if (f == "f16c") {  // CPUID.1:ECX[29]; not every compiler's builtin knows the name
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        return __builtin_cpu_supports("avx") && __get_cpuid(1, &eax, &ebx, &ecx, &edx) &&
+               (ecx & (1u << 29));
+    }
     if (f == "sse4.2") return __builtin_cpu_supports("sse4.2");
     static const bool zmm = os_saves_zmm();
     if (f == "avx512f") return zmm && __builtin_cpu_supports("avx512f");
