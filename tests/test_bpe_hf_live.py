@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pyllm.tokenizers import BPETokenizer
-
 from pyllm.hub import shakespeare_dir
+from pyllm.tokenizers import BPETokenizer
 
 # transformers may live in another environment than the one under test
 HF_PYTHON = os.environ.get("PYLLM_HF_PYTHON", sys.executable)
