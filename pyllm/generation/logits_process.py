@@ -111,7 +111,7 @@ class LogitsProcessor:
 
     >>> class BanToken(LogitsProcessor):
     ...     def __init__(self, token): self.token = token
-    ...     def __call__(self, input_ids: npt.ArrayLike, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    ...     def __call__(self, input_ids, scores):
     ...         out = np.array(scores, dtype=np.float32)
     ...         out[:, self.token] = -np.inf
     ...         return out
