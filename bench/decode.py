@@ -26,6 +26,7 @@ PROMPT = list(range(1000, 1016))
 
 def run_pyllm(path, threads, repeats, new):
     import numpy as np
+
     import pyllm
 
     m = pyllm.AutoModelForCausalLM.from_pretrained(path, n_threads=threads, n_ctx=512)

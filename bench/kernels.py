@@ -25,10 +25,10 @@ def main() -> int:
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import interleaved_medians
-
     import pyllm
     from pyllm import _C
+
+    from common import interleaved_medians
 
     pyllm.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -41,14 +41,15 @@ def main() -> int:
     for M, K, N in [(512, 576, 1536), (512, 1536, 576), (1024, 1024, 1024)]:
         a = rng.standard_normal((M, K), dtype=np.float32)
         b = rng.standard_normal((K, N), dtype=np.float32)
-        t = interleaved_medians({"pyllm": lambda: _C.matmul(a, b), "numpy": lambda: a @ b}, args.repeats)
+        t = interleaved_medians({"pyllm": lambda a=a, b=b: _C.matmul(a, b), "numpy": lambda a=a, b=b: a @ b},
+                                args.repeats)
         gf = {k: 2 * M * K * N / v / 1e9 for k, v in t.items()}
         print(f"| sgemm | ({M},{K})@({K},{N}) | {gf['pyllm']:.1f} GFLOP/s | {gf['numpy']:.1f} GFLOP/s "
               f"| {gf['pyllm'] / gf['numpy']:.2f}x |")
         # the Linear-weight layout: x (M,K) against weight (N,K)
         w = np.ascontiguousarray(b.T)
         t = interleaved_medians(
-            {"pyllm": lambda: _C.matmul(a, w, trans_b=True), "numpy": lambda: a @ w.T}, args.repeats
+            {"pyllm": lambda a=a, w=w: _C.matmul(a, w, trans_b=True), "numpy": lambda a=a, w=w: a @ w.T}, args.repeats
         )
         gf = {k: 2 * M * K * N / v / 1e9 for k, v in t.items()}
         print(f"| linear | ({M},{K})@({N},{K})^T | {gf['pyllm']:.1f} GFLOP/s | {gf['numpy']:.1f} GFLOP/s "

@@ -35,10 +35,10 @@ def main() -> int:
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import interleaved_medians
-
     import pyllm
     from pyllm import _C, quant
+
+    from common import interleaved_medians
 
     pyllm.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -56,30 +56,34 @@ def main() -> int:
         return raw
 
     probe = np.ones(128 * 1024 * 1024, dtype=np.float32)  # 512 MB
-    read = lambda: _C.sum(probe)  # noqa: E731
 
-    print("| decode M=1 | (N,K) | weight MB | streamed | % of read bw | hot (cached) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    bws = []
-    for N, K, name in DECODE_SHAPES:
-        w0 = weights(N, K, name)
+    def read():
+        _C.sum(probe)
+
+    def decode_times(w0, x, t_id, K):
+        """Seconds per call: rotating through copies of w0 (streamed), one copy (hot), the probe read."""
         copies = [w0] + [w0.copy() for _ in range(max(1, args.stream_mb * 2**20 // w0.nbytes) - 1)]
-        x = rng.standard_normal((1, K), dtype=np.float32)
-        t_id = quant.GGML_TYPES[name]
         state = {"i": 0}
 
         def streamed():
             state["i"] = (state["i"] + 1) % len(copies)
             _C.qmatmul(x, copies[state["i"]], t_id, K)
 
-        t = interleaved_medians({"streamed": streamed, "hot": lambda: _C.qmatmul(x, w0, t_id, K), "read": read},
-                                args.repeats)
+        return interleaved_medians({"streamed": streamed, "hot": lambda: _C.qmatmul(x, w0, t_id, K), "read": read},
+                                   args.repeats)  # the copies are freed on return
+
+    print("| decode M=1 | (N,K) | weight MB | streamed | % of read bw | hot (cached) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    bws = []
+    for N, K, name in DECODE_SHAPES:
+        w0 = weights(N, K, name)
+        x = rng.standard_normal((1, K), dtype=np.float32)
+        t = decode_times(w0, x, quant.GGML_TYPES[name], K)
         bw = probe.nbytes / t["read"] / 1e9
         bws.append(bw)
         gbs = w0.nbytes / t["streamed"] / 1e9
         print(f"| {name} | ({N},{K}) | {w0.nbytes / 1e6:.2f} | {gbs:.1f} GB/s ({t['streamed'] * 1e6:.0f} us) "
               f"| {gbs / bw:.0%} | {w0.nbytes / t['hot'] / 1e9:.1f} GB/s ({t['hot'] * 1e6:.0f} us) |")
-        del copies
     print(f"| read bandwidth | 512 MB `_C.sum`, median over shapes | | {float(np.median(bws)):.1f} GB/s | 100% | |")
     print()
 
@@ -91,8 +95,9 @@ def main() -> int:
         wf = quant.dequantize(w, name, (N, K))
         x = rng.standard_normal((M, K), dtype=np.float32)
         t_id = quant.GGML_TYPES[name]
-        t = interleaved_medians({"q": lambda: _C.qmatmul(x, w, t_id, K), "numpy": lambda: x @ wf.T,
-                                 "sgemm": lambda: _C.matmul(x, wf, trans_b=True)}, args.repeats)
+        t = interleaved_medians({"q": lambda x=x, w=w, t_id=t_id, K=K: _C.qmatmul(x, w, t_id, K),
+                                 "numpy": lambda x=x, wf=wf: x @ wf.T,
+                                 "sgemm": lambda x=x, wf=wf: _C.matmul(x, wf, trans_b=True)}, args.repeats)
         gf = {k: 2 * M * N * K / v / 1e9 for k, v in t.items()}
         print(f"| {name} | ({N},{K}) | {gf['q']:.1f} GFLOP/s | {gf['numpy']:.1f} GFLOP/s "
               f"| {gf['q'] / gf['numpy']:.2f}x | {gf['sgemm']:.1f} GFLOP/s |")

@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved_medians  # noqa: E402
-
 from pyllm.generation.logits_process import build_logits_processors, sample  # noqa: E402
+
+from common import interleaved_medians  # noqa: E402
 
 SETTINGS = dict(temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.1)
 

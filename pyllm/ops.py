@@ -16,7 +16,7 @@ do shapes that do not fit. Outputs are new float32 arrays. Index inputs
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -130,7 +130,7 @@ def linear(x: object, weight: object, bias: Optional[object] = None) -> np.ndarr
     return out.reshape(x32.shape[:-1] + (w32.shape[0],))
 
 
-def _along_last(x: np.ndarray, axis: int, fn) -> np.ndarray:
+def _along_last(x: np.ndarray, axis: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension")
     if not -x.ndim <= axis < x.ndim:
@@ -274,6 +274,7 @@ def scaled_dot_product_attention(
     mask = None
     if attn_mask is not None:
         m = np.asarray(attn_mask)
+        mask_shape = m.shape
         if m.dtype == np.bool_:
             m = np.where(m, np.float32(0.0), np.float32(-np.inf))
         elif m.dtype.kind == "f":
@@ -286,7 +287,7 @@ def scaled_dot_product_attention(
             mb = np.broadcast_to(m, (B, NH, T, S))
         except ValueError:
             raise ValueError(
-                f"attn_mask of shape {np.shape(attn_mask)} does not broadcast to {(B, NH, T, S)}"
+                f"attn_mask of shape {mask_shape} does not broadcast to {(B, NH, T, S)}"
             ) from None
         if mb.strides[-1] != 4 or any(st % 4 for st in mb.strides):
             mb = np.ascontiguousarray(mb)

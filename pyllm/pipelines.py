@@ -22,9 +22,11 @@ class TextGenerationPipeline:
         self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
         self.defaults = defaults
 
-    def _one(self, item: Union[str, Messages], return_full_text: bool, kwargs: Dict[str, Any]) -> List[Dict[str, Any]]:
-        is_chat = isinstance(item, (list, tuple)) and bool(item) and isinstance(item[0], dict)
-        if not is_chat and not isinstance(item, str):
+    def _one(self, item: object, return_full_text: bool, kwargs: Dict[str, Any]) -> List[Dict[str, Any]]:
+        messages: List[Any] = []  # of a chat
+        if isinstance(item, (list, tuple)) and item and isinstance(item[0], dict):
+            messages = list(item)
+        elif not isinstance(item, str):
             raise ValueError(f"text-generation input must be a string or chat messages, got {type(item).__name__}")
         ids = self.model.encode_prompt(item, self.tokenizer)
         out = self.model.generate(ids, tokenizer=self.tokenizer, **{**self.defaults, **kwargs})
@@ -32,17 +34,17 @@ class TextGenerationPipeline:
         for row in out:
             new = [int(t) for t in row[len(ids):]]
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-            if is_chat:
-                value: Any = list(item) + [{"role": "assistant", "content": text}]
+            if isinstance(item, str):
+                value: Any = (item + text) if return_full_text else text
             else:
-                value = (item + text) if return_full_text else text
+                value = messages + [{"role": "assistant", "content": text}]
             results.append({"generated_text": value})
         return results
 
     def __call__(self, inputs: Union[str, Messages, Sequence[Union[str, Messages]]], return_full_text: bool = True,
                  **generate_kwargs: Any) -> Any:
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], dict)):
-            return self._one(inputs, return_full_text, generate_kwargs)  # type: ignore[arg-type]
+            return self._one(inputs, return_full_text, generate_kwargs)
         if not isinstance(inputs, (list, tuple)) or not inputs:
             raise ValueError("text-generation input is empty")
         return [self._one(x, return_full_text, generate_kwargs) for x in inputs]

@@ -27,7 +27,7 @@ True
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, SupportsInt, Union, cast
 
 import numpy as np
 
@@ -126,7 +126,10 @@ def dequantize(raw: object, type: TensorType, shape: Optional[Union[int, Sequenc
             raise ValueError(f"{flat.nbytes} bytes is not a whole number of {name} blocks "
                              f"({TYPE_SIZES[name]} bytes each)")
         shape = (flat.nbytes // TYPE_SIZES[name] * BLOCK_SIZES[name],)
-    shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+    if np.isscalar(shape):
+        shape = (int(cast(SupportsInt, shape)),)  # a numpy or Python scalar; int() rejects the others
+    else:
+        shape = tuple(int(s) for s in cast(Sequence[int], shape))
     n = int(np.prod(shape, dtype=np.int64))
     _check_multiple(name, shape[-1] if shape else 1, "the last dimension")
     want = n // BLOCK_SIZES[name] * TYPE_SIZES[name]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import random
 import sys
 import unicodedata
@@ -137,7 +136,10 @@ def source_texts() -> tuple[list[str], list[str]]:
     base = Path(numpy.__file__).parent
     py = sorted(base.rglob("*.py"))[:200]
     c = sorted(base.rglob("*.h")) + sorted(base.rglob("*.c"))
-    read = lambda p: p.read_text(encoding="utf-8", errors="replace")
+
+    def read(p: Path) -> str:
+        return p.read_text(encoding="utf-8", errors="replace")
+
     return [read(p) for p in py], [read(p) for p in c]
 
 

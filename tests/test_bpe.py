@@ -60,7 +60,9 @@ def test_reference_matches_transformers(ref):
 
 
 def test_pretokenize_matches_transformers():
-    sym = lambda pieces: [encode_bytelevel_ref(p.encode("utf-8")) for p in pieces]
+    def sym(pieces):
+        return [encode_bytelevel_ref(p.encode("utf-8")) for p in pieces]
+
     for r in REFS["pretokenize"]:
         assert sym(_bpe.pretokenize(r["text"])) == r["pieces"], repr(r["text"])
         assert sym(bpe_ref.pretokenize_ref(r["text"])) == r["pieces"], repr(r["text"])
@@ -225,7 +227,8 @@ def test_token_lookups(tok):
 
 def test_chat_template_sandbox_and_raise_exception(tok):
     t = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ bos_token }}"
-    assert tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, chat_template=t) == "<|im_start|>"
+    out = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, chat_template=t)
+    assert out == "<|im_start|>"
     import jinja2
 
     with pytest.raises(jinja2.exceptions.TemplateError, match="first must be user"):

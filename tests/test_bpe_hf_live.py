@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pyllm.tokenizers import BPETokenizer
-
 from pyllm.hub import shakespeare_dir
+from pyllm.tokenizers import BPETokenizer
 
 # transformers may live in another environment than the one under test
 HF_PYTHON = os.environ.get("PYLLM_HF_PYTHON", sys.executable)
@@ -67,8 +66,8 @@ def test_matches_transformers_live(tmp_path, smollm_path, full):
                     "or point PYLLM_HF_PYTHON at an interpreter that has it")
     texts = corpus(full)
     (tmp_path / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-    subprocess.run([HF_PYTHON, "-c", HF_SCRIPT, str(smollm_path), str(tmp_path / "texts.json"), str(tmp_path / "hf.json")],
-                   check=True, timeout=1800)
+    subprocess.run([HF_PYTHON, "-c", HF_SCRIPT, str(smollm_path), str(tmp_path / "texts.json"),
+                    str(tmp_path / "hf.json")], check=True, timeout=1800)
     hf = json.loads((tmp_path / "hf.json").read_text(encoding="utf-8"))
 
     with gzip.open(Path(__file__).parent / "data" / "smollm2_tokenizer.json.gz") as f:

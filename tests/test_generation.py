@@ -13,6 +13,7 @@ import pytest
 
 import pyllm
 from pyllm import AutoModelForCausalLM, GenerationConfig, TextIteratorStreamer, TextStreamer, pipeline
+
 from test_llama import TINY, write_tiny_llama
 
 gguf = pytest.importorskip("gguf")

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llama_ref import llama_forward
 import pyllm
 from pyllm import AutoModelForCausalLM, GGUFFile, LlamaConfig
+
+from llama_ref import llama_forward
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType

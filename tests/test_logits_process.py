@@ -124,7 +124,7 @@ def test_processor_matches_reference_with_ties_and_neg_inf(name, ours, reference
 
 def test_processors_on_full_vocab_match_transformers():
     scores, ids = random_case(7, B=2, V=49152, T=300)
-    for name, ours, reference, theirs in CASES:
+    for _name, ours, reference, theirs in CASES:
         got = ours(ids, scores)
         assert_same_scores(got, reference(scores, ids))
         if theirs is not None:

@@ -58,7 +58,8 @@ def assert_bits_equal(out: np.ndarray, ref: np.ndarray) -> None:
     nan = np.isnan(ref)
     np.testing.assert_array_equal(np.isnan(out), nan)
     bad = np.flatnonzero(out.view(np.uint32)[~nan] != ref.view(np.uint32)[~nan])
-    assert bad.size == 0, f"{bad.size} elements differ, first at {bad[0]}: {out[~nan][bad[0]]!r} vs {ref[~nan][bad[0]]!r}"
+    assert bad.size == 0, (f"{bad.size} elements differ, first at {bad[0]}: "
+                           f"{out[~nan][bad[0]]!r} vs {ref[~nan][bad[0]]!r}")
 
 
 def random_raw(rng, name: str, n: int) -> np.ndarray:

@@ -1,6 +1,8 @@
 # Type stubs for the compiled logits-processor and sampler loops (_sampler.pyx).
 # Signatures only; the semantics are documented in logits_process.py.
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -26,7 +28,7 @@ def fused_sample(
     op_start: _I64,
     ban_list: _I64,
     ban_off: _I64,
-    temperature: float,
+    temperature: float | np.floating[Any],
     top_k: int,
     top_p: float,
     top_p_keep: int,
@@ -37,3 +39,9 @@ def fused_sample(
     do_sample: bool,
     out: _I64,
 ) -> int: ...
+
+# op kinds of fused_sample's penalty ops
+OP_REPETITION: int
+OP_FREQ_PRESENCE: int
+OP_NGRAM: int
+OP_BAN: int

@@ -4,6 +4,7 @@ names, defaults and checks. Not the decoding loop (utils.py)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -84,7 +85,7 @@ class GenerationConfig:
             bad(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
         for name in ("frequency_penalty", "presence_penalty"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v != v:
+            if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
                 bad(f"{name} must be a number, got {v!r}")
         if not is_int(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0:
             bad(f"no_repeat_ngram_size must be an integer >= 0, got {self.no_repeat_ngram_size!r}")

@@ -36,9 +36,11 @@ Scores must be finite or ``-inf`` (``+inf`` and NaN are not supported).
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Iterable, List, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _sampler
 
@@ -61,14 +63,14 @@ __all__ = [
 
 # ---------------------------------------------------------------- argument checks
 
-def _as_scores(scores) -> np.ndarray:
+def _as_scores(scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
     arr = np.ascontiguousarray(scores, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"scores must have shape (batch, vocab), got shape {arr.shape}")
     return arr
 
 
-def _as_ids(input_ids, batch: int) -> np.ndarray:
+def _as_ids(input_ids: npt.ArrayLike, batch: int) -> npt.NDArray[np.int64]:
     arr = np.ascontiguousarray(input_ids, dtype=np.int64)
     if arr.ndim == 1 and batch == 1:
         arr = arr[None, :]
@@ -78,23 +80,23 @@ def _as_ids(input_ids, batch: int) -> np.ndarray:
     return arr
 
 
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(np.asarray(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
-def _count(name: str, value, minimum: int) -> int:
+def _count(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _token_ids(name: str, value) -> List[int]:
-    ids = [value] if isinstance(value, numbers.Integral) else list(value)
+def _token_ids(name: str, value: Union[int, Iterable[int]]) -> List[int]:
+    ids: List[object] = [value] if isinstance(value, (int, numbers.Integral)) else list(value)
     if not ids or any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < 0 for i in ids):
         raise ValueError(f"{name} must be a token id or a non-empty list of token ids >= 0, got {value!r}")
-    return [int(i) for i in ids]
+    return [int(i) for i in ids if isinstance(i, numbers.Integral)]  # all are, checked above
 
 
 # ---------------------------------------------------------------- base classes
@@ -130,12 +132,12 @@ ProcessorLike = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 class _Frozen(LogitsProcessor):
     # this module's processors are immutable once built, so a list can cache its fused plan
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         if "_frozen" in self.__dict__:
             raise AttributeError(f"{type(self).__name__} is immutable: build a new one with {name}={value!r}")
         object.__setattr__(self, name, value)
 
-    def _freeze(self):
+    def _freeze(self) -> None:
         object.__setattr__(self, "_frozen", True)
 
     def __repr__(self) -> str:
@@ -143,7 +145,15 @@ class _Frozen(LogitsProcessor):
         return f"{type(self).__name__}({args})"
 
 
-class LogitsProcessorList(list):
+# the fused kernel's arguments after (scores, ids): op kinds, op a, op b, op starts, ban list, ban offsets,
+# temperature, top_k, top_p, top_p_keep, min_p, min_p_keep, warp
+_FusedArgs = Tuple[npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64],
+                   npt.NDArray[np.int64], npt.NDArray[np.int64], np.float32, int, float, int, float, int, bool]
+# one penalty op of the fused kernel: kind, a, b, start, banned ids
+_FusedOp = Tuple[int, float, float, int, Sequence[int]]
+
+
+class LogitsProcessorList(list[ProcessorLike]):
     """A list of processors applied in order; :meth:`sample` also picks the token.
 
     >>> procs = LogitsProcessorList([TemperatureLogitsWarper(0.5), TopKLogitsWarper(1)])
@@ -179,8 +189,7 @@ class LogitsProcessorList(list):
         B = scores.shape[0]
         ids = _as_ids(input_ids, B)
         if do_sample:
-            _check_generator(generator)
-            u = generator.random(B)
+            u = _check_generator(generator).random(int(B))
         else:
             u = np.zeros(B)
         out = np.empty(B, dtype=np.int64)
@@ -189,18 +198,26 @@ class LogitsProcessorList(list):
             raise _nothing_to_sample(bad)
         return out
 
-    def _fused_args(self):
+    # (processor ids, fused arguments, the processors): set by _fused_args
+    _fused_cache: Optional[Tuple[Tuple[int, ...], Optional[_FusedArgs], List[ProcessorLike]]] = None
+
+    def _fused_args(self) -> Optional[_FusedArgs]:
         # the fused kernel's arguments for this list (None: cannot fuse), cached while the list
         # holds the same processor objects (ours are immutable)
         key = tuple(map(id, self))
-        cache = self.__dict__.get("_fused_cache")
+        cache = self._fused_cache
         if cache is not None and cache[0] == key:
             return cache[1]
         plan = self._fused_plan()
-        args = None
+        args: Optional[_FusedArgs] = None
         if plan is not None:
-            kinds, a, b, starts, bans, ban_off = [], [], [], [], [], [0]
-            for proc in plan["ops"]:
+            kinds: List[int] = []
+            a: List[float] = []
+            b: List[float] = []
+            starts: List[int] = []
+            bans: List[int] = []
+            ban_off = [0]
+            for proc in plan.ops:
                 kind, pa, pb, start, ban = proc._fused_op()
                 kinds.append(kind)
                 a.append(pa)
@@ -209,11 +226,11 @@ class LogitsProcessorList(list):
                 bans.extend(ban)
                 ban_off.append(len(bans))
             top_k = 0
-            if plan["top_k"] is not None and plan["top_k"].top_k > 0:
-                top_k = max(plan["top_k"].top_k, plan["top_k"].min_tokens_to_keep)  # >= V: off in the kernel
-            top_p, top_p_keep = (plan["top_p"].top_p, plan["top_p"].min_tokens_to_keep) if plan["top_p"] else (1.0, 1)
-            min_p, min_p_keep = (plan["min_p"].min_p, plan["min_p"].min_tokens_to_keep) if plan["min_p"] else (0.0, 1)
-            temperature = plan["temperature"].temperature if plan["temperature"] else 1.0
+            if plan.top_k is not None and plan.top_k.top_k > 0:
+                top_k = max(plan.top_k.top_k, plan.top_k.min_tokens_to_keep)  # >= V: off in the kernel
+            top_p, top_p_keep = (plan.top_p.top_p, plan.top_p.min_tokens_to_keep) if plan.top_p else (1.0, 1)
+            min_p, min_p_keep = (plan.min_p.min_p, plan.min_p.min_tokens_to_keep) if plan.min_p else (0.0, 1)
+            temperature = plan.temperature.temperature if plan.temperature else 1.0
             warp = temperature != 1.0 or top_k > 0 or top_p < 1.0 or min_p > 0.0
             args = (np.array(kinds, np.int32), np.array(a, np.float64), np.array(b, np.float64),
                     np.array(starts, np.int64), np.array(bans, np.int64), np.array(ban_off, np.int64),
@@ -221,31 +238,32 @@ class LogitsProcessorList(list):
         self._fused_cache = (key, args, list(self))  # holding the objects keeps their ids unique
         return args
 
-    def _fused_plan(self):
-        # penalties (any order) then at most one each of temperature, top-k, top-p, min-p, in that order
-        ops = []
-        stages = ["temperature", "top_k", "top_p", "min_p"]
-        warpers = {TemperatureLogitsWarper: "temperature", TopKLogitsWarper: "top_k",
-                   TopPLogitsWarper: "top_p", MinPLogitsWarper: "min_p"}
-        plan = dict.fromkeys(stages)
+    def _fused_plan(self) -> Optional[_FusedPlan]:
+        # penalties (any order) then at most one each of temperature, top-k, top-p, min-p, in that order;
+        # exact types only (a subclass may change what __call__ does)
+        plan = _FusedPlan()
         next_stage = 0
         for proc in self:
-            kind = type(proc)
-            if kind in _FUSABLE_OPS and next_stage == 0:
-                ops.append(proc)
-            elif kind in warpers and stages.index(warpers[kind]) >= next_stage:
-                next_stage = stages.index(warpers[kind]) + 1
-                plan[warpers[kind]] = proc
+            if isinstance(proc, _FUSABLE_OPS) and type(proc) in _FUSABLE_OPS and next_stage == 0:
+                plan.ops.append(proc)
+            elif type(proc) is TemperatureLogitsWarper and next_stage <= 0:
+                plan.temperature, next_stage = proc, 1
+            elif type(proc) is TopKLogitsWarper and next_stage <= 1:
+                plan.top_k, next_stage = proc, 2
+            elif type(proc) is TopPLogitsWarper and next_stage <= 2:
+                plan.top_p, next_stage = proc, 3
+            elif type(proc) is MinPLogitsWarper and next_stage <= 3:
+                plan.min_p, next_stage = proc, 4
             else:
                 return None
-        plan["ops"] = ops
         return plan
 
 
-def _check_generator(generator) -> None:
+def _check_generator(generator: object) -> np.random.Generator:
     if not isinstance(generator, np.random.Generator):
         raise TypeError(f"generator must be a numpy.random.Generator (np.random.default_rng(seed)), "
                         f"got {type(generator).__name__}")
+    return generator
 
 
 def _nothing_to_sample(row: int) -> ValueError:
@@ -273,7 +291,7 @@ class TemperatureLogitsWarper(_Frozen):
         self.temperature = t
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: object, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         return _as_scores(scores) / np.float32(self.temperature)
 
 
@@ -291,7 +309,7 @@ class TopKLogitsWarper(_Frozen):
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: object, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         scores = _as_scores(scores)
         k = max(self.top_k, self.min_tokens_to_keep)
         if self.top_k == 0 or k >= scores.shape[1]:
@@ -319,7 +337,7 @@ class TopPLogitsWarper(_Frozen):
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: object, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         if self.top_p < 1.0:
             _sampler.top_p_(out, self.top_p, self.min_tokens_to_keep)
@@ -343,7 +361,7 @@ class MinPLogitsWarper(_Frozen):
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: object, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         if self.min_p > 0.0:
             _sampler.min_p_(out, self.min_p, self.min_tokens_to_keep)
@@ -368,7 +386,7 @@ class TypicalLogitsWarper(_Frozen):
         self.min_tokens_to_keep = _count("min_tokens_to_keep", min_tokens_to_keep, 1)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: object, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         if self.mass < 1.0:
             _sampler.typical_(out, self.mass, self.min_tokens_to_keep)
@@ -398,13 +416,13 @@ class RepetitionPenaltyLogitsProcessor(_Frozen):
             _count("prompt_ignore_length", prompt_ignore_length, 0)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: npt.ArrayLike, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         _sampler.repetition_penalty_(out, _as_ids(input_ids, out.shape[0]), self.prompt_ignore_length,
                                      self.penalty)
         return out
 
-    def _fused_op(self):
+    def _fused_op(self) -> _FusedOp:
         return _sampler.OP_REPETITION, self.penalty, 0.0, self.prompt_ignore_length, ()
 
 
@@ -430,13 +448,13 @@ class FrequencyPresencePenaltyLogitsProcessor(_Frozen):
             _count("prompt_ignore_length", prompt_ignore_length, 0)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: npt.ArrayLike, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         _sampler.frequency_presence_penalty_(out, _as_ids(input_ids, out.shape[0]), self.prompt_ignore_length,
                                              self.frequency_penalty, self.presence_penalty)
         return out
 
-    def _fused_op(self):
+    def _fused_op(self) -> _FusedOp:
         return (_sampler.OP_FREQ_PRESENCE, self.frequency_penalty, self.presence_penalty,
                 self.prompt_ignore_length, ())
 
@@ -454,13 +472,13 @@ class NoRepeatNGramLogitsProcessor(_Frozen):
         self.ngram_size = _count("no_repeat_ngram_size", ngram_size, 0)
         self._freeze()
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: npt.ArrayLike, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         if self.ngram_size > 0:
             _sampler.no_repeat_ngram_(out, _as_ids(input_ids, out.shape[0]), self.ngram_size)
         return out
 
-    def _fused_op(self):
+    def _fused_op(self) -> _FusedOp:
         return _sampler.OP_NGRAM, float(self.ngram_size), 0.0, 0, ()
 
 
@@ -484,19 +502,31 @@ class MinNewTokensLengthLogitsProcessor(_Frozen):
     def _active(self, seq_len: int) -> bool:
         return seq_len - self.prompt_length_to_skip < self.min_new_tokens
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: npt.ArrayLike, scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
         out = _as_scores(scores).copy()
         if self._active(np.shape(input_ids)[-1]):
             eos = [i for i in self.eos_token_id if i < out.shape[1]]
             out[:, eos] = -np.inf
         return out
 
-    def _fused_op(self):  # banned while seq_len < prompt_length_to_skip + min_new_tokens
+    def _fused_op(self) -> _FusedOp:  # banned while seq_len < prompt_length_to_skip + min_new_tokens
         return _sampler.OP_BAN, float(self.prompt_length_to_skip + self.min_new_tokens), 0.0, 0, self.eos_token_id
 
 
 _FUSABLE_OPS = (RepetitionPenaltyLogitsProcessor, FrequencyPresencePenaltyLogitsProcessor,
                 NoRepeatNGramLogitsProcessor, MinNewTokensLengthLogitsProcessor)
+_FusableOp = Union[RepetitionPenaltyLogitsProcessor, FrequencyPresencePenaltyLogitsProcessor,
+                   NoRepeatNGramLogitsProcessor, MinNewTokensLengthLogitsProcessor]
+
+
+@dataclass
+class _FusedPlan:
+    # what LogitsProcessorList.sample can run as one fused pass: penalty ops, then the warpers
+    ops: List[_FusableOp] = field(default_factory=list)
+    temperature: Optional[TemperatureLogitsWarper] = None
+    top_k: Optional[TopKLogitsWarper] = None
+    top_p: Optional[TopPLogitsWarper] = None
+    min_p: Optional[MinPLogitsWarper] = None
 
 
 # ---------------------------------------------------------------- building the list and sampling
@@ -582,9 +612,9 @@ def sample(scores: np.ndarray, generator: Optional[np.random.Generator] = None,
     """
     scores = _as_scores(scores)
     if not do_sample:
-        return np.argmax(scores, axis=1).astype(np.int64)
-    _check_generator(generator)
-    u = generator.random(scores.shape[0])
+        best: npt.NDArray[np.int64] = np.argmax(scores, axis=1).astype(np.int64)
+        return best
+    u = _check_generator(generator).random(int(scores.shape[0]))
     out = np.empty(scores.shape[0], dtype=np.int64)
     bad = _sampler.sample_rows(scores, u, out)
     if bad >= 0:

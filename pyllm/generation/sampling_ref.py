@@ -13,12 +13,14 @@ Conventions shared with the fast path (``_sampler.pyx``):
 
 from __future__ import annotations
 
+from typing import Sequence, Tuple
+
 import numpy as np
 
 NEG_INF = np.float32(-np.inf)
 
 
-def softmax64(row: np.ndarray):
+def softmax64(row: np.ndarray) -> Tuple[np.ndarray, float]:
     """float64 weights exp(row - max) of one row and their sum, in id order."""
     row = row.astype(np.float64)
     e = np.exp(row - row.max()) if np.isfinite(row).any() else np.zeros_like(row)
@@ -30,17 +32,17 @@ def ranking(row: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(row.size), -row.astype(np.float64)))
 
 
-def temperature(scores, t):
+def temperature(scores: np.ndarray, t: float) -> np.ndarray:
     return scores / np.float32(t)
 
 
-def top_k(scores, k, min_tokens_to_keep=1):
+def top_k(scores: np.ndarray, k: int, min_tokens_to_keep: int = 1) -> np.ndarray:
     k = min(max(k, min_tokens_to_keep), scores.shape[1])
     kth = -np.sort(-scores, axis=1)[:, k - 1:k]   # the k-th largest of each row
     return np.where(scores < kth, NEG_INF, scores)
 
 
-def top_p(scores, p, min_tokens_to_keep=1):
+def top_p(scores: np.ndarray, p: float, min_tokens_to_keep: int = 1) -> np.ndarray:
     out = scores.copy()
     for b, row in enumerate(scores):
         if not np.isfinite(row).any():
@@ -53,7 +55,7 @@ def top_p(scores, p, min_tokens_to_keep=1):
     return out
 
 
-def min_p(scores, p, min_tokens_to_keep=1):
+def min_p(scores: np.ndarray, p: float, min_tokens_to_keep: int = 1) -> np.ndarray:
     out = scores.copy()
     for b, row in enumerate(scores):
         if not np.isfinite(row).any():
@@ -65,7 +67,7 @@ def min_p(scores, p, min_tokens_to_keep=1):
     return out
 
 
-def typical(scores, mass, min_tokens_to_keep=1):
+def typical(scores: np.ndarray, mass: float, min_tokens_to_keep: int = 1) -> np.ndarray:
     out = scores.copy()
     for b, row in enumerate(scores):
         finite = np.isfinite(row)
@@ -84,7 +86,8 @@ def typical(scores, mass, min_tokens_to_keep=1):
     return out
 
 
-def repetition_penalty(scores, input_ids, penalty, prompt_ignore_length=0):
+def repetition_penalty(scores: np.ndarray, input_ids: np.ndarray, penalty: float,
+                       prompt_ignore_length: int = 0) -> np.ndarray:
     out = scores.copy()
     p = np.float32(penalty)
     for b in range(scores.shape[0]):
@@ -95,7 +98,8 @@ def repetition_penalty(scores, input_ids, penalty, prompt_ignore_length=0):
     return out
 
 
-def frequency_presence_penalty(scores, input_ids, frequency, presence, prompt_ignore_length=0):
+def frequency_presence_penalty(scores: np.ndarray, input_ids: np.ndarray, frequency: float, presence: float,
+                               prompt_ignore_length: int = 0) -> np.ndarray:
     out = scores.copy()
     for b in range(scores.shape[0]):
         ids, counts = np.unique(input_ids[b, prompt_ignore_length:], return_counts=True)
@@ -105,7 +109,7 @@ def frequency_presence_penalty(scores, input_ids, frequency, presence, prompt_ig
     return out
 
 
-def no_repeat_ngram(scores, input_ids, n):
+def no_repeat_ngram(scores: np.ndarray, input_ids: np.ndarray, n: int) -> np.ndarray:
     out = scores.copy()
     T = input_ids.shape[1]
     if n <= 0 or T < n:
@@ -119,14 +123,15 @@ def no_repeat_ngram(scores, input_ids, n):
     return out
 
 
-def min_new_tokens(scores, input_ids, prompt_length, min_new, eos_ids):
+def min_new_tokens(scores: np.ndarray, input_ids: np.ndarray, prompt_length: int, min_new: int,
+                   eos_ids: Sequence[int]) -> np.ndarray:
     out = scores.copy()
     if input_ids.shape[1] - prompt_length < min_new:
         out[:, [i for i in eos_ids if i < scores.shape[1]]] = NEG_INF
     return out
 
 
-def sample(scores, u):
+def sample(scores: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Inverse CDF in id order with one uniform per row; greedy is np.argmax."""
     out = []
     for row, ub in zip(scores, u):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import queue
 import sys
-from typing import Any, List, Optional, TextIO
+from typing import Any, List, Optional, TextIO, cast
 
 
 def _is_cjk(ch: str) -> bool:
@@ -29,7 +29,7 @@ class TextDecodeBuffer:
 
     def push(self, ids: List[int]) -> str:
         self.tokens.extend(int(i) for i in ids)
-        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
+        text: str = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
         if text.endswith("\n"):
             piece = text[self.printed:]
             self.tokens, self.printed = [], 0
@@ -45,7 +45,7 @@ class TextDecodeBuffer:
         return piece
 
     def flush(self) -> str:
-        text = self.tokenizer.decode(self.tokens, **self.decode_kwargs) if self.tokens else ""
+        text: str = self.tokenizer.decode(self.tokens, **self.decode_kwargs) if self.tokens else ""
         piece = text[self.printed:]
         self.tokens, self.printed = [], 0
         return piece
@@ -104,7 +104,7 @@ class TextIteratorStreamer(TextStreamer):
     def __init__(self, tokenizer: Any, skip_prompt: bool = False, timeout: Optional[float] = None,
                  **decode_kwargs: Any):
         super().__init__(tokenizer, skip_prompt, **decode_kwargs)
-        self.queue: "queue.Queue[Any]" = queue.Queue()
+        self.queue: "queue.Queue[object]" = queue.Queue()  # text pieces, then _STOP
         self.timeout = timeout
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -120,4 +120,4 @@ class TextIteratorStreamer(TextStreamer):
         value = self.queue.get(timeout=self.timeout)
         if value is self._STOP:
             raise StopIteration
-        return value
+        return cast(str, value)  # anything but the stop marker is a text piece

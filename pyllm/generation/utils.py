@@ -5,13 +5,13 @@ here; per-vocabulary work is in the Cython sampler. Not model code."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, ContextManager, Dict, Iterator, List, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
 from .. import ops
 from .configuration import GenerationConfig
-from .logits_process import LogitsProcessorList, build_logits_processors
+from .logits_process import LogitsProcessorList, ProcessorLike, build_logits_processors
 
 
 @dataclass
@@ -71,11 +71,31 @@ class _StopStrings:
         return any(s in tail for s in self.stops)
 
 
+class _ModelConfig(Protocol):
+    @property
+    def vocab_size(self) -> int: ...
+
+
 class GenerationMixin:
     """generate / stream / score over a model with `_prefill`, `step`,
     `config`, `n_ctx`, `tokenizer`, `_lock` (see LlamaForCausalLM)."""
 
     generation_config: GenerationConfig
+    # what the model class provides; declarations only, so a subclass may define them as properties
+    config: _ModelConfig
+    n_ctx: int  # the longest sequence the KV cache holds
+    tokenizer: Any  # duck-typed: pyllm's BPETokenizer or a transformers tokenizer
+    _lock: ContextManager[bool]  # held while the KV cache is in use (a threading.RLock)
+
+    if TYPE_CHECKING:
+        def _prefill(self, ids: List[int]) -> np.ndarray:
+            """Logits after ``ids`` (V,), reusing the cached prefix."""
+
+        def step(self, input_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+            """Append tokens to the cached sequence: logits of the last one (V,), or of all (T, V)."""
+
+        def reset(self) -> None:
+            """Empty the KV cache."""
 
     def _config(self, generation_config: Optional[GenerationConfig], kwargs: Dict[str, Any]) -> GenerationConfig:
         base = generation_config or getattr(self, "generation_config", None) or GenerationConfig()
@@ -108,7 +128,7 @@ class GenerationMixin:
             logits = self.step([tok])
 
     def _processors(self, cfg: GenerationConfig, prompt_len: int,
-                    logits_processor: Optional[Sequence[Callable]]) -> LogitsProcessorList:
+                    logits_processor: Optional[Sequence[ProcessorLike]]) -> LogitsProcessorList:
         return build_logits_processors(
             do_sample=not cfg.greedy, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
             min_p=cfg.min_p, typical_p=cfg.typical_p, repetition_penalty=cfg.repetition_penalty,
@@ -119,7 +139,7 @@ class GenerationMixin:
         )
 
     def generate(self, input_ids: Any, attention_mask: Any = None, generation_config: Optional[GenerationConfig] = None,
-                 logits_processor: Optional[Sequence[Callable]] = None, streamer: Any = None,
+                 logits_processor: Optional[Sequence[ProcessorLike]] = None, streamer: Any = None,
                  tokenizer: Any = None, **kwargs: Any) -> np.ndarray:
         """Generate continuations, as transformers' ``generate``.
 
@@ -170,7 +190,7 @@ class GenerationMixin:
 
     def stream(self, prompt: Union[str, List[Dict[str, str]], Sequence[int]], tokenizer: Any = None,
                generation_config: Optional[GenerationConfig] = None,
-               logits_processor: Optional[Sequence[Callable]] = None, **kwargs: Any) -> Iterator[str]:
+               logits_processor: Optional[Sequence[ProcessorLike]] = None, **kwargs: Any) -> Iterator[str]:
         """Yield the generated text piece by piece (whole characters and words).
 
         ``prompt``: a string, chat messages (the chat template is applied with

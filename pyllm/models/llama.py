@@ -55,7 +55,8 @@ class LlamaConfig:
         HS = C // NH
         rot = int(md.get("llama.rope.dimension_count", HS))
         if rot != HS:
-            raise ValueError(f"partial rotary embeddings (rope.dimension_count={rot}, head size {HS}) are not supported")
+            raise ValueError(f"partial rotary embeddings (rope.dimension_count={rot}, head size {HS}) "
+                             "are not supported")
         scaling = md.get("llama.rope.scaling.type", "none")
         if scaling not in ("none", None):
             raise ValueError(f"RoPE scaling {scaling!r} is not supported")
@@ -110,7 +111,8 @@ def as_batch(input_ids: Union[Sequence[int], Sequence[Sequence[int]], np.ndarray
     bad = (ids < 0) | (ids >= vocab_size)
     if bad.any():
         b, t = np.argwhere(bad)[0]
-        raise ValueError(f"token id {int(ids[b, t])} at position {int(t)} of row {int(b)} is out of range [0, {vocab_size})")
+        raise ValueError(f"token id {int(ids[b, t])} at position {int(t)} of row {int(b)} "
+                         f"is out of range [0, {vocab_size})")
     return ids.astype(np.int32)
 
 
@@ -127,6 +129,8 @@ class LlamaForCausalLM(GenerationMixin):
     chat does not re-read its history).
     """
 
+    config: LlamaConfig
+
     def __init__(self, file: GGUFFile, config: LlamaConfig, n_ctx: Optional[int] = None):
         self.file = file
         self.config = config
@@ -136,8 +140,8 @@ class LlamaForCausalLM(GenerationMixin):
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx = int(n_ctx)
         self._lock = threading.RLock()
-        self._model = _C.LlamaModel(file._file, {**config.to_dict(), "n_ctx": self.n_ctx})
-        self._cached: list = []  # the token ids whose keys/values are in the cache
+        self._model: Optional[_C.LlamaModel] = _C.LlamaModel(file._file, {**config.to_dict(), "n_ctx": self.n_ctx})
+        self._cached: List[int] = []  # the token ids whose keys/values are in the cache
         self._tokenizer: Any = None
         self.generation_config = GenerationConfig.from_model_config(config)
 
@@ -225,7 +229,7 @@ class LlamaForCausalLM(GenerationMixin):
             self._tokenizer = AutoTokenizer.from_pretrained(self.file.path)
         return self._tokenizer
 
-    def _live(self) -> Any:
+    def _live(self) -> _C.LlamaModel:
         if self._model is None:
             raise ValueError("this model was closed")
         return self._model

@@ -43,10 +43,13 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import _bpe
 from .bytelevel import bytes_to_unicode
+
+if TYPE_CHECKING:
+    from jinja2 import Template  # jinja2 is needed for chat templates only
 
 CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values that become added tokens
 
@@ -132,7 +135,9 @@ class BPETokenizer:
         for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
             if key not in md:
                 raise ValueError(f"GGUF metadata has no {key}; cannot build a BPE tokenizer")
-        g = lambda key, default=None: md.get(f"tokenizer.ggml.{key}", default)
+        def g(key: str, default: Any = None) -> Any:
+            return md.get(f"tokenizer.ggml.{key}", default)
+
         return cls(
             tokens=list(g("tokens")), merges=list(g("merges")), token_types=g("token_type"),
             bos_token_id=g("bos_token_id"), eos_token_id=g("eos_token_id"),
@@ -200,12 +205,12 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode expects str, got {type(text).__name__}; use encode_batch for a list")
-        bos = add_special_tokens and self.add_bos_token and self.bos_token_id is not None
-        eos = add_special_tokens and self.add_eos_token and self.eos_token_id is not None
+        bos = self.bos_token_id if add_special_tokens and self.add_bos_token else None
+        eos = self.eos_token_id if add_special_tokens and self.add_eos_token else None
         matches = list(self._added_re.finditer(text)) if self._added_re is not None else []
-        if not (matches or bos or eos):
+        if not (matches or bos is not None or eos is not None):
             return self._core.encode(text)  # the common case: no copying
-        ids: List[int] = [self.bos_token_id] if bos else []
+        ids: List[int] = [bos] if bos is not None else []
         pos = 0
         for m in matches:
             if m.start() > pos:
@@ -214,8 +219,8 @@ class BPETokenizer:
             pos = m.end()
         if pos < len(text):
             ids += self._core.encode(text[pos:])
-        if eos:
-            ids.append(self.eos_token_id)
+        if eos is not None:
+            ids.append(eos)
         return ids
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True,
@@ -287,15 +292,17 @@ class BPETokenizer:
         returns the string; ``return_dict=True`` returns ``{"input_ids", "attention_mask"}``
         (transformers 5's default; this method returns the ids list by default).
 
-        >>> smollm2.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)  # doctest: +SKIP
-        '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n'
+        >>> text = smollm2.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)  # doctest: +SKIP
+        >>> text.splitlines()  # doctest: +SKIP
+        ['<|im_start|>system', 'You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>',
+         '<|im_start|>user', 'Hi<|im_end|>']
         """
         template = chat_template or self.chat_template
         if template is None:
             raise ValueError("this tokenizer has no chat template (tokenizer.chat_template); pass chat_template=")
         variables = {"bos_token": self.bos_token, "eos_token": self.eos_token,
                      "unk_token": self.unk_token, "pad_token": self.pad_token}
-        text = _compile_template(template).render(
+        text: str = _compile_template(template).render(
             messages=list(messages), add_generation_prompt=add_generation_prompt, **variables, **kwargs)
         if not tokenize:
             return text
@@ -312,10 +319,10 @@ def _respell(token: str) -> str:
     return "".join(table[b] for b in token.encode("utf-8"))
 
 
-_TEMPLATES: Dict[str, Any] = {}
+_TEMPLATES: Dict[str, Template] = {}
 
 
-def _compile_template(source: str):
+def _compile_template(source: str) -> Template:
     if source in _TEMPLATES:
         return _TEMPLATES[source]
     try:
@@ -326,10 +333,11 @@ def _compile_template(source: str):
         raise ImportError("apply_chat_template needs jinja2: pip install jinja2") from e
     import json
 
-    def raise_exception(message):
+    def raise_exception(message: str) -> NoReturn:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
+               separators: Optional[Tuple[str, str]] = None, sort_keys: bool = False) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])

@@ -65,7 +65,7 @@ def pretokenize_ref(text: str) -> List[str]:
     return split_regex().findall(text)
 
 
-def bpe_ref(symbols: Sequence[str], ranks: Dict[Tuple[str, str], int]) -> List[str]:
+def bpe_ref(symbols: Sequence[str], ranks: Dict[Tuple[str, ...], int]) -> List[str]:
     """Merge the adjacent pair of lowest rank (leftmost on ties) until none is left."""
     parts = list(symbols)
     while len(parts) > 1:
@@ -95,7 +95,7 @@ class ReferenceBPE:
         self.special_re = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     def encode_ordinary(self, text: str) -> List[int]:
-        ids = []
+        ids: List[int] = []
         for piece in pretokenize_ref(text):
             # a byte with no token is dropped, as HF's BPE model with no unk token does
             symbols = [s for s in encode_bytelevel_ref(piece.encode("utf-8")) if s in self.vocab]
