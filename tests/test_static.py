@@ -27,5 +27,5 @@ def test_mypy_strict_is_clean() -> None:
 
 
 def test_ruff_is_clean() -> None:
-    r = run_tool(["ruff", "check", "pyllm", "tests", "bench", "scripts"])
+    r = run_tool(["ruff", "check", "pyllm", "tests", "bench", "scripts", "fuzz"])
     assert r.returncode == 0, f"ruff check failed ({r.returncode}):\n{r.stdout}{r.stderr}"
