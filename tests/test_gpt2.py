@@ -157,7 +157,7 @@ def test_save_and_load_round_trip(tmp_path):
     back = GPT2LMHeadModel.from_pretrained(tmp_path / "ckpt")
     assert back.config == model.config
     assert len(model.params) == len(back.params)
-    for (n1, p1), (n2, p2) in zip(model.named_parameters(), back.named_parameters())  # noqa: B905 (3.9):
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), back.named_parameters()):  # noqa: B905 (3.9)
         assert n1 == n2 and np.array_equal(p1, p2)
     # saving again over the same directory replaces the files
     model.params["transformer.ln_f.bias"][0] = 7.0
