@@ -90,8 +90,9 @@ def _heads(qkv: np.ndarray, n_head: int) -> Any:
     B, T, C3 = qkv.shape
     C = C3 // 3
     hs = C // n_head
-    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for i in range(3))
-    return q, k, v, hs  # each (B,NH,T,HS)
+    q, k, v = (np.ascontiguousarray(qkv[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))
+               for i in range(3))
+    return q, k, v, hs  # each (B,NH,T,HS), contiguous so that matmul goes to BLAS
 
 
 def attention_forward(out: np.ndarray, att: np.ndarray, qkv: np.ndarray, n_head: int) -> None:
@@ -99,9 +100,11 @@ def attention_forward(out: np.ndarray, att: np.ndarray, qkv: np.ndarray, n_head:
     B, T, _ = qkv.shape
     q, k, v, hs = _heads(qkv, n_head)
     s = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / math.sqrt(hs))
-    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
-    s = np.exp(s - s.max(-1, keepdims=True))
-    att[...] = s / s.sum(-1, keepdims=True)
+    s[..., np.triu(np.ones((T, T), dtype=bool), 1)] = -np.inf
+    s -= s.max(-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(-1, keepdims=True)
+    att[...] = s
     out[...] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, -1)
 
 
@@ -110,7 +113,7 @@ def attention_backward(dqkv: np.ndarray, dout: np.ndarray, qkv: np.ndarray, att:
     B, T, C3 = qkv.shape
     C = C3 // 3
     q, k, v, hs = _heads(qkv, n_head)
-    dy = dout.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
+    dy = np.ascontiguousarray(dout.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))
     datt = dy @ v.transpose(0, 1, 3, 2)
     dv = att.transpose(0, 1, 3, 2) @ dy
     ds = att * (datt - (datt * att).sum(-1, keepdims=True)) * np.float32(1.0 / math.sqrt(hs))
