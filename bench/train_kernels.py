@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Callable
+
+Fns = dict[str, Callable[[], object]]
 
 
 def main() -> int:
@@ -49,34 +51,38 @@ def main() -> int:
     def f32(*shape: int) -> np.ndarray:
         return rng.standard_normal(shape, dtype=np.float32)
 
+    def linear_cases(R: int, IN: int, OUT: int) -> list[tuple[str, str, Fns]]:
+        """The three products of one Linear (weight (IN, OUT)) for pyllm, numpy and torch."""
+        x, w, dy = f32(R, IN), f32(IN, OUT), f32(R, OUT)
+        y, dx, dw = np.zeros((R, OUT), np.float32), np.zeros((R, IN), np.float32), np.zeros((IN, OUT), np.float32)
+        tx, tw, tdy = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(dy)
+        ty, tdx, tdw = torch.from_numpy(y.copy()), torch.from_numpy(dx.copy()), torch.from_numpy(dw.copy())
+        return [
+            ("forward", f"({R},{IN})@({IN},{OUT})", {
+                "pyllm": lambda: _C.sgemm(y, x, w),
+                "numpy": lambda: np.matmul(x, w, out=y),
+                "torch": lambda: torch.mm(tx, tw, out=ty),
+            }),
+            ("input grad, trans_b", f"({R},{OUT})@({IN},{OUT})^T", {
+                "pyllm": lambda: _C.sgemm(dx, dy, w, trans_b=True),
+                "numpy": lambda: np.matmul(dy, w.T, out=dx),
+                "torch": lambda: torch.mm(tdy, tw.t(), out=tdx),
+            }),
+            ("weight grad, trans_a, +=", f"({R},{IN})^T@({R},{OUT})", {
+                "pyllm": lambda: _C.sgemm(dw, x, dy, trans_a=True, accumulate=True),
+                "numpy": lambda: np.add(dw, x.T @ dy, out=dw),
+                "torch": lambda: tdw.addmm_(tx.t(), tdy),
+            }),
+        ]
+
     if args.only in (None, "gemm"):
         print()
         print("| product | shape | pyllm GFLOP/s | numpy | torch | vs best |")
         print("| --- | --- | --- | --- | --- | --- |")
         # HF Conv1D layout: weight (IN, OUT); y = x @ W
-        total: Dict[str, float] = {"pyllm": 0.0, "numpy": 0.0, "torch": 0.0}
+        total: dict[str, float] = {"pyllm": 0.0, "numpy": 0.0, "torch": 0.0}
         for IN, OUT in [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)]:
-            x, w, dy = f32(R, IN), f32(IN, OUT), f32(R, OUT)
-            y, dx, dw = np.zeros((R, OUT), np.float32), np.zeros((R, IN), np.float32), np.zeros((IN, OUT), np.float32)
-            tx, tw, tdy = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(dy)
-            ty, tdx, tdw = torch.from_numpy(y.copy()), torch.from_numpy(dx.copy()), torch.from_numpy(dw.copy())
-            cases: List[Tuple[str, str, Dict[str, Callable[[], object]]]] = [
-                ("forward", f"({R},{IN})@({IN},{OUT})", {
-                    "pyllm": lambda: _C.sgemm(y, x, w),
-                    "numpy": lambda: np.matmul(x, w, out=y),
-                    "torch": lambda: torch.mm(tx, tw, out=ty),
-                }),
-                ("input grad, trans_b", f"({R},{OUT})@({IN},{OUT})^T", {
-                    "pyllm": lambda: _C.sgemm(dx, dy, w, trans_b=True),
-                    "numpy": lambda: np.matmul(dy, w.T, out=dx),
-                    "torch": lambda: torch.mm(tdy, tw.t(), out=tdx),
-                }),
-                ("weight grad, trans_a, +=", f"({R},{IN})^T@({R},{OUT})", {
-                    "pyllm": lambda: _C.sgemm(dw, x, dy, trans_a=True, accumulate=True),
-                    "numpy": lambda: np.add(dw, x.T @ dy, out=dw),
-                    "torch": lambda: tdw.addmm_(tx.t(), tdy),
-                }),
-            ]
+            cases = linear_cases(R, IN, OUT)
             for label, shape, fns in cases:
                 t = interleaved_medians(fns, args.repeats)
                 for k in total:
@@ -100,7 +106,7 @@ def main() -> int:
         tq = torch.from_numpy(qkv).requires_grad_()
         tdout = torch.from_numpy(dout)
 
-        def torch_attn_fwd() -> "torch.Tensor":
+        def torch_attn_fwd() -> torch.Tensor:
             q, k, v = (z.view(B, T, NH, C // NH).transpose(1, 2) for z in tq.split(C, dim=-1))
             y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
             return y.transpose(1, 2).reshape(B, T, C)
