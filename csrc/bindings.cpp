@@ -592,7 +592,8 @@ void bias_backward(const py::object& dbias_obj, const py::object& dout_obj) {
     F32 dbias = fout(dbias_obj, "dbias", 1), dout = fbuf(dout_obj, "dout");
     const int64_t N = dbias.shape(0), R = rows_of(dout, "dout", N, "N, the size of dbias");
     py::gil_scoped_release nogil;
-    kernels().bias_backward(dbias.mutable_data(), dout.data(), R, N);
+    float* work = pyllm::thread_workspace(pyllm::bias_backward_work_floats(N, pyllm::num_threads()));
+    kernels().bias_backward(dbias.mutable_data(), dout.data(), R, N, work);
 }
 
 void encoder_forward(const py::object& out_obj, const py::object& ids_obj,
