@@ -11,21 +11,34 @@ from typing import Any, Dict
 
 from . import _C, ops
 from .generation import GenerationConfig, TextIteratorStreamer, TextStreamer
-from .models import AutoModelForCausalLM, AutoTokenizer, GGUFFile, LlamaConfig, LlamaForCausalLM
+from .models import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GGUFFile,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+from .optim import AdamW, clip_grad_norm_
 from .pipelines import pipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdamW",
     "AutoModelForCausalLM",
     "AutoTokenizer",
     "GGUFFile",
+    "GPT2Config",
+    "GPT2LMHeadModel",
     "GenerationConfig",
     "TextIteratorStreamer",
     "TextStreamer",
     "pipeline",
     "LlamaConfig",
     "LlamaForCausalLM",
+    "clip_grad_norm_",
     "cpu_info",
     "get_num_threads",
     "set_num_threads",

@@ -11,6 +11,8 @@
 // The kernel list, once, as an X-macro: every ISA build provides each name.
 #define PYLLM_KERNEL_LIST(X) \
     X(sgemm)                 \
+    X(sgemm_bias)            \
+    X(sgemm_strided)         \
     X(matmul_ref)            \
     X(softmax_forward)       \
     X(log_softmax_forward)   \
@@ -37,7 +39,23 @@
     X(qpack_matmul)          \
     X(rmsnorm_quantize_act)  \
     X(swiglu_quantize_act)   \
-    X(attention_decode)
+    X(attention_decode)      \
+    X(bias_add)              \
+    X(bias_backward)         \
+    X(encoder_forward)       \
+    X(encoder_backward)      \
+    X(layernorm_backward)    \
+    X(layernorm_backward_ref) \
+    X(gelu_backward)         \
+    X(crossentropy_forward)  \
+    X(crossentropy_backward) \
+    X(adamw_step)            \
+    X(sumsq_forward)         \
+    X(scale_forward)         \
+    X(attention_qkv_forward) \
+    X(attention_qkv_forward_ref) \
+    X(attention_qkv_backward) \
+    X(attention_qkv_backward_ref)
 
 namespace pyllm {
 

@@ -1,0 +1,627 @@
+"""GPT-2 in the Hugging Face GPT2LMHeadModel layout, trainable on the CPU (llm.c-style
+forward/backward pairs over one flat parameter buffer) and usable with generate().
+Not the optimizer (pyllm.optim), not the training loop, not tokenization."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .. import _C
+from ..generation.configuration import GenerationConfig
+from ..generation.utils import GenerationMixin
+from .llama import CausalLMOutput
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# config.json fields that change the math and the only values pyllm implements
+_FIXED_FIELDS: Dict[str, Tuple[Any, ...]] = {
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+    "scale_attn_weights": (True,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "add_cross_attention": (False,),
+    "tie_word_embeddings": (True,),
+}
+
+
+@dataclass
+class GPT2Config:
+    vocab_size: int = 50257  # V
+    n_positions: int = 1024  # maxT, the longest sequence (learned position embeddings)
+    n_embd: int = 768  # C
+    n_layer: int = 12  # L
+    n_head: int = 12  # NH; head size HS = n_embd / n_head
+    n_inner: Optional[int] = None  # MLP width; None means 4 * n_embd
+    activation_function: str = "gelu_new"  # GELU, tanh approximation
+    resid_pdrop: float = 0.1  # dropout rates: kept for transformers, pyllm trains without dropout
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02  # std of the normal weight init
+    scale_attn_weights: bool = True  # scores / sqrt(HS)
+    scale_attn_by_inverse_layer_idx: bool = False
+    reorder_and_upcast_attn: bool = False
+    add_cross_attention: bool = False
+    tie_word_embeddings: bool = True  # lm_head is transformer.wte
+    bos_token_id: Optional[int] = 50256
+    eos_token_id: Optional[int] = 50256
+    pad_token_id: Optional[int] = None
+    model_type: str = "gpt2"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def inner_size(self) -> int:
+        """The MLP width (4C unless n_inner is set)."""
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field pyllm cannot build a model from."""
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"GPT2Config.{name} must be a positive integer, got {v!r}")
+        if self.n_inner is not None and (isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int)
+                                         or self.n_inner <= 0):
+            raise ValueError(f"GPT2Config.n_inner must be a positive integer or None, got {self.n_inner!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPT2Config.n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
+        if not (isinstance(self.layer_norm_epsilon, (int, float)) and self.layer_norm_epsilon > 0):
+            raise ValueError(f"GPT2Config.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
+        if self.model_type != "gpt2":
+            raise ValueError(f"GPT2Config.model_type must be 'gpt2', got {self.model_type!r}")
+        for name, allowed in _FIXED_FIELDS.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPT2Config.{name}={getattr(self, name)!r} is not supported; "
+                                 f"supported: {', '.join(repr(a) for a in allowed)}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The config.json contents transformers reads."""
+        d = asdict(self)
+        d["architectures"] = ["GPT2LMHeadModel"]
+        d["n_ctx"] = self.n_positions
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "GPT2Config":
+        """From a config.json dict; keys transformers writes that do not
+        change the model (architectures, task_specific_params, ...) are ignored."""
+        if d.get("model_type", "gpt2") != "gpt2":
+            raise ValueError(f"not a GPT-2 config: model_type is {d.get('model_type')!r}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_file(cls, path: Union[str, "os.PathLike[str]"]) -> "GPT2Config":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read the GPT-2 config {path}: {e}") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        return cls.from_dict(d)
+
+
+def parameter_shapes(config: GPT2Config) -> List[Tuple[str, Tuple[int, ...]]]:
+    """(HF name, shape) of every parameter in the order of the flat buffer:
+    the matrices (weight decay) first, then biases and norms (no decay).
+    Conv1D weights are (in, out): y = x @ W + b."""
+    C, V, F = config.n_embd, config.vocab_size, config.inner_size
+    mats: List[Tuple[str, Tuple[int, ...]]] = [("transformer.wte.weight", (V, C)),
+                                               ("transformer.wpe.weight", (config.n_positions, C))]
+    vecs: List[Tuple[str, Tuple[int, ...]]] = []
+    for i in range(config.n_layer):
+        h = f"transformer.h.{i}."
+        mats += [(h + "attn.c_attn.weight", (C, 3 * C)), (h + "attn.c_proj.weight", (C, C)),
+                 (h + "mlp.c_fc.weight", (C, F)), (h + "mlp.c_proj.weight", (F, C))]
+        vecs += [(h + "ln_1.weight", (C,)), (h + "ln_1.bias", (C,)),
+                 (h + "attn.c_attn.bias", (3 * C,)), (h + "attn.c_proj.bias", (C,)),
+                 (h + "ln_2.weight", (C,)), (h + "ln_2.bias", (C,)),
+                 (h + "mlp.c_fc.bias", (F,)), (h + "mlp.c_proj.bias", (C,))]
+    vecs += [("transformer.ln_f.weight", (C,)), ("transformer.ln_f.bias", (C,))]
+    return mats + vecs
+
+
+def _views(flat: np.ndarray, shapes: List[Tuple[str, Tuple[int, ...]]]) -> Dict[str, np.ndarray]:
+    out: Dict[str, np.ndarray] = {}
+    off = 0
+    for name, shape in shapes:
+        n = math.prod(shape)
+        out[name] = flat[off:off + n].reshape(shape)
+        off += n
+    return out
+
+
+def _int_array(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype == object or a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, got dtype {a.dtype}")
+    return a
+
+
+class _Activations:
+    """Forward activations kept for backward, plus backward scratch, for one
+    (B, T); every array is 2-D (rows B*T) unless said otherwise."""
+
+    def __init__(self, cfg: GPT2Config, B: int, T: int):
+        L, C, V, F, NH = cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.inner_size, cfg.n_head
+        R = B * T
+        f32 = np.float32
+        self.B, self.T = B, T
+        self.encoded = np.empty((B, T, C), f32)  # wte[ids] + wpe, the first residual
+        self.ln1 = np.empty((L, R, C), f32)
+        self.ln1_mean = np.empty((L, R), f32)
+        self.ln1_rstd = np.empty((L, R), f32)
+        self.qkv = np.empty((L, B, T, 3 * C), f32)  # [q | k | v] along the last axis
+        self.atty = np.empty((L, B, T, C), f32)  # attention output, heads concatenated
+        self.att = np.empty((L, B, NH, T, T), f32)  # causal softmax probabilities
+        self.res2 = np.empty((L, R, C), f32)  # residual after attention
+        self.ln2 = np.empty((L, R, C), f32)
+        self.ln2_mean = np.empty((L, R), f32)
+        self.ln2_rstd = np.empty((L, R), f32)
+        self.fch = np.empty((L, R, F), f32)  # MLP pre-activation
+        self.fch_gelu = np.empty((L, R, F), f32)
+        self.res3 = np.empty((L, R, C), f32)  # residual after the MLP (the layer's output)
+        self.lnf = np.empty((R, C), f32)
+        self.lnf_mean = np.empty((R,), f32)
+        self.lnf_rstd = np.empty((R,), f32)
+        self.logits = np.empty((R, V), f32)  # overwritten by dlogits in backward
+        self.losses = np.empty((R,), f32)
+        self.proj = np.empty((R, C), f32)  # scratch: c_proj outputs before the residual add
+        # backward scratch
+        self.dres = np.empty((R, C), f32)  # gradient of the residual stream
+        self.dln = np.empty((R, C), f32)  # gradient of a layernorm output
+        self.datty = np.empty((B, T, C), f32)
+        self.dqkv = np.empty((B, T, 3 * C), f32)
+        self.dfch = np.empty((R, F), f32)
+        self.dfch_gelu = np.empty((R, F), f32)
+
+
+class GPT2LMHeadModel(GenerationMixin):
+    """GPT-2 with a language-model head tied to the token embedding, as
+    transformers' ``GPT2LMHeadModel``; trains (``forward_backward``) and
+    generates (``generate`` with a KV cache).
+
+    All parameters live in one flat float32 buffer and all gradients in
+    another; ``named_parameters()`` / ``named_gradients()`` yield views of
+    them with Hugging Face names. Activations are allocated for one batch
+    shape (B, T) and reused while it stays the same.
+
+    Thread safety: a model object serializes ``forward_backward``, ``loss``,
+    ``__call__``, optimizer steps (``pyllm.AdamW`` takes the same lock) and
+    generation with one lock, so threads sharing it take turns.
+
+    >>> cfg = GPT2Config(vocab_size=65, n_positions=32, n_embd=48, n_layer=2, n_head=4)
+    >>> model = GPT2LMHeadModel(cfg, seed=0)
+    >>> ids = np.arange(16).reshape(2, 8)
+    >>> round(model.forward_backward(ids, ids + 1), 1)   # near log(65) at init
+    4.3
+    """
+
+    def __init__(self, config: GPT2Config, seed: int = 0, tokenizer: Any = None):
+        if not isinstance(config, GPT2Config):
+            raise ValueError(f"config must be a GPT2Config, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+        self.n_ctx = config.n_positions
+        self._lock = threading.RLock()
+        self._shapes = parameter_shapes(config)
+        n = sum(math.prod(s) for _, s in self._shapes)
+        self._params = np.zeros(n, dtype=np.float32)
+        self._grads = np.zeros(n, dtype=np.float32)
+        self.params = _views(self._params, self._shapes)
+        self.grads = _views(self._grads, self._shapes)
+        self._acts: Optional[_Activations] = None
+        self._init_weights(seed)
+        # inference KV cache: (L, NH, n_ctx, HS) keys and values, filled up to _n_past
+        self._kcache: Optional[np.ndarray] = None
+        self._vcache: Optional[np.ndarray] = None
+        self._cached: List[int] = []  # the token ids whose keys/values are in the cache
+        self._tokenizer = tokenizer
+        self.generation_config = GenerationConfig.from_model_config(config)
+
+    def _init_weights(self, seed: int) -> None:
+        # as transformers: N(0, 0.02) for matrices, scaled by 1/sqrt(2L) for the
+        # projections into the residual stream; zero biases, unit norm weights
+        rng = np.random.default_rng(seed)
+        std = self.config.initializer_range
+        for name, shape in self._shapes:
+            view = self.params[name]
+            if len(shape) == 2:
+                s = std / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else std
+                view[...] = rng.standard_normal(shape, dtype=np.float32) * np.float32(s)
+            elif name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                view[...] = 1.0
+            else:
+                view[...] = 0.0
+
+    # ---- parameters
+
+    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(HF name, live float32 view) of every parameter; writes go into the model."""
+        return iter(self.params.items())
+
+    def named_gradients(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(HF name, live float32 view) of every parameter's accumulated gradient."""
+        return iter(self.grads.items())
+
+    def flat_buffers(self) -> Tuple[np.ndarray, np.ndarray, List[Tuple[str, int, Tuple[int, ...]]]]:
+        """The flat parameter and gradient buffers and (name, offset, shape) of
+        each parameter in them (what the optimizer works on)."""
+        spans = []
+        off = 0
+        for name, shape in self._shapes:
+            spans.append((name, off, shape))
+            off += math.prod(shape)
+        return self._params, self._grads, spans
+
+    def num_parameters(self) -> int:
+        """Number of parameters (the tied lm_head counted once)."""
+        return int(self._params.size)
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero (forward_backward accumulates)."""
+        with self._lock:
+            self._grads.fill(0.0)
+
+    # ---- training
+
+    def _check_ids(self, input_ids: Any, name: str = "input_ids") -> np.ndarray:
+        ids = _int_array(input_ids, name)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2 or ids.size == 0:
+            raise ValueError(f"{name} must be a non-empty (batch, time) array, got shape {ids.shape}")
+        if ids.shape[1] > self.config.n_positions:
+            raise ValueError(f"{name} has {ids.shape[1]} positions, more than n_positions={self.config.n_positions}")
+        bad = (ids < 0) | (ids >= self.config.vocab_size)
+        if bad.any():
+            b, t = np.argwhere(bad)[0]
+            raise ValueError(f"{name}: token id {int(ids[b, t])} at row {int(b)}, position {int(t)} "
+                             f"is out of range [0, {self.config.vocab_size})")
+        return np.ascontiguousarray(ids, dtype=np.int64)
+
+    def _check_labels(self, labels: Any, shape: Tuple[int, ...]) -> np.ndarray:
+        lab = _int_array(labels, "labels")
+        if lab.ndim == 1 and len(shape) == 2 and shape[0] == 1:
+            lab = lab[None, :]
+        if lab.shape != shape:
+            raise ValueError(f"labels have shape {lab.shape}, input_ids {shape}")
+        bad = (lab != -100) & ((lab < 0) | (lab >= self.config.vocab_size))
+        if bad.any():
+            b, t = np.argwhere(bad)[0]
+            raise ValueError(f"labels: {int(lab[b, t])} at row {int(b)}, position {int(t)} is neither -100 "
+                             f"nor in [0, {self.config.vocab_size})")
+        return np.ascontiguousarray(lab, dtype=np.int64).reshape(-1)
+
+    def _activations(self, B: int, T: int) -> _Activations:
+        if self._acts is None or (self._acts.B, self._acts.T) != (B, T):
+            self._acts = None  # free the old set first
+            self._acts = _Activations(self.config, B, T)
+        return self._acts
+
+    def _forward(self, ids: np.ndarray) -> _Activations:
+        """Run the model on ids (B, T) int64, keeping what backward needs; the
+        logits end up in acts.logits (B*T, V)."""
+        cfg, k, p = self.config, _C, self.params
+        B, T = ids.shape
+        R, C = B * T, cfg.n_embd
+        a = self._activations(B, T)
+        eps = float(cfg.layer_norm_epsilon)
+        k.encoder_forward(a.encoded, ids, p["transformer.wte.weight"], p["transformer.wpe.weight"])
+        x = a.encoded.reshape(R, C)
+        for i in range(cfg.n_layer):
+            h = f"transformer.h.{i}."
+            k.layernorm_forward(a.ln1[i], a.ln1_mean[i], a.ln1_rstd[i], x, p[h + "ln_1.weight"], p[h + "ln_1.bias"],
+                                eps)
+            qkv = a.qkv[i].reshape(R, 3 * C)
+            k.sgemm(qkv, a.ln1[i], p[h + "attn.c_attn.weight"], bias=p[h + "attn.c_attn.bias"])
+            k.attention_forward(a.atty[i], a.att[i], a.qkv[i], cfg.n_head)
+            k.sgemm(a.proj, a.atty[i].reshape(R, C), p[h + "attn.c_proj.weight"], bias=p[h + "attn.c_proj.bias"])
+            k.residual_forward(a.res2[i], x, a.proj)
+            k.layernorm_forward(a.ln2[i], a.ln2_mean[i], a.ln2_rstd[i], a.res2[i], p[h + "ln_2.weight"],
+                                p[h + "ln_2.bias"], eps)
+            k.sgemm(a.fch[i], a.ln2[i], p[h + "mlp.c_fc.weight"], bias=p[h + "mlp.c_fc.bias"])
+            k.gelu_forward(a.fch_gelu[i], a.fch[i])
+            k.sgemm(a.proj, a.fch_gelu[i], p[h + "mlp.c_proj.weight"], bias=p[h + "mlp.c_proj.bias"])
+            k.residual_forward(a.res3[i], a.res2[i], a.proj)
+            x = a.res3[i]
+        k.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, x, p["transformer.ln_f.weight"],
+                            p["transformer.ln_f.bias"], eps)
+        k.sgemm(a.logits, a.lnf, p["transformer.wte.weight"], trans_b=True)  # (R,C) @ (V,C).T
+        return a
+
+    def _backward(self, a: _Activations, ids: np.ndarray, targets: np.ndarray, n_valid: int) -> None:
+        """Accumulate every parameter's gradient of mean cross-entropy; turns
+        a.logits into dlogits."""
+        cfg, k, p, g = self.config, _C, self.params, self.grads
+        B, T = ids.shape
+        R, C = B * T, cfg.n_embd
+        wte = p["transformer.wte.weight"]
+        k.crossentropy_backward(a.logits, a.logits, targets, 1.0 / n_valid)
+        k.sgemm(g["transformer.wte.weight"], a.logits, a.lnf, trans_a=True, accumulate=True)  # (V,C) += dlogits.T @ lnf
+        k.sgemm(a.dln, a.logits, wte)  # (R,C) = dlogits @ wte
+        a.dres.fill(0.0)
+        last = a.res3[cfg.n_layer - 1] if cfg.n_layer else a.encoded.reshape(R, C)
+        k.layernorm_backward(a.dres, g["transformer.ln_f.weight"], g["transformer.ln_f.bias"], a.dln, last,
+                             p["transformer.ln_f.weight"], a.lnf_mean, a.lnf_rstd)
+        for i in reversed(range(cfg.n_layer)):
+            h = f"transformer.h.{i}."
+            x = a.res3[i - 1] if i > 0 else a.encoded.reshape(R, C)
+            # MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wproj + bproj
+            k.sgemm(a.dfch_gelu, a.dres, p[h + "mlp.c_proj.weight"], trans_b=True)
+            k.sgemm(g[h + "mlp.c_proj.weight"], a.fch_gelu[i], a.dres, trans_a=True, accumulate=True)
+            k.bias_backward(g[h + "mlp.c_proj.bias"], a.dres)
+            a.dfch.fill(0.0)
+            k.gelu_backward(a.dfch, a.fch[i], a.dfch_gelu)
+            k.sgemm(a.dln, a.dfch, p[h + "mlp.c_fc.weight"], trans_b=True)
+            k.sgemm(g[h + "mlp.c_fc.weight"], a.ln2[i], a.dfch, trans_a=True, accumulate=True)
+            k.bias_backward(g[h + "mlp.c_fc.bias"], a.dfch)
+            k.layernorm_backward(a.dres, g[h + "ln_2.weight"], g[h + "ln_2.bias"], a.dln, a.res2[i],
+                                 p[h + "ln_2.weight"], a.ln2_mean[i], a.ln2_rstd[i])
+            # attention: res2 = x + attn(ln1 @ Wqkv + bqkv) @ Wproj + bproj
+            datty = a.datty.reshape(R, C)
+            k.sgemm(datty, a.dres, p[h + "attn.c_proj.weight"], trans_b=True)
+            k.sgemm(g[h + "attn.c_proj.weight"], a.atty[i].reshape(R, C), a.dres, trans_a=True, accumulate=True)
+            k.bias_backward(g[h + "attn.c_proj.bias"], a.dres)
+            a.dqkv.fill(0.0)
+            k.attention_backward(a.dqkv, a.datty, a.qkv[i], a.att[i], cfg.n_head)
+            dqkv = a.dqkv.reshape(R, 3 * C)
+            k.sgemm(a.dln, dqkv, p[h + "attn.c_attn.weight"], trans_b=True)
+            k.sgemm(g[h + "attn.c_attn.weight"], a.ln1[i], dqkv, trans_a=True, accumulate=True)
+            k.bias_backward(g[h + "attn.c_attn.bias"], dqkv)
+            k.layernorm_backward(a.dres, g[h + "ln_1.weight"], g[h + "ln_1.bias"], a.dln, x,
+                                 p[h + "ln_1.weight"], a.ln1_mean[i], a.ln1_rstd[i])
+        k.encoder_backward(g["transformer.wte.weight"], g["transformer.wpe.weight"], a.dres.reshape(B, T, C), ids)
+
+    def _mean_loss(self, a: _Activations, targets: np.ndarray) -> Tuple[float, int]:
+        n_valid = int(np.count_nonzero(targets != -100))
+        if n_valid == 0:
+            raise ValueError("every label is -100: there is no target to compute a loss on")
+        _C.crossentropy_forward(a.losses, a.logits, targets)
+        return float(a.losses.sum(dtype=np.float64) / n_valid), n_valid
+
+    def forward_backward(self, input_ids: Any, labels: Any) -> float:
+        """Mean cross-entropy of ``logits[b, t]`` against ``labels[b, t]``
+        (no shift: labels are the next tokens already; -100 is ignored) and
+        its gradient, added to the accumulated gradients.
+
+        input_ids, labels: integer arrays (B, T), T <= n_positions.
+        """
+        with self._lock:
+            ids = self._check_ids(input_ids)
+            targets = self._check_labels(labels, ids.shape)
+            a = self._forward(ids)
+            loss, n_valid = self._mean_loss(a, targets)
+            self._backward(a, ids, targets, n_valid)
+            return loss
+
+    def loss(self, input_ids: Any, labels: Any) -> float:
+        """The loss of ``forward_backward`` without the backward pass (evaluation)."""
+        with self._lock:
+            ids = self._check_ids(input_ids)
+            targets = self._check_labels(labels, ids.shape)
+            return self._mean_loss(self._forward(ids), targets)[0]
+
+    def __call__(self, input_ids: Any) -> CausalLMOutput:
+        """Logits for every position, as transformers' ``model(input_ids).logits``:
+        (B, T, V) float32 (a 1-D input is a batch of one)."""
+        with self._lock:
+            ids = self._check_ids(input_ids)
+            B, T = ids.shape
+            a = self._forward(ids)
+            return CausalLMOutput(logits=a.logits.reshape(B, T, -1).copy())
+
+    forward = __call__
+
+    # ---- checkpoints
+
+    def save_pretrained(self, save_directory: Union[str, "os.PathLike[str]"]) -> None:
+        """Write config.json and model.safetensors (HF names, lm_head tied so
+        not stored) into ``save_directory``; transformers'
+        ``GPT2LMHeadModel.from_pretrained`` reads them. Each file is written to
+        a temporary name and renamed, so a crash never leaves a torn file."""
+        from safetensors.numpy import save_file
+
+        d = Path(save_directory)
+        d.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            tensors = {name: np.ascontiguousarray(v) for name, v in self.params.items()}
+            _atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+        text = self.config.to_json_string()
+        _atomic_write(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, "os.PathLike[str]"],
+                        tokenizer: Any = None) -> "GPT2LMHeadModel":
+        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors,
+        or a sharded model.safetensors.index.json), as written by
+        ``save_pretrained`` here or in transformers. Tensor names may carry
+        the ``transformer.`` prefix or not; ``lm_head.weight``, if present,
+        must equal the token embedding (tied)."""
+        d = Path(pretrained_model_name_or_path)
+        if not d.is_dir():
+            raise ValueError(f"{d} is not a directory holding config.json and model.safetensors")
+        config = GPT2Config.from_json_file(d / CONFIG_NAME)
+        model = cls(config, tokenizer=tokenizer)
+        model.load_state_dict(_read_safetensors(d))
+        return model
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of the parameters under their HF names."""
+        with self._lock:
+            return {name: v.copy() for name, v in self.params.items()}
+
+    def load_state_dict(self, tensors: Dict[str, np.ndarray]) -> None:
+        """Copy HF-named tensors into the parameters; every parameter must be
+        present with its shape (ValueError otherwise)."""
+        named: Dict[str, np.ndarray] = {}
+        lm_head = None
+        ignored = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of old checkpoints
+        for key, value in tensors.items():
+            if key in ("lm_head.weight", "transformer.lm_head.weight"):
+                lm_head = value
+                continue
+            name = key if key.startswith("transformer.") else "transformer." + key
+            if name.endswith(ignored):
+                continue
+            if name not in self.params:
+                raise ValueError(f"unexpected tensor {key!r} in the checkpoint: not a GPT-2 parameter "
+                                 f"(n_layer={self.config.n_layer})")
+            named[name] = value
+        missing = [n for n in self.params if n not in named]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ValueError(f"the checkpoint lacks {', '.join(missing[:5])}{more}")
+        for name, value in named.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind != "f":
+                raise ValueError(f"tensor {name} has dtype {arr.dtype}; expected floating point")
+            if arr.shape != self.params[name].shape:
+                raise ValueError(f"tensor {name} has shape {arr.shape}; the config implies "
+                                 f"{self.params[name].shape}")
+        if lm_head is not None:
+            lm = np.asarray(lm_head)
+            wte = np.asarray(named["transformer.wte.weight"])
+            if lm.shape != wte.shape or not np.array_equal(lm, wte):
+                raise ValueError("lm_head.weight differs from transformer.wte.weight: untied output "
+                                 "embeddings are not supported")
+        with self._lock:
+            for name, value in named.items():
+                self.params[name][...] = value
+            self.reset()
+
+    # ---- inference with a KV cache (the interface GenerationMixin builds on)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer given to from_pretrained or assigned here (needed for
+        text prompts and stop strings)."""
+        if self._tokenizer is None:
+            raise ValueError("this GPT-2 model has no tokenizer: pass tokenizer= to from_pretrained "
+                             "or assign model.tokenizer")
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tok: Any) -> None:
+        self._tokenizer = tok
+
+    @property
+    def n_past(self) -> int:
+        """Positions currently in the KV cache."""
+        return len(self._cached)
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        with self._lock:
+            self._cached = []
+
+    def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
+        """Append tokens (1-D) to the cached sequence and return the logits of
+        the last one (V,), or of all of them (T, V)."""
+        ids = self._check_ids(input_ids)
+        if ids.shape[0] != 1:
+            raise ValueError("step takes one sequence (1-D ids)")
+        with self._lock:
+            if self.n_past + ids.shape[1] > self.n_ctx:
+                raise ValueError(f"{self.n_past} cached + {ids.shape[1]} new tokens exceed n_positions={self.n_ctx}")
+            logits = self._decode(ids[0], all_logits)
+            self._cached.extend(int(t) for t in ids[0])
+            return logits
+
+    def _prefill(self, ids: List[int]) -> np.ndarray:
+        """Logits after ``ids`` (V,), running only what the cache lacks."""
+        with self._lock:
+            common = 0
+            limit = min(len(ids), len(self._cached))
+            while common < limit and ids[common] == self._cached[common]:
+                common += 1
+            common = min(common, len(ids) - 1)  # the last token runs again for its logits
+            self._cached = self._cached[:common]
+            return self.step(ids[common:])
+
+    def _decode(self, ids: np.ndarray, all_logits: bool) -> np.ndarray:
+        # ids (T,) at positions n_past.. -> logits (V,) or (T, V); fills the cache
+        cfg, p = self.config, self.params
+        C, NH = cfg.n_embd, cfg.n_head
+        HS = C // NH
+        T, P = len(ids), self.n_past
+        S = P + T
+        if self._kcache is None or self._vcache is None:
+            self._kcache = np.zeros((cfg.n_layer, NH, self.n_ctx, HS), np.float32)  # (L, NH, n_ctx, HS)
+            self._vcache = np.zeros_like(self._kcache)
+        eps = float(cfg.layer_norm_epsilon)
+        x = p["transformer.wte.weight"][ids] + p["transformer.wpe.weight"][P:S]  # (T, C)
+        for i in range(cfg.n_layer):
+            h = f"transformer.h.{i}."
+            ln = _C.layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)
+            qkv = _C.matmul(ln, p[h + "attn.c_attn.weight"]) + p[h + "attn.c_attn.bias"]  # (T, 3C)
+            q, kk, v = (qkv[:, j * C:(j + 1) * C].reshape(T, NH, HS).transpose(1, 0, 2) for j in range(3))
+            self._kcache[i, :, P:S] = kk
+            self._vcache[i, :, P:S] = v
+            att = _C.attention(np.ascontiguousarray(q)[None], np.ascontiguousarray(self._kcache[i, :, :S])[None],
+                               np.ascontiguousarray(self._vcache[i, :, :S])[None], None, True,
+                               1.0 / math.sqrt(HS), P)  # (1, NH, T, HS)
+            y = np.ascontiguousarray(att[0].transpose(1, 0, 2)).reshape(T, C)
+            x = x + _C.matmul(y, p[h + "attn.c_proj.weight"]) + p[h + "attn.c_proj.bias"]
+            ln = _C.layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)
+            ff = _C.gelu(_C.matmul(ln, p[h + "mlp.c_fc.weight"]) + p[h + "mlp.c_fc.bias"], True)
+            x = x + _C.matmul(ff, p[h + "mlp.c_proj.weight"]) + p[h + "mlp.c_proj.bias"]
+        if not all_logits:
+            x = x[-1:]
+        x = _C.layer_norm(np.ascontiguousarray(x), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)
+        logits = _C.matmul(x, p["transformer.wte.weight"], trans_b=True)  # (T, V)
+        return logits if all_logits else logits[0]
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"GPT2LMHeadModel(layers={c.n_layer}, n_embd={c.n_embd}, heads={c.n_head}, "
+                f"vocab={c.vocab_size}, n_positions={c.n_positions}, parameters={self.num_parameters():,})")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_safetensors(d: Path) -> Dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    index = d / (WEIGHTS_NAME + ".index.json")
+    if (d / WEIGHTS_NAME).is_file():
+        files = [d / WEIGHTS_NAME]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"cannot read {index}: {e}") from e
+        files = [d / f for f in sorted(set(weight_map.values()))]
+    else:
+        raise ValueError(f"{d} has no {WEIGHTS_NAME} (pyllm reads safetensors checkpoints only)")
+    tensors: Dict[str, np.ndarray] = {}
+    for f in files:
+        try:
+            tensors.update(load_file(str(f)))
+        except (SafetensorError, OSError, TypeError, ValueError) as e:
+            raise ValueError(f"cannot read {f}: {e} (float32, float16 and float64 tensors are supported)") from e
+    return tensors
