@@ -35,10 +35,10 @@ def main() -> int:
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import interleaved_medians
-
     import pyllm
     from pyllm import _C
+
+    from common import interleaved_medians
 
     pyllm.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)

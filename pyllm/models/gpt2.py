@@ -210,6 +210,8 @@ class GPT2LMHeadModel(GenerationMixin):
     4.3
     """
 
+    config: GPT2Config
+
     def __init__(self, config: GPT2Config, seed: int = 0, tokenizer: Any = None):
         if not isinstance(config, GPT2Config):
             raise ValueError(f"config must be a GPT2Config, got {type(config).__name__}")
