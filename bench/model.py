@@ -372,10 +372,10 @@ def main() -> int:
             f"perplexity on {PROMPT_TOKENS} tokens of {TEXT_FILE}")
     print(head)
     print()
-    print("| system | load s | prefill tok/s | decode tok/s | perplexity | pyllm / system, prefill | decode |")
+    print("| system | load s | prefill tok/s | decode tok/s | perplexity | pyllm/system prefill | pyllm/system decode |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for s in systems:
-        ratios = "| |" if s.name == base else \
+        ratios = "| | |" if s.name == base else \
             f"| {prefill[base] / prefill[s.name]:.2f}x | {decode[base] / decode[s.name]:.2f}x |"
         print(f"| {s.name} | {s.load:.2f} | {prefill[s.name]:.0f} | {decode[s.name]:.1f} | {s.ppl:.3f} {ratios}")
     if args.plot:
