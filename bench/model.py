@@ -7,7 +7,7 @@ run: load time, prefill (512-token prompt, then one token), greedy decode of
 of pyllm's generate() outside the forward pass.
 
     python bench/model.py [--threads 2] [--repeats 5] [--plot docs/bench_model.png]
-                          [--peers llama_cpp,transformers,ctranslate2]
+                          [--peers llama_cpp,transformers,ctranslate2] [--no-overhead]
 
 Peers: llama-cpp-python on the same GGUF file; transformers + torch fp32
 (the GGUF dequantized); CTranslate2 int8 and float32, converted once from
@@ -372,7 +372,8 @@ def main() -> int:
             f"perplexity on {PROMPT_TOKENS} tokens of {TEXT_FILE}")
     print(head)
     print()
-    print("| system | load s | prefill tok/s | decode tok/s | perplexity | pyllm/system prefill | pyllm/system decode |")
+    print("| system | load s | prefill tok/s | decode tok/s | perplexity "
+          "| pyllm/system prefill | pyllm/system decode |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for s in systems:
         ratios = "| | |" if s.name == base else \
