@@ -9,13 +9,15 @@ from typing import Callable, Dict, List
 
 
 def interleaved_medians(fns: Dict[str, Callable[[], object]], repeats: int = 15, warmup: int = 2,
-                        min_time: float = 0.2, settle: float = 0.05) -> Dict[str, float]:
+                        min_time: float = 0.2, settle: float = 0.05, prime: bool = True) -> Dict[str, float]:
     """Median seconds per call of each function, measured round-robin.
 
     Each sample times enough back-to-back calls to last ``min_time``, after
     ``settle`` seconds of idle: thread pools (libgomp, OpenBLAS) spin for a
     while after a call, and a contender timed right after another library's
     call would otherwise share the CPUs with those spinning threads.
+    With ``prime``, each sample first makes one untimed call after that idle
+    time; calls that last seconds need no priming (``prime=False``).
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -31,7 +33,8 @@ def interleaved_medians(fns: Dict[str, Callable[[], object]], repeats: int = 15,
         for name, fn in fns.items():
             n = inner[name]
             time.sleep(settle)
-            fn()
+            if prime:
+                fn()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
