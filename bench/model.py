@@ -177,6 +177,7 @@ def ctranslate2_models(path: Path, quantizations: Sequence[str]) -> Dict[str, Pa
     """CTranslate2 conversions of the GGUF file, made once and cached under
     pyllm's cache directory, keyed by the file's sha256."""
     import ctranslate2  # noqa: F401  (fail early, before the slow conversion, when it is absent)
+
     from pyllm.hub import cache_dir
 
     root = cache_dir() / "ctranslate2" / file_sha256(path)[:16]
