@@ -216,7 +216,7 @@ class _Progress:
         self.bar: Any = None
         if not disable_tqdm and getattr(file, "isatty", lambda: False)():
             try:
-                from tqdm.auto import tqdm
+                from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
                 self.bar = tqdm(total=total, initial=initial, file=file, dynamic_ncols=True, unit="step")
             except ImportError:
