@@ -511,6 +511,291 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
     return out;
 }
 
+// ---- training kernels: in place over caller-allocated buffers (pyllm.training)
+
+// A float32 C-contiguous buffer of any shape; `out` ones must be writeable.
+F32 fbuf(const py::object& obj, const char* name, int ndim = -1) { return f32(obj, name, ndim); }
+
+F32 fout(const py::object& obj, const char* name, int ndim = -1) {
+    F32 a = f32(obj, name, ndim);
+    expect(a.writeable(), std::string(name) + " must be writeable");
+    return a;
+}
+
+std::string dims_str(std::initializer_list<int64_t> dims) {
+    std::string s = "(";
+    size_t i = 0;
+    for (int64_t d : dims) s += (i++ ? ", " : "") + std::to_string(d);
+    return s + (dims.size() == 1 ? ",)" : ")");
+}
+
+void expect_shape(const py::array& a, const char* name, std::initializer_list<int64_t> dims) {
+    bool ok = a.ndim() == py::ssize_t(dims.size());
+    size_t i = 0;
+    for (int64_t d : dims) ok = ok && a.shape(py::ssize_t(i++)) == d;
+    expect(ok, std::string(name) + " must have shape " + dims_str(dims) + ", got " + shape_str(a));
+}
+
+void expect_size(const py::array& a, const char* name, int64_t n, const std::string& what) {
+    expect(int64_t(a.size()) == n, std::string(name) + " must have " + std::to_string(n) +
+                                       " elements (" + what + "), got shape " + shape_str(a));
+}
+
+// rows of an array (..., cols): the product of its leading dimensions
+int64_t rows_of(const py::array& a, const char* name, int64_t cols, const char* cols_name) {
+    expect(a.ndim() >= 1 && a.shape(a.ndim() - 1) == cols,
+           std::string(name) + " must have a last dimension of " + std::to_string(cols) + " (" +
+               cols_name + "), got shape " + shape_str(a));
+    return cols ? int64_t(a.size()) / cols : 0;
+}
+
+bool overlap(const py::array& a, const py::array& b) {
+    const char* a0 = static_cast<const char*>(a.data());
+    const char* b0 = static_cast<const char*>(b.data());
+    return a.nbytes() && b.nbytes() && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+void check_ids(const I64& ids, const char* name, int64_t V, const char* range_name) {
+    const int64_t* p = ids.data();
+    for (int64_t i = 0; i < int64_t(ids.size()); i++)
+        expect(p[i] >= 0 && p[i] < V, std::string(name) + ": id " + std::to_string(p[i]) +
+                                          " at flat position " + std::to_string(i) +
+                                          " is out of range [0, " + std::to_string(V) + ") (" +
+                                          range_name + ")");
+}
+
+void sgemm_into(const py::object& out_obj, const py::object& a_obj, const py::object& b_obj,
+                bool trans_a, bool trans_b, bool accumulate) {
+    // out (M,N) (+)= op(a) @ op(b): a (M,K) or (K,M), b (K,N) or (N,K)
+    F32 out = fout(out_obj, "out", 2), a = fbuf(a_obj, "a", 2), b = fbuf(b_obj, "b", 2);
+    const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+    expect(K == Kb, "sgemm: inner dimensions differ: a is " + shape_str(a) +
+                        (trans_a ? " (transposed)" : "") + ", b is " + shape_str(b) +
+                        (trans_b ? " (transposed)" : ""));
+    expect_shape(out, "out", {M, N});
+    expect(!overlap(out, a) && !overlap(out, b), "sgemm: out must not overlap a or b");
+    py::gil_scoped_release nogil;
+    float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
+    kernels().sgemm(out.mutable_data(), a.data(), b.data(), M, N, K, trans_a, trans_b, accumulate,
+                    work);
+}
+
+void bias_add(const py::object& out_obj, const py::object& bias_obj) {
+    F32 out = fout(out_obj, "out"), bias = fbuf(bias_obj, "bias", 1);
+    const int64_t N = bias.shape(0), R = rows_of(out, "out", N, "N, the size of bias");
+    py::gil_scoped_release nogil;
+    kernels().bias_add(out.mutable_data(), bias.data(), R, N);
+}
+
+void bias_backward(const py::object& dbias_obj, const py::object& dout_obj) {
+    F32 dbias = fout(dbias_obj, "dbias", 1), dout = fbuf(dout_obj, "dout");
+    const int64_t N = dbias.shape(0), R = rows_of(dout, "dout", N, "N, the size of dbias");
+    py::gil_scoped_release nogil;
+    kernels().bias_backward(dbias.mutable_data(), dout.data(), R, N);
+}
+
+void encoder_forward(const py::object& out_obj, const py::object& ids_obj,
+                     const py::object& wte_obj, const py::object& wpe_obj) {
+    // ids (B,T), wte (V,C), wpe (maxT,C) -> out (B,T,C)
+    I64 ids = i64(ids_obj, "ids", 2);
+    F32 wte = fbuf(wte_obj, "wte", 2), wpe = fbuf(wpe_obj, "wpe", 2);
+    F32 out = fout(out_obj, "out", 3);
+    const int64_t B = ids.shape(0), T = ids.shape(1), V = wte.shape(0), C = wte.shape(1);
+    expect(wpe.shape(1) == C && wpe.shape(0) >= T,
+           "wpe must be (maxT, " + std::to_string(C) + ") with maxT >= T=" + std::to_string(T) +
+               ", got " + shape_str(wpe));
+    expect_shape(out, "out", {B, T, C});
+    check_ids(ids, "ids", V, "the rows of wte");
+    py::gil_scoped_release nogil;
+    kernels().encoder_forward(out.mutable_data(), ids.data(), wte.data(), wpe.data(), B, T, C);
+}
+
+void encoder_backward(const py::object& dwte_obj, const py::object& dwpe_obj,
+                      const py::object& dout_obj, const py::object& ids_obj) {
+    // dout (B,T,C), ids (B,T) -> dwte (V,C) +=, dwpe (maxT,C) +=
+    I64 ids = i64(ids_obj, "ids", 2);
+    F32 dwte = fout(dwte_obj, "dwte", 2), dwpe = fout(dwpe_obj, "dwpe", 2);
+    F32 dout = fbuf(dout_obj, "dout", 3);
+    const int64_t B = ids.shape(0), T = ids.shape(1), V = dwte.shape(0), C = dwte.shape(1);
+    expect_shape(dout, "dout", {B, T, C});
+    expect(dwpe.shape(1) == C && dwpe.shape(0) >= T,
+           "dwpe must be (maxT, " + std::to_string(C) + ") with maxT >= T=" + std::to_string(T) +
+               ", got " + shape_str(dwpe));
+    expect(!overlap(dwte, dwpe), "encoder_backward: dwte and dwpe must not overlap");
+    check_ids(ids, "ids", V, "the rows of dwte");
+    py::gil_scoped_release nogil;
+    kernels().encoder_backward(dwte.mutable_data(), dwpe.mutable_data(), dout.data(), ids.data(), B,
+                               T, C);
+}
+
+void layernorm_fwd(const py::object& out_obj, const py::object& mean_obj,
+                   const py::object& rstd_obj, const py::object& inp_obj,
+                   const py::object& weight_obj, const py::object& bias_obj, float eps) {
+    // inp (R,C), weight, bias (C) -> out (R,C), mean, rstd (R)
+    F32 inp = fbuf(inp_obj, "inp"), weight = fbuf(weight_obj, "weight", 1),
+        bias = fbuf(bias_obj, "bias", 1);
+    const int64_t C = weight.shape(0), R = rows_of(inp, "inp", C, "C, the size of weight");
+    expect_shape(bias, "bias", {C});
+    F32 out = fout(out_obj, "out"), mean = fout(mean_obj, "mean"), rstd = fout(rstd_obj, "rstd");
+    expect(shape_of(out) == shape_of(inp), "out must have the shape of inp " + shape_str(inp) +
+                                               ", got " + shape_str(out));
+    expect_size(mean, "mean", R, "one per row of inp");
+    expect_size(rstd, "rstd", R, "one per row of inp");
+    py::gil_scoped_release nogil;
+    kernels().layernorm_forward(out.mutable_data(), mean.mutable_data(), rstd.mutable_data(),
+                                inp.data(), weight.data(), bias.data(), R, C, eps);
+}
+
+void layernorm_bwd(const py::object& dinp_obj, const py::object& dweight_obj,
+                   const py::object& dbias_obj, const py::object& dout_obj,
+                   const py::object& inp_obj, const py::object& weight_obj,
+                   const py::object& mean_obj, const py::object& rstd_obj) {
+    // dout, inp (R,C), weight (C), mean, rstd (R) -> dinp (R,C) +=, dweight, dbias (C) +=
+    F32 inp = fbuf(inp_obj, "inp"), weight = fbuf(weight_obj, "weight", 1);
+    const int64_t C = weight.shape(0), R = rows_of(inp, "inp", C, "C, the size of weight");
+    F32 dout = fbuf(dout_obj, "dout"), mean = fbuf(mean_obj, "mean"), rstd = fbuf(rstd_obj, "rstd");
+    F32 dinp = fout(dinp_obj, "dinp"), dweight = fout(dweight_obj, "dweight", 1),
+        dbias = fout(dbias_obj, "dbias", 1);
+    expect(shape_of(dout) == shape_of(inp), "dout must have the shape of inp " + shape_str(inp) +
+                                                ", got " + shape_str(dout));
+    expect(shape_of(dinp) == shape_of(inp), "dinp must have the shape of inp " + shape_str(inp) +
+                                                ", got " + shape_str(dinp));
+    expect_shape(dweight, "dweight", {C});
+    expect_shape(dbias, "dbias", {C});
+    expect_size(mean, "mean", R, "one per row of inp");
+    expect_size(rstd, "rstd", R, "one per row of inp");
+    expect(!overlap(dweight, dbias), "layernorm_backward: dweight and dbias must not overlap");
+    py::gil_scoped_release nogil;
+    float* work = pyllm::thread_workspace(pyllm::layernorm_backward_work_floats(C, pyllm::num_threads()));
+    kernels().layernorm_backward(dinp.mutable_data(), dweight.mutable_data(), dbias.mutable_data(),
+                                 dout.data(), inp.data(), weight.data(), mean.data(), rstd.data(), R,
+                                 C, work);
+}
+
+void layernorm_bwd_ref(const py::object& dinp_obj, const py::object& dweight_obj,
+                       const py::object& dbias_obj, const py::object& dout_obj,
+                       const py::object& inp_obj, const py::object& weight_obj,
+                       const py::object& mean_obj, const py::object& rstd_obj) {
+    F32 inp = fbuf(inp_obj, "inp", 2), weight = fbuf(weight_obj, "weight", 1);
+    const int64_t R = inp.shape(0), C = inp.shape(1);
+    F32 dout = fbuf(dout_obj, "dout", 2), mean = fbuf(mean_obj, "mean", 1),
+        rstd = fbuf(rstd_obj, "rstd", 1);
+    F32 dinp = fout(dinp_obj, "dinp", 2), dweight = fout(dweight_obj, "dweight", 1),
+        dbias = fout(dbias_obj, "dbias", 1);
+    expect_shape(weight, "weight", {C});
+    expect_shape(dout, "dout", {R, C});
+    expect_shape(dinp, "dinp", {R, C});
+    expect_shape(dweight, "dweight", {C});
+    expect_shape(dbias, "dbias", {C});
+    expect_shape(mean, "mean", {R});
+    expect_shape(rstd, "rstd", {R});
+    py::gil_scoped_release nogil;
+    kernels().layernorm_backward_ref(dinp.mutable_data(), dweight.mutable_data(),
+                                     dbias.mutable_data(), dout.data(), inp.data(), weight.data(),
+                                     mean.data(), rstd.data(), R, C);
+}
+
+// all arguments of an element-wise op hold the same number of floats
+void expect_same_size(const py::array& a, const char* name, const py::array& ref, const char* ref_name) {
+    expect(a.size() == ref.size(), std::string(name) + " must have as many elements as " + ref_name +
+                                       " " + shape_str(ref) + ", got " + shape_str(a));
+}
+
+void gelu_fwd(const py::object& out_obj, const py::object& inp_obj) {
+    F32 inp = fbuf(inp_obj, "inp"), out = fout(out_obj, "out");
+    expect_same_size(out, "out", inp, "inp");
+    py::gil_scoped_release nogil;
+    kernels().gelu_forward(out.mutable_data(), inp.data(), inp.size(), true);
+}
+
+void gelu_bwd(const py::object& dinp_obj, const py::object& inp_obj, const py::object& dout_obj) {
+    F32 inp = fbuf(inp_obj, "inp"), dout = fbuf(dout_obj, "dout"), dinp = fout(dinp_obj, "dinp");
+    expect_same_size(dout, "dout", inp, "inp");
+    expect_same_size(dinp, "dinp", inp, "inp");
+    py::gil_scoped_release nogil;
+    kernels().gelu_backward(dinp.mutable_data(), inp.data(), dout.data(), inp.size());
+}
+
+void residual_fwd(const py::object& out_obj, const py::object& a_obj, const py::object& b_obj) {
+    F32 a = fbuf(a_obj, "a"), b = fbuf(b_obj, "b"), out = fout(out_obj, "out");
+    expect_same_size(b, "b", a, "a");
+    expect_same_size(out, "out", a, "a");
+    py::gil_scoped_release nogil;
+    kernels().residual_forward(out.mutable_data(), a.data(), b.data(), a.size());
+}
+
+// targets (R,) of logits (R,V): each in [0, V) or -100 (ignored)
+void check_targets(const I64& targets, int64_t V) {
+    const int64_t* p = targets.data();
+    for (int64_t i = 0; i < int64_t(targets.size()); i++)
+        expect(p[i] == -100 || (p[i] >= 0 && p[i] < V),
+               "targets: " + std::to_string(p[i]) + " at row " + std::to_string(i) +
+                   " is neither in [0, " + std::to_string(V) + ") nor the ignore index -100");
+}
+
+void crossentropy_fwd(const py::object& losses_obj, const py::object& logits_obj,
+                      const py::object& targets_obj) {
+    // logits (R,V), targets (R) -> losses (R)
+    F32 logits = fbuf(logits_obj, "logits", 2), losses = fout(losses_obj, "losses", 1);
+    I64 targets = i64(targets_obj, "targets", 1);
+    const int64_t R = logits.shape(0), V = logits.shape(1);
+    expect_shape(targets, "targets", {R});
+    expect_shape(losses, "losses", {R});
+    check_targets(targets, V);
+    py::gil_scoped_release nogil;
+    kernels().crossentropy_forward(losses.mutable_data(), logits.data(), targets.data(), R, V);
+}
+
+void crossentropy_bwd(const py::object& dlogits_obj, const py::object& logits_obj,
+                      const py::object& targets_obj, float dloss) {
+    // logits (R,V), targets (R) -> dlogits (R,V), written; may be logits itself
+    F32 logits = fbuf(logits_obj, "logits", 2), dlogits = fout(dlogits_obj, "dlogits", 2);
+    I64 targets = i64(targets_obj, "targets", 1);
+    const int64_t R = logits.shape(0), V = logits.shape(1);
+    expect_shape(targets, "targets", {R});
+    expect_shape(dlogits, "dlogits", {R, V});
+    expect(dlogits.data() == logits.data() || !overlap(dlogits, logits),
+           "crossentropy_backward: dlogits must be logits itself or not overlap it");
+    check_targets(targets, V);
+    py::gil_scoped_release nogil;
+    kernels().crossentropy_backward(dlogits.mutable_data(), logits.data(), targets.data(), dloss, R,
+                                    V);
+}
+
+void adamw_step(const py::object& param_obj, const py::object& grad_obj, const py::object& m_obj,
+                const py::object& v_obj, double lr, double beta1, double beta2, double eps,
+                double weight_decay, int64_t step) {
+    F32 param = fout(param_obj, "param"), grad = fbuf(grad_obj, "grad");
+    F32 m = fout(m_obj, "m"), v = fout(v_obj, "v");
+    expect_same_size(grad, "grad", param, "param");
+    expect_same_size(m, "m", param, "param");
+    expect_same_size(v, "v", param, "param");
+    expect(!overlap(param, m) && !overlap(param, v) && !overlap(m, v) && !overlap(param, grad),
+           "adamw_step: param, grad, m and v must be separate buffers");
+    expect(step >= 1, "adamw_step: step must be >= 1 (1-based), got " + std::to_string(step));
+    expect(lr >= 0.0, "adamw_step: lr must be >= 0, got " + std::to_string(lr));
+    expect(eps >= 0.0, "adamw_step: eps must be >= 0, got " + std::to_string(eps));
+    expect(beta1 >= 0.0 && beta1 < 1.0, "adamw_step: beta1 must be in [0, 1), got " + std::to_string(beta1));
+    expect(beta2 >= 0.0 && beta2 < 1.0, "adamw_step: beta2 must be in [0, 1), got " + std::to_string(beta2));
+    expect(weight_decay >= 0.0, "adamw_step: weight_decay must be >= 0, got " + std::to_string(weight_decay));
+    py::gil_scoped_release nogil;
+    kernels().adamw_step(param.mutable_data(), m.mutable_data(), v.mutable_data(), grad.data(),
+                         param.size(), lr, beta1, beta2, eps, weight_decay, step);
+}
+
+double sumsq(const py::object& x_obj) {
+    F32 x = fbuf(x_obj, "x");
+    py::gil_scoped_release nogil;
+    return kernels().sumsq_forward(x.data(), x.size());
+}
+
+void scale_inplace(const py::object& x_obj, float s) {
+    F32 x = fout(x_obj, "x");
+    py::gil_scoped_release nogil;
+    kernels().scale_forward(x.mutable_data(), s, x.size());
+}
+
 py::dict cpu_info() {
     py::dict d;
     d["isa"] = kernels().isa;
@@ -586,4 +871,33 @@ PYBIND11_MODULE(_C, m) {
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"));
     m.def("qmatmul", &qmatmul, py::arg("x"), py::arg("w_raw"), py::arg("type"), py::arg("K"),
           py::arg("ref") = false, py::arg("packed") = false);
+
+    // training kernels: in place over caller buffers; backward ones add into gradients
+    m.def("sgemm", &sgemm_into, py::arg("out"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false, py::arg("accumulate") = false);
+    m.def("bias_add", &bias_add, py::arg("out"), py::arg("bias"));
+    m.def("bias_backward", &bias_backward, py::arg("dbias"), py::arg("dout"));
+    m.def("encoder_forward", &encoder_forward, py::arg("out"), py::arg("ids"), py::arg("wte"),
+          py::arg("wpe"));
+    m.def("encoder_backward", &encoder_backward, py::arg("dwte"), py::arg("dwpe"), py::arg("dout"),
+          py::arg("ids"));
+    m.def("layernorm_forward", &layernorm_fwd, py::arg("out"), py::arg("mean"), py::arg("rstd"),
+          py::arg("inp"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
+    m.def("layernorm_backward", &layernorm_bwd, py::arg("dinp"), py::arg("dweight"), py::arg("dbias"),
+          py::arg("dout"), py::arg("inp"), py::arg("weight"), py::arg("mean"), py::arg("rstd"));
+    m.def("layernorm_backward_ref", &layernorm_bwd_ref, py::arg("dinp"), py::arg("dweight"),
+          py::arg("dbias"), py::arg("dout"), py::arg("inp"), py::arg("weight"), py::arg("mean"),
+          py::arg("rstd"));
+    m.def("gelu_forward", &gelu_fwd, py::arg("out"), py::arg("inp"));
+    m.def("gelu_backward", &gelu_bwd, py::arg("dinp"), py::arg("inp"), py::arg("dout"));
+    m.def("residual_forward", &residual_fwd, py::arg("out"), py::arg("a"), py::arg("b"));
+    m.def("crossentropy_forward", &crossentropy_fwd, py::arg("losses"), py::arg("logits"),
+          py::arg("targets"));
+    m.def("crossentropy_backward", &crossentropy_bwd, py::arg("dlogits"), py::arg("logits"),
+          py::arg("targets"), py::arg("dloss"));
+    m.def("adamw_step", &adamw_step, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("step"));
+    m.def("sumsq", &sumsq, py::arg("x"));
+    m.def("scale_", &scale_inplace, py::arg("x"), py::arg("s"));
 }

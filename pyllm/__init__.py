@@ -11,7 +11,15 @@ from typing import Any, Dict
 
 from . import _C, ops
 from .generation import GenerationConfig, TextIteratorStreamer, TextStreamer
-from .models import AutoModelForCausalLM, AutoTokenizer, GGUFFile, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from .models import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GGUFFile,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 from .optim import AdamW, clip_grad_norm_
 from .pipelines import pipeline
 

@@ -69,7 +69,7 @@ def main() -> int:
     cfg._attn_implementation = "eager"
     model = GPT2LMHeadModel(cfg).float()
     with torch.no_grad():  # biases and norms away from 0 and 1, so their gradients say something
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim < 2:
                 p.add_(0.1 * torch.randn_like(p))
     model.train()

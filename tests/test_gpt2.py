@@ -9,10 +9,10 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import gpt2_ref
 import numpy as np
 import pytest
 
-import gpt2_ref
 import pyllm
 from pyllm import AdamW, GPT2Config, GPT2LMHeadModel, clip_grad_norm_
 
@@ -156,7 +156,8 @@ def test_save_and_load_round_trip(tmp_path):
     assert cfg["model_type"] == "gpt2" and cfg["architectures"] == ["GPT2LMHeadModel"] and cfg["n_embd"] == 16
     back = GPT2LMHeadModel.from_pretrained(tmp_path / "ckpt")
     assert back.config == model.config
-    for (n1, p1), (n2, p2) in zip(model.named_parameters(), back.named_parameters()):
+    assert len(model.params) == len(back.params)
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), back.named_parameters()):  # noqa: B905 (3.9)
         assert n1 == n2 and np.array_equal(p1, p2)
     # saving again over the same directory replaces the files
     model.params["transformer.ln_f.bias"][0] = 7.0
@@ -288,7 +289,8 @@ def test_adamw_state_round_trip_resumes_bit_exactly():
     for name, p in a.named_parameters():
         assert np.array_equal(p, c.params[name]), name
     with pytest.raises(ValueError, match="moments"):
-        AdamW(GPT2LMHeadModel(GPT2Config(vocab_size=21, n_positions=8, n_embd=16, n_layer=1, n_head=2))).load_state_dict(state)
+        other = GPT2LMHeadModel(GPT2Config(vocab_size=21, n_positions=8, n_embd=16, n_layer=1, n_head=2))
+        AdamW(other).load_state_dict(state)
 
 
 def test_adamw_decays_only_matrices():
@@ -351,7 +353,7 @@ def test_generate_equals_argmax_of_full_recomputation():
 def test_generate_needs_a_tokenizer_only_for_text():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_positions=24, n_embd=16, n_layer=1, n_head=2))
     with pytest.raises(ValueError, match="tokenizer"):
-        model.tokenizer
+        _ = model.tokenizer
     model.tokenizer = "anything"
     assert model.tokenizer == "anything"
 

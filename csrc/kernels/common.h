@@ -61,6 +61,11 @@ static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
     return int64_t(nthreads) * (HS + kAttnBlock);
 }
 
+// layernorm_backward scratch: per-thread partial dweight and dbias
+static inline int64_t layernorm_backward_work_floats(int64_t C, int nthreads) {
+    return int64_t(nthreads) * 2 * C;
+}
+
 // ---- quantized weights (quant.cpp): GGUF tensor types by their ggml id.
 // Block types pack kQuantBlock elements: Q8_0 {fp16 d; int8 q[32]},
 // Q4_0 {fp16 d; uint8 nibbles[16]}, Q4_1 {fp16 d; fp16 m; uint8 nibbles[16]}.

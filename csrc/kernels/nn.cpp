@@ -1,70 +1,17 @@
 // Row-wise and element-wise neural-network ops: softmax, log-softmax, norms,
 // activations, rotary embedding, embedding lookup, sum. Not matmul, not
-// attention (their own files), not backward passes (nn_backward.cpp).
+// attention (their own files), not backward passes (train.cpp).
 #include <cmath>
 #include <cstring>
 
 #include "../simd/simd.h"
 #include "common.h"
+#include "rows.h"
 
 namespace pyllm {
 namespace PYLLM_ISA {
 
 #include "kernels.inc"
-
-namespace {
-
-// below this many elements a parallel region costs more than it saves
-constexpr int64_t kParallelMin = 1 << 15;
-
-inline int threads_for(int64_t work) { return work >= kParallelMin ? num_threads() : 1; }
-
-// sum of x[0:n], 8 float lanes per block of 256, blocks added in double
-inline double row_sum(const float* x, int64_t n) {
-    double total = 0.0;
-    int64_t j = 0;
-    while (j + 8 <= n) {
-        const int64_t end = (n - j) >= 256 ? j + 256 : n;
-        vf acc0 = vzero(), acc1 = vzero();
-        for (; j + 16 <= end; j += 16) {
-            acc0 = vadd(acc0, vload(x + j));
-            acc1 = vadd(acc1, vload(x + j + 8));
-        }
-        for (; j + 8 <= end; j += 8) acc0 = vadd(acc0, vload(x + j));
-        total += double(vhsum(vadd(acc0, acc1)));
-    }
-    for (; j < n; j++) total += double(x[j]);
-    return total;
-}
-
-// sum of (x - c)^2 over x[0:n], the same blocking
-inline double row_sumsq(const float* x, int64_t n, float c) {
-    double total = 0.0;
-    const vf cv = vset1(c);
-    int64_t j = 0;
-    while (j + 8 <= n) {
-        const int64_t end = (n - j) >= 256 ? j + 256 : n;
-        vf acc = vzero();
-        for (; j + 8 <= end; j += 8) {
-            const vf d = vsub(vload(x + j), cv);
-            acc = vfma(d, d, acc);
-        }
-        total += double(vhsum(acc));
-    }
-    for (; j < n; j++) total += double(x[j] - c) * double(x[j] - c);
-    return total;
-}
-
-inline float row_max(const float* x, int64_t n) {
-    vf m = vset1(-INFINITY);
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) m = vmax(m, vload(x + j));
-    float mx = vhmax(m);
-    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    return mx;
-}
-
-}  // namespace
 
 void softmax_forward(float* out, const float* inp, int64_t rows, int64_t cols) {
     // inp (rows, cols) -> out (rows, cols), each row sums to 1

@@ -37,7 +37,19 @@
     X(qpack_matmul)          \
     X(rmsnorm_quantize_act)  \
     X(swiglu_quantize_act)   \
-    X(attention_decode)
+    X(attention_decode)      \
+    X(bias_add)              \
+    X(bias_backward)         \
+    X(encoder_forward)       \
+    X(encoder_backward)      \
+    X(layernorm_backward)    \
+    X(layernorm_backward_ref) \
+    X(gelu_backward)         \
+    X(crossentropy_forward)  \
+    X(crossentropy_backward) \
+    X(adamw_step)            \
+    X(sumsq_forward)         \
+    X(scale_forward)
 
 namespace pyllm {
 

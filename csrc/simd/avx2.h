@@ -29,6 +29,8 @@ static inline vf vdiv(vf a, vf b) { return {_mm256_div_ps(a.v, b.v)}; }
 static inline vf vfma(vf a, vf b, vf c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 static inline vf vmax(vf a, vf b) { return {_mm256_max_ps(a.v, b.v)}; }
 static inline vf vmin(vf a, vf b) { return {_mm256_min_ps(a.v, b.v)}; }
+// correctly rounded, as std::sqrt
+static inline vf vsqrt(vf a) { return {_mm256_sqrt_ps(a.v)}; }
 
 static inline float vhsum(vf a) {
     __m128 lo = _mm256_castps256_ps128(a.v);

@@ -31,6 +31,7 @@ static inline vf vdiv(vf a, vf b) { return {vdivq_f32(a.lo, b.lo), vdivq_f32(a.h
 static inline vf vfma(vf a, vf b, vf c) { return {vfmaq_f32(c.lo, a.lo, b.lo), vfmaq_f32(c.hi, a.hi, b.hi)}; }
 static inline vf vmax(vf a, vf b) { return {vmaxq_f32(a.lo, b.lo), vmaxq_f32(a.hi, b.hi)}; }
 static inline vf vmin(vf a, vf b) { return {vminq_f32(a.lo, b.lo), vminq_f32(a.hi, b.hi)}; }
+static inline vf vsqrt(vf a) { return {vsqrtq_f32(a.lo), vsqrtq_f32(a.hi)}; }
 static inline float vhsum(vf a) { return vaddvq_f32(vaddq_f32(a.lo, a.hi)); }
 static inline float vhmax(vf a) { return vmaxvq_f32(vmaxq_f32(a.lo, a.hi)); }
 static inline vf vexp(vf a) {

@@ -34,6 +34,7 @@ static inline vf vfma(vf a, vf b, vf c) { PYLLM_VF_MAP(a.v[i] * b.v[i] + c.v[i])
 static inline vf vmax(vf a, vf b) { PYLLM_VF_MAP(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
 static inline vf vmin(vf a, vf b) { PYLLM_VF_MAP(a.v[i] < b.v[i] ? a.v[i] : b.v[i]); }
 static inline vf vexp(vf a) { PYLLM_VF_MAP(std::exp(a.v[i])); }
+static inline vf vsqrt(vf a) { PYLLM_VF_MAP(std::sqrt(a.v[i])); }
 
 #undef PYLLM_VF_MAP
 

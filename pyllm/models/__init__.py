@@ -6,4 +6,5 @@ from .gguf import GGUFFile, TensorInfo
 from .gpt2 import GPT2Config, GPT2LMHeadModel
 from .llama import CausalLMOutput, LlamaConfig, LlamaForCausalLM
 
-__all__ = ["AutoModelForCausalLM", "AutoTokenizer", "CausalLMOutput", "GGUFFile", "GPT2Config", "GPT2LMHeadModel", "LlamaConfig", "LlamaForCausalLM", "TensorInfo"]
+__all__ = ["AutoModelForCausalLM", "AutoTokenizer", "CausalLMOutput", "GGUFFile", "GPT2Config", "GPT2LMHeadModel",
+           "LlamaConfig", "LlamaForCausalLM", "TensorInfo"]

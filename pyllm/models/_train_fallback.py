@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, List
 
 import numpy as np
 
@@ -126,7 +126,8 @@ def residual_forward(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    out: np.ndarray = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return out
 
 
 def crossentropy_forward(losses: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> None:
@@ -177,6 +178,6 @@ def kernels() -> SimpleNamespace:
     return SimpleNamespace(**{n: getattr(_C, n, here[n]) for n in NAMES})
 
 
-def missing() -> list:
+def missing() -> List[str]:
     """Names of the training kernels this build of pyllm._C lacks."""
     return [n for n in NAMES if not hasattr(_C, n)]

@@ -326,7 +326,8 @@ class GPT2LMHeadModel(GenerationMixin):
         x = a.encoded.reshape(R, C)
         for i in range(cfg.n_layer):
             h = f"transformer.h.{i}."
-            k.layernorm_forward(a.ln1[i], a.ln1_mean[i], a.ln1_rstd[i], x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)
+            k.layernorm_forward(a.ln1[i], a.ln1_mean[i], a.ln1_rstd[i], x, p[h + "ln_1.weight"], p[h + "ln_1.bias"],
+                                eps)
             qkv = a.qkv[i].reshape(R, 3 * C)
             k.sgemm(qkv, a.ln1[i], p[h + "attn.c_attn.weight"])
             k.bias_add(qkv, p[h + "attn.c_attn.bias"])
