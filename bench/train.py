@@ -74,7 +74,6 @@ def main() -> int:
     import transformers
 
     import pyllm
-    from pyllm.models._train_fallback import missing
 
     sys.path.insert(0, str(HERE))
     from common import interleaved_medians
@@ -129,8 +128,6 @@ def main() -> int:
           f"transformers {transformers.__version__}")
     print(f"first-step loss: pyllm {losses['pyllm']:.5f}, torch {losses['torch']:.5f}; "
           f"{fpt / 1e6:.1f} MFLOP per token; fp32 sgemm rate (MFU reference) {peak / 1e9:.1f} GFLOP/s")
-    if missing():
-        print(f"note: numpy stand-ins in use for the kernels this build lacks: {', '.join(missing())}")
     print()
     print("| system | ms / step | tokens/s | vs torch | MFU |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -796,6 +796,59 @@ void scale_inplace(const py::object& x_obj, float s) {
     kernels().scale_forward(x.mutable_data(), s, x.size());
 }
 
+// qkv (B,T,3C) with C a multiple of n_head: returns {B, T, C}
+std::vector<int64_t> qkv_dims(const F32& qkv, int64_t n_head) {
+    const int64_t B = qkv.shape(0), T = qkv.shape(1), C3 = qkv.shape(2);
+    expect(n_head >= 1, "n_head must be >= 1, got " + std::to_string(n_head));
+    expect(C3 % (3 * n_head) == 0, "qkv's last dimension must be 3*C with C a multiple of n_head=" +
+                                       std::to_string(n_head) + ", got shape " + shape_str(qkv));
+    return {B, T, C3 / 3};
+}
+
+void attention_fwd(const py::object& out_obj, const py::object& att_obj, const py::object& qkv_obj,
+                   int64_t n_head, bool ref) {
+    // qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T)
+    F32 qkv = fbuf(qkv_obj, "qkv", 3), out = fout(out_obj, "out", 3), att = fout(att_obj, "att", 4);
+    const auto d = qkv_dims(qkv, n_head);
+    const int64_t B = d[0], T = d[1], C = d[2];
+    expect_shape(out, "out", {B, T, C});
+    expect_shape(att, "att", {B, n_head, T, T});
+    expect(!overlap(out, qkv) && !overlap(att, qkv) && !overlap(out, att),
+           "attention_forward: out, att and qkv must be separate buffers");
+    py::gil_scoped_release nogil;
+    if (ref) {
+        kernels().attention_qkv_forward_ref(out.mutable_data(), att.mutable_data(), qkv.data(), B, T,
+                                            C, n_head);
+        return;
+    }
+    float* work = pyllm::thread_workspace(pyllm::attention_qkv_work_floats(T, pyllm::num_threads()));
+    kernels().attention_qkv_forward(out.mutable_data(), att.mutable_data(), qkv.data(), B, T, C,
+                                    n_head, work);
+}
+
+void attention_bwd(const py::object& dqkv_obj, const py::object& dout_obj, const py::object& qkv_obj,
+                   const py::object& att_obj, int64_t n_head, bool ref) {
+    // dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T) -> dqkv (B,T,3C) +=
+    F32 qkv = fbuf(qkv_obj, "qkv", 3), dout = fbuf(dout_obj, "dout", 3), att = fbuf(att_obj, "att", 4);
+    F32 dqkv = fout(dqkv_obj, "dqkv", 3);
+    const auto d = qkv_dims(qkv, n_head);
+    const int64_t B = d[0], T = d[1], C = d[2];
+    expect_shape(dqkv, "dqkv", {B, T, 3 * C});
+    expect_shape(dout, "dout", {B, T, C});
+    expect_shape(att, "att", {B, n_head, T, T});
+    expect(!overlap(dqkv, qkv) && !overlap(dqkv, dout) && !overlap(dqkv, att),
+           "attention_backward: dqkv must not overlap dout, qkv or att");
+    py::gil_scoped_release nogil;
+    if (ref) {
+        kernels().attention_qkv_backward_ref(dqkv.mutable_data(), dout.data(), qkv.data(), att.data(),
+                                             B, T, C, n_head);
+        return;
+    }
+    float* work = pyllm::thread_workspace(pyllm::attention_qkv_work_floats(T, pyllm::num_threads()));
+    kernels().attention_qkv_backward(dqkv.mutable_data(), dout.data(), qkv.data(), att.data(), B, T,
+                                     C, n_head, work);
+}
+
 py::dict cpu_info() {
     py::dict d;
     d["isa"] = kernels().isa;
@@ -898,6 +951,22 @@ PYBIND11_MODULE(_C, m) {
     m.def("adamw_step", &adamw_step, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("step"));
+    m.def("attention_forward", [](const py::object& out, const py::object& att, const py::object& qkv,
+                                  int64_t n_head) { attention_fwd(out, att, qkv, n_head, false); },
+          py::arg("out"), py::arg("att"), py::arg("qkv"), py::arg("n_head"));
+    m.def("attention_backward", [](const py::object& dqkv, const py::object& dout, const py::object& qkv,
+                                   const py::object& att, int64_t n_head) {
+              attention_bwd(dqkv, dout, qkv, att, n_head, false);
+          },
+          py::arg("dqkv"), py::arg("dout"), py::arg("qkv"), py::arg("att"), py::arg("n_head"));
+    m.def("attention_forward_ref", [](const py::object& out, const py::object& att, const py::object& qkv,
+                                      int64_t n_head) { attention_fwd(out, att, qkv, n_head, true); },
+          py::arg("out"), py::arg("att"), py::arg("qkv"), py::arg("n_head"));
+    m.def("attention_backward_ref", [](const py::object& dqkv, const py::object& dout,
+                                       const py::object& qkv, const py::object& att, int64_t n_head) {
+              attention_bwd(dqkv, dout, qkv, att, n_head, true);
+          },
+          py::arg("dqkv"), py::arg("dout"), py::arg("qkv"), py::arg("att"), py::arg("n_head"));
     m.def("sumsq", &sumsq, py::arg("x"));
     m.def("scale_", &scale_inplace, py::arg("x"), py::arg("s"));
 }

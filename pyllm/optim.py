@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from .models._train_fallback import kernels
+from . import _C
 
 
 def _flat(model: Any) -> Tuple[np.ndarray, np.ndarray, List[Tuple[str, int, Tuple[int, ...]]]]:
@@ -50,7 +50,6 @@ class AdamW:
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         params, grads, spans = _flat(model)
-        self._k = kernels()
         self._params, self._grads = params, grads
         self.m = np.zeros_like(params)  # first moment, aligned with the flat parameter buffer
         self.v = np.zeros_like(params)  # second moment
@@ -78,7 +77,7 @@ class AdamW:
         self.step_count += 1
         b1, b2 = self.betas
         for begin, end, decays in self._runs:
-            self._k.adamw_step(self._params[begin:end], self._grads[begin:end], self.m[begin:end],
+            _C.adamw_step(self._params[begin:end], self._grads[begin:end], self.m[begin:end],
                                self.v[begin:end], self.lr, b1, b2, self.eps,
                                self.weight_decay if decays else 0.0, self.step_count)
 
@@ -126,17 +125,16 @@ def clip_grad_norm_(model: Any, max_norm: float) -> float:
     if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
         raise ValueError(f"max_norm must be a number > 0, got {max_norm!r}")
     _, grads, _ = _flat(model)
-    k = kernels()
     mlock = getattr(model, "_lock", None)
     if mlock is not None:
         with mlock:
-            return _clip(k, grads, float(max_norm))
-    return _clip(k, grads, float(max_norm))
+            return _clip(grads, float(max_norm))
+    return _clip(grads, float(max_norm))
 
 
-def _clip(k: Any, grads: np.ndarray, max_norm: float) -> float:
-    norm = math.sqrt(k.sumsq(grads))
+def _clip(grads: np.ndarray, max_norm: float) -> float:
+    norm = math.sqrt(_C.sumsq(grads))
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
-        k.scale_(grads, coef)
+        _C.scale_(grads, coef)
     return norm

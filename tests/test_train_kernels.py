@@ -17,7 +17,7 @@ F32 = np.float32
 ROWS_COLS = [(1, 1), (1, 7), (3, 9), (2, 33), (5, 65), (4, 127), (97, 385)]
 
 
-def tt(x: np.ndarray) -> "torch.Tensor":
+def tt(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
@@ -413,3 +413,90 @@ def test_sumsq_and_scale(isa, rng, n):
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="x must be writeable"):
         _C.scale_(ro, 2.0)
+
+
+# ---- causal self-attention over packed qkv, probabilities saved
+
+
+def _attention64(qkv: np.ndarray, NH: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 numpy reference: qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T)."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = (qkv[..., i * C : (i + 1) * C].reshape(B, T, NH, C // NH).transpose(0, 2, 1, 3) for i in range(3))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(C // NH)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    att = np.exp(s - s.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C), att
+
+
+ATTN_SHAPES = [(1, 1, 1, 1), (1, 7, 3, 1), (2, 9, 12, 3), (1, 33, 20, 2), (2, 50, 48, 4), (2, 97, 96, 6),
+               (1, 130, 128, 2)]
+
+
+@pytest.mark.parametrize("B,T,C,NH", ATTN_SHAPES)
+def test_attention(isa, rng, B, T, C, NH):
+    qkv = randn(rng, B, T, 3 * C)
+    out, att = np.full((B, T, C), np.nan, F32), np.full((B, NH, T, T), np.nan, F32)
+    _C.attention_forward(out, att, qkv, NH)
+    want_out, want_att = _attention64(qkv.astype(np.float64), NH)
+    close(out, want_out, atol=2e-5)
+    close(att, want_att, atol=2e-6)
+    assert (att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0).all()
+    ref_out, ref_att = np.zeros_like(out), np.zeros_like(att)
+    _C.attention_forward_ref(ref_out, ref_att, qkv, NH)
+    close(ref_out, want_out, atol=2e-6)
+    close(ref_att, want_att, atol=2e-7)
+
+    dout, g0 = randn(rng, B, T, C), randn(rng, B, T, 3 * C)
+    dqkv = g0.copy()
+    _C.attention_backward(dqkv, dout, qkv, att, NH)
+    qt = tt(qkv).double().requires_grad_()
+    q, k, v = (x.reshape(B, T, NH, C // NH).transpose(1, 2) for x in qt.split(C, dim=-1))
+    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    y.transpose(1, 2).reshape(B, T, C).backward(tt(dout).double())
+    close(dqkv - g0, qt.grad.numpy(), rtol=1e-4, atol=5e-5)
+    ref = g0.copy()
+    _C.attention_backward_ref(ref, dout, qkv, att, NH)
+    close(ref - g0, qt.grad.numpy(), rtol=1e-4, atol=2e-5)
+    if B * T * C <= 300:
+        q64, d64 = qkv.astype(np.float64), dout.astype(np.float64)
+        fd = numgrad(lambda: float((_attention64(q64, NH)[0] * d64).sum()), q64)
+        close(dqkv - g0, fd, rtol=1e-3, atol=1e-4)
+
+
+def test_attention_gpt2_shape_threads(rng):
+    # the training shape's heads (B*NH units over the threads), HS 64, T past one row block
+    B, T, C, NH = 2, 100, 384, 6
+    qkv = randn(rng, B, T, 3 * C)
+    out, att = np.zeros((B, T, C), F32), np.zeros((B, NH, T, T), F32)
+    _C.attention_forward(out, att, qkv, NH)
+    want_out, want_att = _attention64(qkv.astype(np.float64), NH)
+    close(out, want_out, atol=2e-5)
+    close(att, want_att, atol=2e-6)
+    dout = randn(rng, B, T, C)
+    dqkv, ref = np.zeros_like(qkv), np.zeros_like(qkv)
+    _C.attention_backward(dqkv, dout, qkv, att, NH)
+    _C.attention_backward_ref(ref, dout, qkv, att, NH)
+    close(dqkv, ref, rtol=1e-4, atol=2e-5)
+
+
+def test_attention_bad_input(rng):
+    qkv = randn(rng, 2, 5, 12)
+    out, att = np.zeros((2, 5, 4), F32), np.zeros((2, 2, 5, 5), F32)
+    with pytest.raises(ValueError, match="multiple of n_head=3"):
+        _C.attention_forward(out, np.zeros((2, 3, 5, 5), F32), qkv, 3)
+    with pytest.raises(ValueError, match="n_head must be >= 1"):
+        _C.attention_forward(out, att, qkv, 0)
+    with pytest.raises(ValueError, match="att must have shape"):
+        _C.attention_forward(out, np.zeros((2, 2, 5, 4), F32), qkv, 2)
+    with pytest.raises(ValueError, match="out must have shape"):
+        _C.attention_forward(np.zeros((2, 5, 12), F32), att, qkv, 2)
+    with pytest.raises(ValueError, match="qkv must have 3 dimensions"):
+        _C.attention_forward(out, att, qkv.reshape(10, 12), 2)
+    with pytest.raises(ValueError, match="separate buffers"):
+        _C.attention_forward(qkv.reshape(-1)[:40].reshape(2, 5, 4), att, qkv, 2)
+    with pytest.raises(ValueError, match="dqkv must have shape"):
+        _C.attention_backward(np.zeros((2, 5, 4), F32), out, qkv, att, 2)
+    with pytest.raises(ValueError, match="dout must be float32"):
+        _C.attention_backward(np.zeros_like(qkv), out.astype(np.float64), qkv, att, 2)

@@ -66,6 +66,15 @@ static inline int64_t layernorm_backward_work_floats(int64_t C, int nthreads) {
     return int64_t(nthreads) * 2 * C;
 }
 
+// attention_qkv_forward/backward scratch: per thread, one thread's sgemm
+// blocks and a (T,T) matrix of score gradients
+static inline int64_t attention_qkv_thread_floats(int64_t T) {
+    return sgemm_work_floats(1) + (T * T + 15) / 16 * 16;
+}
+static inline int64_t attention_qkv_work_floats(int64_t T, int nthreads) {
+    return int64_t(nthreads) * attention_qkv_thread_floats(T);
+}
+
 // ---- quantized weights (quant.cpp): GGUF tensor types by their ggml id.
 // Block types pack kQuantBlock elements: Q8_0 {fp16 d; int8 q[32]},
 // Q4_0 {fp16 d; uint8 nibbles[16]}, Q4_1 {fp16 d; fp16 m; uint8 nibbles[16]}.

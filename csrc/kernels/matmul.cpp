@@ -276,9 +276,9 @@ void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t
 // and B columns it needs, with no synchronisation between threads.
 template <class T>
 void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
-                 int64_t rsa, int64_t csa, int64_t rsb, int64_t csb, bool accumulate, float* work,
-                 int nthreads) {
-    // A (M,K) strided, B (K,N) strided -> C (M,N)
+                 int64_t ldc, int64_t rsa, int64_t csa, int64_t rsb, int64_t csb, bool accumulate,
+                 float* work, int nthreads) {
+    // A (M,K) strided, B (K,N) strided -> C (M,N), row stride ldc
     constexpr int64_t MR = T::blk.MR, NR = T::blk.NR, MC = T::blk.MC, KC = T::blk.KC,
                       NC = T::blk.NC;
     static_assert(MC % MR == 0 && NC % NR == 0, "blocks hold whole register tiles");
@@ -325,7 +325,7 @@ void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N,
                     for (int64_t jc = c0; jc < c1; jc += nc_max) {
                         const int64_t nc = min64(nc_max, c1 - jc);
                         pack_b<NR>(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
-                        gemm_tiles<T>(C + ic * N + jc, N, pa, pb, mc, kc, nc, acc, tile);
+                        gemm_tiles<T>(C + ic * ldc + jc, ldc, pa, pb, mc, kc, nc, acc, tile);
                     }
                 }
             }
@@ -468,7 +468,20 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
         }
     }
 
-    gemm_packed<Tile>(C, A, B, M, N, K, rsa, csa, rsb, csb, accumulate, work, nthreads);
+    gemm_packed<Tile>(C, A, B, M, N, K, N, rsa, csa, rsb, csb, accumulate, work, nthreads);
+}
+
+void sgemm_strided(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+                   int64_t ldc, int64_t rsa, int64_t csa, int64_t rsb, int64_t csb, bool accumulate,
+                   float* work) {
+    // A (M,K) at A[i*rsa + k*csa], B (K,N) at B[k*rsb + j*csb] -> C (M,N) at C[i*ldc + j]
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
+        return;
+    }
+    gemm_packed<Tile>(C, A, B, M, N, K, ldc, rsa, csa, rsb, csb, accumulate, work, 1);
 }
 
 }  // namespace PYLLM_ISA

@@ -223,6 +223,190 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
     }
 }
 
+// ---- causal self-attention over packed qkv, probabilities saved
+
+namespace {
+
+// Query rows per block: the causal products only touch keys before the
+// block's end. A whole number of register tiles on every ISA (6 and 12 rows).
+constexpr int64_t kAttnRows = 48;
+
+// p[0:n] = softmax(scale * s[0:n]) in place, p[n:T] = 0
+inline void causal_softmax_row(float* p, int64_t n, int64_t T, float scale) {
+    const float mx = row_max(p, n);
+    const vf sv = vset1(scale), mv = vset1(mx * scale);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) vstore(p + j, vexp(vsub(vmul(vload(p + j), sv), mv)));
+    for (; j < n; j++) p[j] = std::exp(p[j] * scale - mx * scale);
+    const float inv = float(1.0 / row_sum(p, n));
+    const vf iv = vset1(inv);
+    for (j = 0; j + 8 <= n; j += 8) vstore(p + j, vmul(vload(p + j), iv));
+    for (; j < n; j++) p[j] *= inv;
+    if (T > n) std::memset(p + n, 0, sizeof(float) * (T - n));
+}
+
+// d[0:n] = p * (d - sum(p * d)) * scale (softmax backward, in place), d[n:m] = 0
+inline void causal_softmax_backward_row(float* d, const float* p, int64_t n, int64_t m, float scale) {
+    vf acc = vzero();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) acc = vfma(vload(p + j), vload(d + j), acc);
+    float dot = vhsum(acc);
+    for (; j < n; j++) dot += p[j] * d[j];
+    const vf dv = vset1(dot), sv = vset1(scale);
+    for (j = 0; j + 8 <= n; j += 8)
+        vstore(d + j, vmul(vmul(vload(p + j), vsub(vload(d + j), dv)), sv));
+    for (; j < n; j++) d[j] = p[j] * (d[j] - dot) * scale;
+    if (m > n) std::memset(d + n, 0, sizeof(float) * (m - n));
+}
+
+inline int attention_threads(int64_t B, int64_t NH, int64_t T, int64_t HS) {
+    const int64_t units = B * NH;
+    int nt = threads_for(units * T * T * HS / 8);
+    return units < nt ? int(units) : nt;
+}
+
+}  // namespace
+
+void attention_qkv_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
+                           int64_t C, int64_t NH, float* work) {
+    // qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T); threads over (b,h)
+    // Per block of query rows [i0,i1): the scores against keys [0,i1) by a
+    // GEMM straight into att, the causal softmax in place, then out rows
+    // = att[i0:i1, 0:i1] @ v[0:i1], written into the head's columns of out.
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / std::sqrt(float(HS));
+    const int64_t per_thread = attention_qkv_thread_floats(T);
+#pragma omp parallel for num_threads(attention_threads(B, NH, T, HS)) schedule(static)
+    for (int64_t bh = 0; bh < B * NH; bh++) {
+        float* gw = work + int64_t(thread_index()) * per_thread;  // one thread's sgemm blocks
+        const int64_t b = bh / NH, h = bh % NH;
+        const float* q = qkv + b * T * C3 + h * HS;  // (T,HS), row stride 3C
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        float* a = att + bh * T * T;        // (T,T)
+        float* o = out + b * T * C + h * HS;  // (T,HS), row stride C
+        for (int64_t i0 = 0; i0 < T; i0 += kAttnRows) {
+            const int64_t i1 = min64(T, i0 + kAttnRows), m = i1 - i0;
+            // a[i0:i1, 0:i1] = q[i0:i1] @ k[0:i1]^T
+            sgemm_strided(a + i0 * T, q + i0 * C3, k, m, i1, HS, T, C3, 1, 1, C3, false, gw);
+            for (int64_t t = i0; t < i1; t++) causal_softmax_row(a + t * T, t + 1, T, scale);
+            // o[i0:i1] = a[i0:i1, 0:i1] @ v[0:i1]
+            sgemm_strided(o + i0 * C, a + i0 * T, v, m, HS, i1, C, T, 1, C3, 1, false, gw);
+        }
+    }
+}
+
+void attention_qkv_forward_ref(float* out, float* att, const float* qkv, int64_t B, int64_t T,
+                               int64_t C, int64_t NH) {
+    // qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T); plain loops, sums in double
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const double scale = 1.0 / std::sqrt(double(HS));
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < NH; h++) {
+            for (int64_t t = 0; t < T; t++) {
+                const float* q = qkv + (b * T + t) * C3 + h * HS;
+                float* a = att + ((b * NH + h) * T + t) * T;
+                double mx = -INFINITY;
+                for (int64_t s = 0; s <= t; s++) {
+                    const float* k = qkv + (b * T + s) * C3 + C + h * HS;
+                    double d = 0.0;
+                    for (int64_t i = 0; i < HS; i++) d += double(q[i]) * k[i];
+                    a[s] = float(d * scale);
+                    mx = a[s] > mx ? a[s] : mx;
+                }
+                double sum = 0.0;
+                for (int64_t s = 0; s <= t; s++) sum += std::exp(double(a[s]) - mx);
+                for (int64_t s = 0; s < T; s++) a[s] = s <= t ? float(std::exp(double(a[s]) - mx) / sum) : 0.0f;
+                float* o = out + (b * T + t) * C + h * HS;
+                for (int64_t i = 0; i < HS; i++) {
+                    double acc = 0.0;
+                    for (int64_t s = 0; s <= t; s++) acc += double(a[s]) * qkv[(b * T + s) * C3 + 2 * C + h * HS + i];
+                    o[i] = float(acc);
+                }
+            }
+        }
+    }
+}
+
+void attention_qkv_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                            int64_t B, int64_t T, int64_t C, int64_t NH, float* work) {
+    // dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T) -> dqkv (B,T,3C) +=; threads over (b,h)
+    // With P = att, dO = dout's head columns, S the scaled scores:
+    //   dP = dO v^T, dS = P * (dP - rowsum(P * dP)) * scale,
+    //   dq += dS k, dk += dS^T q, dv += P^T dO,
+    // every product limited to the causal blocks (dS and P are 0 above the diagonal).
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / std::sqrt(float(HS));
+    const int64_t per_thread = attention_qkv_thread_floats(T);
+#pragma omp parallel for num_threads(attention_threads(B, NH, T, HS)) schedule(static)
+    for (int64_t bh = 0; bh < B * NH; bh++) {
+        float* gw = work + int64_t(thread_index()) * per_thread;  // one thread's sgemm blocks
+        float* ds = gw + sgemm_work_floats(1);                     // (T,T) dS
+        const int64_t b = bh / NH, h = bh % NH;
+        const float* q = qkv + b * T * C3 + h * HS;  // (T,HS), row stride 3C
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        float* dq = dqkv + b * T * C3 + h * HS;
+        float* dk = dq + C;
+        float* dv = dq + 2 * C;
+        const float* dout_h = dout + b * T * C + h * HS;  // (T,HS), row stride C
+        const float* a = att + bh * T * T;
+        for (int64_t i0 = 0; i0 < T; i0 += kAttnRows) {
+            const int64_t i1 = min64(T, i0 + kAttnRows), m = i1 - i0;
+            // ds[i0:i1, 0:i1] = dout_h[i0:i1] @ v[0:i1]^T, then the softmax backward
+            sgemm_strided(ds + i0 * T, dout_h + i0 * C, v, m, i1, HS, T, C, 1, 1, C3, false, gw);
+            for (int64_t t = i0; t < i1; t++) causal_softmax_backward_row(ds + t * T, a + t * T, t + 1, i1, scale);
+            // dq[i0:i1] += ds[i0:i1, 0:i1] @ k[0:i1]
+            sgemm_strided(dq + i0 * C3, ds + i0 * T, k, m, HS, i1, C3, T, 1, C3, 1, true, gw);
+        }
+        for (int64_t j0 = 0; j0 < T; j0 += kAttnRows) {
+            const int64_t j1 = min64(T, j0 + kAttnRows), n = j1 - j0;
+            // dk[j0:j1] += ds[j0:T, j0:j1]^T @ q[j0:T]; dv[j0:j1] += a[j0:T, j0:j1]^T @ dout_h[j0:T]
+            sgemm_strided(dk + j0 * C3, ds + j0 * T + j0, q + j0 * C3, n, HS, T - j0, C3, 1, T, C3, 1,
+                          true, gw);
+            sgemm_strided(dv + j0 * C3, a + j0 * T + j0, dout_h + j0 * C, n, HS, T - j0, C3, 1, T, C, 1,
+                          true, gw);
+        }
+    }
+}
+
+void attention_qkv_backward_ref(float* dqkv, const float* dout, const float* qkv, const float* att,
+                                int64_t B, int64_t T, int64_t C, int64_t NH) {
+    // dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T) -> dqkv (B,T,3C) +=; plain loops
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const double scale = 1.0 / std::sqrt(double(HS));
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < NH; h++) {
+            for (int64_t t = 0; t < T; t++) {
+                const float* a = att + ((b * NH + h) * T + t) * T;
+                const float* d = dout + (b * T + t) * C + h * HS;
+                const float* q = qkv + (b * T + t) * C3 + h * HS;
+                float* dq = dqkv + (b * T + t) * C3 + h * HS;
+                // dP[s] = d . v_s (computed twice: no scratch in the reference)
+                auto dp = [&](int64_t s) {
+                    const float* v = qkv + (b * T + s) * C3 + 2 * C + h * HS;
+                    double x = 0.0;
+                    for (int64_t i = 0; i < HS; i++) x += double(d[i]) * v[i];
+                    return x;
+                };
+                double pdp = 0.0;
+                for (int64_t s = 0; s <= t; s++) pdp += double(a[s]) * dp(s);
+                for (int64_t s = 0; s <= t; s++) {
+                    const double dsc = double(a[s]) * (dp(s) - pdp) * scale;
+                    const float* k = qkv + (b * T + s) * C3 + C + h * HS;
+                    float* dk = dqkv + (b * T + s) * C3 + C + h * HS;
+                    float* dv = dk + C;
+                    for (int64_t i = 0; i < HS; i++) {
+                        dq[i] += float(dsc * k[i]);
+                        dk[i] += float(dsc * q[i]);
+                        dv[i] += float(double(a[s]) * d[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---- cross-entropy over a softmax of the logits
 
 void crossentropy_forward(float* losses, const float* logits, const int64_t* targets, int64_t R,

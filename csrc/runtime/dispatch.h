@@ -11,6 +11,7 @@
 // The kernel list, once, as an X-macro: every ISA build provides each name.
 #define PYLLM_KERNEL_LIST(X) \
     X(sgemm)                 \
+    X(sgemm_strided)         \
     X(matmul_ref)            \
     X(softmax_forward)       \
     X(log_softmax_forward)   \
@@ -49,7 +50,11 @@
     X(crossentropy_backward) \
     X(adamw_step)            \
     X(sumsq_forward)         \
-    X(scale_forward)
+    X(scale_forward)         \
+    X(attention_qkv_forward) \
+    X(attention_qkv_forward_ref) \
+    X(attention_qkv_backward) \
+    X(attention_qkv_backward_ref)
 
 namespace pyllm {
 

@@ -18,7 +18,6 @@ import numpy as np
 from .. import _C
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin
-from ._train_fallback import kernels
 from .llama import CausalLMOutput
 
 CONFIG_NAME = "config.json"
@@ -225,7 +224,6 @@ class GPT2LMHeadModel(GenerationMixin):
         self.params = _views(self._params, self._shapes)
         self.grads = _views(self._grads, self._shapes)
         self._acts: Optional[_Activations] = None
-        self._k = kernels()
         self._init_weights(seed)
         # inference KV cache: (L, NH, n_ctx, HS) keys and values, filled up to _n_past
         self._kcache: Optional[np.ndarray] = None
@@ -317,7 +315,7 @@ class GPT2LMHeadModel(GenerationMixin):
     def _forward(self, ids: np.ndarray) -> _Activations:
         """Run the model on ids (B, T) int64, keeping what backward needs; the
         logits end up in acts.logits (B*T, V)."""
-        cfg, k, p = self.config, self._k, self.params
+        cfg, k, p = self.config, _C, self.params
         B, T = ids.shape
         R, C = B * T, cfg.n_embd
         a = self._activations(B, T)
@@ -352,7 +350,7 @@ class GPT2LMHeadModel(GenerationMixin):
     def _backward(self, a: _Activations, ids: np.ndarray, targets: np.ndarray, n_valid: int) -> None:
         """Accumulate every parameter's gradient of mean cross-entropy; turns
         a.logits into dlogits."""
-        cfg, k, p, g = self.config, self._k, self.params, self.grads
+        cfg, k, p, g = self.config, _C, self.params, self.grads
         B, T = ids.shape
         R, C = B * T, cfg.n_embd
         wte = p["transformer.wte.weight"]
@@ -396,7 +394,7 @@ class GPT2LMHeadModel(GenerationMixin):
         n_valid = int(np.count_nonzero(targets != -100))
         if n_valid == 0:
             raise ValueError("every label is -100: there is no target to compute a loss on")
-        self._k.crossentropy_forward(a.losses, a.logits, targets)
+        _C.crossentropy_forward(a.losses, a.logits, targets)
         return float(a.losses.sum(dtype=np.float64) / n_valid), n_valid
 
     def forward_backward(self, input_ids: Any, labels: Any) -> float:
