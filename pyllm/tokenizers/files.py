@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -34,6 +35,14 @@ HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+@lru_cache(maxsize=None)
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it briefly)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same
     directory, flushed to disk, then renamed over ``path``: a reader sees the
@@ -46,6 +55,7 @@ def write_text_atomic(path: PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from ..tokenizers.char import CharTokenizer
-from ..tokenizers.files import write_text_atomic
+from ..tokenizers.files import _umask, write_text_atomic
 from .bpe_train import train_bpe
 
 __all__ = ["CharTokenizer", "train_bpe", "TokenDataset", "prepare_data", "load_splits", "read_text",
@@ -88,6 +88,7 @@ def _write_bytes_atomic(path: Path, data: np.ndarray) -> None:
             data.tofile(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
