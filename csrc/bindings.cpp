@@ -565,8 +565,8 @@ void check_ids(const I64& ids, const char* name, int64_t V, const char* range_na
 }
 
 void sgemm_into(const py::object& out_obj, const py::object& a_obj, const py::object& b_obj,
-                bool trans_a, bool trans_b, bool accumulate) {
-    // out (M,N) (+)= op(a) @ op(b): a (M,K) or (K,M), b (K,N) or (N,K)
+                bool trans_a, bool trans_b, bool accumulate, const py::object& bias_obj) {
+    // out (M,N) (+)= op(a) @ op(b) [+ bias (N,)]: a (M,K) or (K,M), b (K,N) or (N,K)
     F32 out = fout(out_obj, "out", 2), a = fbuf(a_obj, "a", 2), b = fbuf(b_obj, "b", 2);
     const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
     const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
@@ -575,10 +575,17 @@ void sgemm_into(const py::object& out_obj, const py::object& a_obj, const py::ob
                         (trans_b ? " (transposed)" : ""));
     expect_shape(out, "out", {M, N});
     expect(!overlap(out, a) && !overlap(out, b), "sgemm: out must not overlap a or b");
+    F32 bias;
+    if (!bias_obj.is_none()) {
+        bias = fbuf(bias_obj, "bias", 1);
+        expect_shape(bias, "bias", {N});
+        expect(!overlap(out, bias), "sgemm: out must not overlap bias");
+    }
+    const float* bp = bias_obj.is_none() ? nullptr : bias.data();
     py::gil_scoped_release nogil;
     float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
-    kernels().sgemm(out.mutable_data(), a.data(), b.data(), M, N, K, trans_a, trans_b, accumulate,
-                    work);
+    kernels().sgemm_bias(out.mutable_data(), a.data(), b.data(), bp, M, N, K, trans_a, trans_b,
+                         accumulate, work);
 }
 
 void bias_add(const py::object& out_obj, const py::object& bias_obj) {
@@ -592,7 +599,8 @@ void bias_backward(const py::object& dbias_obj, const py::object& dout_obj) {
     F32 dbias = fout(dbias_obj, "dbias", 1), dout = fbuf(dout_obj, "dout");
     const int64_t N = dbias.shape(0), R = rows_of(dout, "dout", N, "N, the size of dbias");
     py::gil_scoped_release nogil;
-    kernels().bias_backward(dbias.mutable_data(), dout.data(), R, N);
+    float* work = pyllm::thread_workspace(pyllm::bias_backward_work_floats(N, pyllm::num_threads()));
+    kernels().bias_backward(dbias.mutable_data(), dout.data(), R, N, work);
 }
 
 void encoder_forward(const py::object& out_obj, const py::object& ids_obj,
@@ -927,7 +935,7 @@ PYBIND11_MODULE(_C, m) {
 
     // training kernels: in place over caller buffers; backward ones add into gradients
     m.def("sgemm", &sgemm_into, py::arg("out"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
-          py::arg("trans_b") = false, py::arg("accumulate") = false);
+          py::arg("trans_b") = false, py::arg("accumulate") = false, py::arg("bias") = py::none());
     m.def("bias_add", &bias_add, py::arg("out"), py::arg("bias"));
     m.def("bias_backward", &bias_backward, py::arg("dbias"), py::arg("dout"));
     m.def("encoder_forward", &encoder_forward, py::arg("out"), py::arg("ids"), py::arg("wte"),

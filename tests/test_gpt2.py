@@ -350,6 +350,18 @@ def test_generate_equals_argmax_of_full_recomputation():
         model.generate(prompt, max_new_tokens=30)
 
 
+def test_score_matches_full_forward():
+    model = random_model(GPT2Config(vocab_size=30, n_positions=16, n_embd=16, n_layer=2, n_head=2), seed=5)
+    ids = np.random.default_rng(6).integers(0, 30, size=40)  # longer than the context: sliding windows
+    res = model.score(ids, stride=8)
+    logits = model(ids[None, :16]).logits[0].astype(np.float64)
+    lp = logits - logits.max(-1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
+    want = lp[np.arange(15), ids[1:16]]  # the first window scores tokens 1..15
+    assert res.logprobs.shape == (39,) and np.allclose(res.logprobs[:15], want, atol=1e-4)
+    assert np.isfinite(res.perplexity)
+
+
 def test_generate_needs_a_tokenizer_only_for_text():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_positions=24, n_embd=16, n_layer=1, n_head=2))
     with pytest.raises(ValueError, match="tokenizer"):

@@ -49,14 +49,15 @@ def close(got: np.ndarray, want: np.ndarray, rtol: float = 1e-5, atol: float = 1
 
 
 def _sgemm_check(rng: np.random.Generator, M: int, N: int, K: int, trans_a: bool, trans_b: bool,
-                 accumulate: bool) -> None:
+                 accumulate: bool, with_bias: bool = False) -> None:
     a = randn(rng, M, K)
     b = randn(rng, K, N)
     c0 = randn(rng, M, N)
-    want = a.astype(np.float64) @ b.astype(np.float64) + (c0 if accumulate else 0.0)
+    bias = randn(rng, N) if with_bias else None
+    want = a.astype(np.float64) @ b.astype(np.float64) + (c0 if accumulate else 0.0) + (bias if with_bias else 0.0)
     out = c0.copy()
     _C.sgemm(out, np.ascontiguousarray(a.T) if trans_a else a, np.ascontiguousarray(b.T) if trans_b else b,
-             trans_a=trans_a, trans_b=trans_b, accumulate=accumulate)
+             trans_a=trans_a, trans_b=trans_b, accumulate=accumulate, bias=bias)
     # fp32 accumulation over K unit-variance products
     np.testing.assert_allclose(out, want, rtol=0, atol=2e-5 * np.sqrt(K) + 1e-5)
 
@@ -75,6 +76,17 @@ def test_sgemm_awkward(isa, rng, trans_a, trans_b, accumulate):
 @pytest.mark.parametrize("M,N,K", [(130, 67, 385), (37, 1000, 65), (300, 45, 129), (513, 97, 33)])
 def test_sgemm_training_layouts(isa, rng, M, N, K, trans_a, trans_b):
     _sgemm_check(rng, M, N, K, trans_a, trans_b, True)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_sgemm_bias(isa, rng, trans_a, trans_b, accumulate):
+    # the bias is added once per output, also across k blocks, thread blocks and the few-row paths
+    for M, N, K in [(1, 9, 7), (3, 33, 65), (4, 17, 1), (7, 9, 33), (130, 67, 900), (600, 200, 40)]:
+        _sgemm_check(rng, M, N, K, trans_a, trans_b, accumulate, with_bias=True)
+    out = np.ones((3, 4), F32)
+    _C.sgemm(out, np.zeros((3, 0), F32), np.zeros((0, 4), F32), accumulate=True, bias=np.arange(4, dtype=F32))
+    np.testing.assert_array_equal(out, np.ones((3, 4)) + np.arange(4))
 
 
 def test_sgemm_bad_input(rng):
@@ -101,6 +113,10 @@ def test_sgemm_bad_input(rng):
         _C.sgemm(ro, a, b)
     with pytest.raises(ValueError, match="out must be a numpy array"):
         _C.sgemm([[0.0]], a, b)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        _C.sgemm(out, a, b, bias=np.zeros(5, F32))
+    with pytest.raises(ValueError, match="bias must be float32"):
+        _C.sgemm(out, a, b, bias=np.zeros(6))
 
 
 # ---- bias

@@ -61,6 +61,9 @@ static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
     return int64_t(nthreads) * (HS + kAttnBlock);
 }
 
+// bias_backward scratch: per-thread partial sums
+static inline int64_t bias_backward_work_floats(int64_t N, int nthreads) { return int64_t(nthreads) * N; }
+
 // layernorm_backward scratch: per-thread partial dweight and dbias
 static inline int64_t layernorm_backward_work_floats(int64_t C, int nthreads) {
     return int64_t(nthreads) * 2 * C;

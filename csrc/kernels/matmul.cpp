@@ -247,10 +247,12 @@ using Tile = Tile8;
 // C (mc, nc) block (+)= packed A block @ packed B block. Rows outer, columns
 // inner: the A panel (kc,MR) stays in L1 while the B block (kc,nc) streams
 // from L2, and consecutive tiles walk along the same rows of C.
+// bias (nc) or null is added to every row of each tile right after it is
+// stored, while the tile is still in L1.
 template <class T>
 void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t mc, int64_t kc,
-                int64_t nc, bool acc, float* tile) {
-    // pa (ceil(mc/MR),kc,MR), pb (ceil(nc/NR),kc,NR) -> C (mc,nc), row stride ldc
+                int64_t nc, bool acc, const float* bias, float* tile) {
+    // pa (ceil(mc/MR),kc,MR), pb (ceil(nc/NR),kc,NR) [+ bias (nc)] -> C (mc,nc), row stride ldc
     constexpr int64_t MR = T::blk.MR, NR = T::blk.NR;
     for (int64_t ir = 0; ir < mc; ir += MR) {
         const int64_t mr = min64(MR, mc - ir);
@@ -267,6 +269,14 @@ void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t
                     for (int64_t j = 0; j < nr; j++)
                         c[i * ldc + j] = (acc ? c[i * ldc + j] : 0.0f) + tile[i * NR + j];
             }
+            if (bias) {
+                for (int64_t i = 0; i < mr; i++) {
+                    float* ci = c + i * ldc;
+                    int64_t j = 0;
+                    for (; j + 8 <= nr; j += 8) vstore(ci + j, vadd(vload(ci + j), vload(bias + jr + j)));
+                    for (; j < nr; j++) ci[j] += bias[jr + j];
+                }
+            }
         }
     }
 }
@@ -275,10 +285,10 @@ void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t
 // Splits C into a tm x tn grid of thread blocks; each block packs the A rows
 // and B columns it needs, with no synchronisation between threads.
 template <class T>
-void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
-                 int64_t ldc, int64_t rsa, int64_t csa, int64_t rsb, int64_t csb, bool accumulate,
-                 float* work, int nthreads) {
-    // A (M,K) strided, B (K,N) strided -> C (M,N), row stride ldc
+void gemm_packed(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N,
+                 int64_t K, int64_t ldc, int64_t rsa, int64_t csa, int64_t rsb, int64_t csb,
+                 bool accumulate, float* work, int nthreads) {
+    // A (M,K) strided, B (K,N) strided [+ bias (N) on every row] -> C (M,N), row stride ldc
     constexpr int64_t MR = T::blk.MR, NR = T::blk.NR, MC = T::blk.MC, KC = T::blk.KC,
                       NC = T::blk.NC;
     static_assert(MC % MR == 0 && NC % NR == 0, "blocks hold whole register tiles");
@@ -325,7 +335,8 @@ void gemm_packed(float* C, const float* A, const float* B, int64_t M, int64_t N,
                     for (int64_t jc = c0; jc < c1; jc += nc_max) {
                         const int64_t nc = min64(nc_max, c1 - jc);
                         pack_b<NR>(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
-                        gemm_tiles<T>(C + ic * ldc + jc, ldc, pa, pb, mc, kc, nc, acc, tile);
+                        gemm_tiles<T>(C + ic * ldc + jc, ldc, pa, pb, mc, kc, nc, acc,
+                                      pc == 0 && bias ? bias + jc : nullptr, tile);
                     }
                 }
             }
@@ -444,12 +455,15 @@ void gemv(float* C, const float* a, const float* B, int64_t N, int64_t K, bool t
 
 }  // namespace
 
-void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
-           bool trans_a, bool trans_b, bool accumulate, float* work) {
-    // A (M,K) [or (K,M)], B (K,N) [or (N,K)] -> C (M,N)
+void sgemm_bias(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N,
+                int64_t K, bool trans_a, bool trans_b, bool accumulate, float* work) {
+    // A (M,K) [or (K,M)], B (K,N) [or (N,K)], bias (N) or null -> C (M,N)
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!accumulate) std::memset(C, 0, sizeof(float) * M * N);
+        if (bias)
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) C[i * N + j] += bias[j];
         return;
     }
     const int nthreads = num_threads();
@@ -461,14 +475,24 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
     // (only the (K,N) path needs the per-thread partial rows in work)
     if (M <= 4 && !trans_a && (trans_b || int64_t(nthreads) * M * N <= capacity)) {
         switch (M) {
-            case 1: gemv<1>(C, A, B, N, K, trans_b, accumulate, work); return;
-            case 2: gemv<2>(C, A, B, N, K, trans_b, accumulate, work); return;
-            case 3: gemv<3>(C, A, B, N, K, trans_b, accumulate, work); return;
-            default: gemv<4>(C, A, B, N, K, trans_b, accumulate, work); return;
+            case 1: gemv<1>(C, A, B, N, K, trans_b, accumulate, work); break;
+            case 2: gemv<2>(C, A, B, N, K, trans_b, accumulate, work); break;
+            case 3: gemv<3>(C, A, B, N, K, trans_b, accumulate, work); break;
+            default: gemv<4>(C, A, B, N, K, trans_b, accumulate, work); break;
         }
+        if (bias)
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) C[i * N + j] += bias[j];
+        return;
     }
 
-    gemm_packed<Tile>(C, A, B, M, N, K, N, rsa, csa, rsb, csb, accumulate, work, nthreads);
+    gemm_packed<Tile>(C, A, B, bias, M, N, K, N, rsa, csa, rsb, csb, accumulate, work, nthreads);
+}
+
+void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+           bool trans_a, bool trans_b, bool accumulate, float* work) {
+    // A (M,K) [or (K,M)], B (K,N) [or (N,K)] -> C (M,N)
+    sgemm_bias(C, A, B, nullptr, M, N, K, trans_a, trans_b, accumulate, work);
 }
 
 void sgemm_strided(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
@@ -481,7 +505,7 @@ void sgemm_strided(float* C, const float* A, const float* B, int64_t M, int64_t 
             for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
         return;
     }
-    gemm_packed<Tile>(C, A, B, M, N, K, ldc, rsa, csa, rsb, csb, accumulate, work, 1);
+    gemm_packed<Tile>(C, A, B, nullptr, M, N, K, ldc, rsa, csa, rsb, csb, accumulate, work, 1);
 }
 
 }  // namespace PYLLM_ISA

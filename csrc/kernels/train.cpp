@@ -37,30 +37,33 @@ void bias_add(float* out, const float* bias, int64_t R, int64_t N) {
     for (int64_t r = 0; r < R; r++) row_add(out + r * N, bias, N);
 }
 
-void bias_backward(float* dbias, const float* dout, int64_t R, int64_t N) {
+void bias_backward(float* dbias, const float* dout, int64_t R, int64_t N, float* work) {
     // dout (R,N) -> dbias (N) += sum over rows
-    // threads own slices of 64 columns, summed down all rows in registers
-    constexpr int64_t kCols = 64;
-    const int64_t chunks = ceil_div(N, kCols);
-#pragma omp parallel for num_threads(threads_for(R * N)) schedule(static)
-    for (int64_t ch = 0; ch < chunks; ch++) {
-        const int64_t c0 = ch * kCols, n = min64(kCols, N - c0);
-        if (n == kCols) {
-            vf acc[kCols / 8];
-            for (int v = 0; v < kCols / 8; v++) acc[v] = vzero();
-            for (int64_t r = 0; r < R; r++) {
-                const float* d = dout + r * N + c0;
-#pragma GCC unroll 8
-                for (int v = 0; v < kCols / 8; v++) acc[v] = vadd(acc[v], vload(d + 8 * v));
+    // Threads stream their own rows (4 at a time) into a partial sum in
+    // work (nthreads, N); the partials are then added in thread order, each
+    // thread a slice of the columns.
+#pragma omp parallel num_threads(threads_for(R * N))
+    {
+        const int ti = thread_index(), nr = thread_count();
+        float* part = work + int64_t(ti) * N;  // (N)
+        std::memset(part, 0, sizeof(float) * N);
+        const int64_t r1 = R * (ti + 1) / nr;
+        int64_t r = R * ti / nr;
+        for (; r + 4 <= r1; r += 4) {
+            const float* d = dout + r * N;
+            int64_t j = 0;
+            for (; j + 8 <= N; j += 8) {
+                const vf s01 = vadd(vload(d + j), vload(d + N + j));
+                const vf s23 = vadd(vload(d + 2 * N + j), vload(d + 3 * N + j));
+                vstore(part + j, vadd(vload(part + j), vadd(s01, s23)));
             }
-            for (int v = 0; v < kCols / 8; v++)
-                vstore(dbias + c0 + 8 * v, vadd(vload(dbias + c0 + 8 * v), acc[v]));
-        } else {
-            float acc[kCols] = {};
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t j = 0; j < n; j++) acc[j] += dout[r * N + c0 + j];
-            for (int64_t j = 0; j < n; j++) dbias[c0 + j] += acc[j];
+            for (; j < N; j++) part[j] += (d[j] + d[N + j]) + (d[2 * N + j] + d[3 * N + j]);
         }
+        for (; r < r1; r++) row_add(part, dout + r * N, N);
+#pragma omp barrier
+        int64_t c0, c1;
+        slice8(N, ti, nr, &c0, &c1);
+        for (int u = 0; u < nr; u++) row_add(dbias + c0, work + int64_t(u) * N + c0, c1 - c0);
     }
 }
 

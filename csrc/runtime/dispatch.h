@@ -11,6 +11,7 @@
 // The kernel list, once, as an X-macro: every ISA build provides each name.
 #define PYLLM_KERNEL_LIST(X) \
     X(sgemm)                 \
+    X(sgemm_bias)            \
     X(sgemm_strided)         \
     X(matmul_ref)            \
     X(softmax_forward)       \

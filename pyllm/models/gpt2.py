@@ -205,9 +205,9 @@ class GPT2LMHeadModel(GenerationMixin):
 
     >>> cfg = GPT2Config(vocab_size=65, n_positions=32, n_embd=48, n_layer=2, n_head=4)
     >>> model = GPT2LMHeadModel(cfg, seed=0)
-    >>> ids = np.zeros((2, 8), dtype=np.int64)
-    >>> round(model.forward_backward(ids, ids), 1)   # about log(65) at init
-    4.2
+    >>> ids = np.arange(16).reshape(2, 8)
+    >>> round(model.forward_backward(ids, ids + 1), 1)   # near log(65) at init
+    4.3
     """
 
     def __init__(self, config: GPT2Config, seed: int = 0, tokenizer: Any = None):
