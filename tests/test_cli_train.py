@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,18 @@ def test_fine_tune_and_bpe(trained, tmp_path):
     tok = AutoTokenizer.from_pretrained(bpe)
     assert isinstance(tok, BPETokenizer) and tok.vocab_size == 300
     assert json.loads((bpe / "config.json").read_text())["vocab_size"] == 300
+
+
+def test_fine_tune_a_transformers_directory_with_a_given_tokenizer(trained, tmp_path):
+    d, out = trained
+    src = Path(__file__).parent / "data" / "gpt2_tiny"  # written by transformers, no tokenizer files
+    ft = tmp_path / "ft"
+    args = ["train", "--data", str(d / "play.txt"), "--out", str(ft), "--init-from", str(src), "--max-steps", "3",
+            "--block-size", "32", "--eval-every", "0", "--no-progress"]
+    assert cli.main(args) == 1  # no tokenizer to go with it
+    assert cli.main(args + ["--tokenizer", str(out)]) == 0
+    assert json.loads((ft / "config.json").read_text())["n_embd"] == 48
+    assert CharTokenizer.from_pretrained(ft) == CharTokenizer.from_pretrained(out)
 
 
 def test_bad_input(trained, tmp_path, capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,3 +369,33 @@ def test_gpt2_resume_is_bit_exact(tmp_path):
     full_losses = _losses(full)
     assert _losses(part) == full_losses
     assert full_losses[-1][1] < full_losses[0][1]
+
+
+def test_gpt2_vocab_and_merges_files_load(tmp_path):
+    # GPT-2's original pair of files: vocab.json (with <|endoftext|>) and merges.txt with a version line
+    tok = train_bpe(TEXT, vocab_size=290)
+    (tmp_path / "vocab.json").write_text(json.dumps(tok.get_vocab()), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(tok._merges) + "\n", encoding="utf-8")
+    again = load_tokenizer(tmp_path)
+    assert again.encode(TEXT[:300] + "<|endoftext|>") == tok.encode(TEXT[:300] + "<|endoftext|>")
+    assert again.eos_token == again.bos_token == "<|endoftext|>"
+
+
+def test_fine_tuning_starts_from_a_transformers_checkpoint(tmp_path):
+    # tests/data/gpt2_tiny was written by transformers (V=65, n_positions=32): the first
+    # logged loss of a fine-tuning run is transformers' loss on the same batch
+    import torch
+    import transformers
+
+    from pyllm import GPT2LMHeadModel
+
+    src = Path(__file__).parent / "data" / "gpt2_tiny"
+    tok, train, val = _data(block=32)
+    model = GPT2LMHeadModel.from_pretrained(src)
+    Trainer(model, _args(tmp_path, max_steps=1, eval_strategy="no"), train, tokenizer=tok).train()
+    x, y = train.get_batch(4, np.random.Generator(np.random.PCG64(7)))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(src).eval()
+    with torch.no_grad():
+        logits = hf(torch.from_numpy(x)).logits
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).reshape(-1))
+    assert _losses(tmp_path)[0][1] == pytest.approx(float(ref), rel=1e-5)
