@@ -1,8 +1,5 @@
-// Training kernels: the backward twins of the GPT-2 forward ops (encoder,
-// layernorm, GELU, bias, attention with saved probabilities, cross-entropy)
-// and the optimizer step. Not the forward ops the inference path shares
-// (nn.cpp) and not the GEMMs (matmul.cpp). Backward kernels add (+=) into
-// their gradient outputs unless said otherwise.
+// Training kernels: backward twins of the GPT-2 ops, attention with saved probabilities, AdamW.
+// Not the forward ops inference shares (nn.cpp) nor the GEMMs (matmul.cpp). Backward ops add (+=).
 #include <cmath>
 #include <cstring>
 

@@ -327,19 +327,15 @@ class GPT2LMHeadModel(GenerationMixin):
             k.layernorm_forward(a.ln1[i], a.ln1_mean[i], a.ln1_rstd[i], x, p[h + "ln_1.weight"], p[h + "ln_1.bias"],
                                 eps)
             qkv = a.qkv[i].reshape(R, 3 * C)
-            k.sgemm(qkv, a.ln1[i], p[h + "attn.c_attn.weight"])
-            k.bias_add(qkv, p[h + "attn.c_attn.bias"])
+            k.sgemm(qkv, a.ln1[i], p[h + "attn.c_attn.weight"], bias=p[h + "attn.c_attn.bias"])
             k.attention_forward(a.atty[i], a.att[i], a.qkv[i], cfg.n_head)
-            k.sgemm(a.proj, a.atty[i].reshape(R, C), p[h + "attn.c_proj.weight"])
-            k.bias_add(a.proj, p[h + "attn.c_proj.bias"])
+            k.sgemm(a.proj, a.atty[i].reshape(R, C), p[h + "attn.c_proj.weight"], bias=p[h + "attn.c_proj.bias"])
             k.residual_forward(a.res2[i], x, a.proj)
             k.layernorm_forward(a.ln2[i], a.ln2_mean[i], a.ln2_rstd[i], a.res2[i], p[h + "ln_2.weight"],
                                 p[h + "ln_2.bias"], eps)
-            k.sgemm(a.fch[i], a.ln2[i], p[h + "mlp.c_fc.weight"])
-            k.bias_add(a.fch[i], p[h + "mlp.c_fc.bias"])
+            k.sgemm(a.fch[i], a.ln2[i], p[h + "mlp.c_fc.weight"], bias=p[h + "mlp.c_fc.bias"])
             k.gelu_forward(a.fch_gelu[i], a.fch[i])
-            k.sgemm(a.proj, a.fch_gelu[i], p[h + "mlp.c_proj.weight"])
-            k.bias_add(a.proj, p[h + "mlp.c_proj.bias"])
+            k.sgemm(a.proj, a.fch_gelu[i], p[h + "mlp.c_proj.weight"], bias=p[h + "mlp.c_proj.bias"])
             k.residual_forward(a.res3[i], a.res2[i], a.proj)
             x = a.res3[i]
         k.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, x, p["transformer.ln_f.weight"],
