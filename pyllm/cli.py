@@ -1,4 +1,4 @@
-"""The `pyllm` command line: generate, chat, perplexity, bench, info, pull.
+"""The `pyllm` command line: generate, chat, perplexity, bench, info, pull, train.
 Each command is a thin layer over the Python API; no logic the API lacks."""
 
 from __future__ import annotations
@@ -146,6 +146,128 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_tokenizer(args: argparse.Namespace, text: str) -> Any:
+    """The tokenizer a training run uses: the resumed run's, the --init-from
+    model's, or a new one (--tokenizer char|bpe) or a saved one (a path)."""
+    from pathlib import Path
+
+    from .tokenizers.files import find_tokenizer, load_tokenizer
+    from .training import CharTokenizer, train_bpe
+
+    out = Path(args.out)
+    if args.resume and find_tokenizer(out) is not None:
+        return load_tokenizer(out)
+    if args.init_from:
+        if find_tokenizer(args.init_from) is not None:
+            if args.tokenizer not in (None, "char", "bpe"):
+                return load_tokenizer(args.tokenizer)
+            if args.tokenizer is not None:
+                raise ValueError(f"--init-from {args.init_from} brings its own tokenizer; drop --tokenizer "
+                                 f"{args.tokenizer} (a new vocabulary would not fit the model's embeddings)")
+            return load_tokenizer(args.init_from)
+        if args.tokenizer in (None, "char", "bpe"):
+            raise ValueError(f"{args.init_from} has no tokenizer files: pass --tokenizer PATH to the one "
+                             "the model was trained with")
+    kind = args.tokenizer or "char"
+    if kind == "char":
+        return CharTokenizer.from_text(text)
+    if kind == "bpe":
+        t0 = time.perf_counter()
+        tok = train_bpe(text, args.vocab_size)
+        _err(f"[trained a byte-level BPE vocabulary of {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f} s]")
+        return tok
+    return load_tokenizer(kind)
+
+
+def _tokenizer_fingerprint(tok: Any) -> str:
+    import hashlib
+
+    from .tokenizers import BPETokenizer, CharTokenizer
+    from .tokenizers.files import bpe_to_hf_json
+
+    if isinstance(tok, CharTokenizer):
+        text = tok.to_json()
+    elif isinstance(tok, BPETokenizer):
+        text = json.dumps(bpe_to_hf_json(tok), sort_keys=True)
+    else:
+        text = repr(tok)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _train(args: argparse.Namespace) -> int:
+    import hashlib
+    from pathlib import Path
+
+    from .models.gpt2 import GPT2Config, GPT2LMHeadModel
+    from .training import Trainer, TrainingArguments, load_splits, prepare_data, read_text
+    from .training.checkpoint import last_checkpoint
+    from .training.data import read_meta, sidecar
+
+    if args.threads is not None:
+        from . import set_num_threads
+
+        set_num_threads(args.threads)
+    out = Path(args.out)
+    resume = last_checkpoint(out) if args.resume else None
+    if args.resume and resume is None:
+        raise ValueError(f"--resume: {out} holds no checkpoint-* directory to resume from")
+    text = read_text(args.data)
+    tok = _train_tokenizer(args, text)
+
+    # tokens, re-encoded only when the text or the tokenizer changed
+    bin_path = out / "data" / "tokens.bin"
+    fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    reuse = False
+    if bin_path.is_file() and sidecar(bin_path).is_file():
+        try:
+            meta = read_meta(bin_path)
+            reuse = (meta.get("text_sha256") == fingerprint and meta.get("vocab_size") == tok.vocab_size
+                     and meta.get("val_fraction") == args.val_fraction and meta.get("tokenizer") == _tokenizer_fingerprint(tok))
+        except (ValueError, OSError):
+            reuse = False
+    if not reuse:
+        t0 = time.perf_counter()
+        meta = prepare_data(args.data, tok, bin_path, val_fraction=args.val_fraction, text=text,
+                            extra={"val_fraction": args.val_fraction, "tokenizer": _tokenizer_fingerprint(tok)})
+        _err(f"[{meta['n_tokens']:,} tokens ({tok.vocab_size} in the vocabulary) written to {bin_path} "
+             f"in {time.perf_counter() - t0:.1f} s]")
+    train, val = load_splits(bin_path, args.block_size)
+    if args.eval_every and val is None:
+        raise ValueError("evaluation needs a validation split: use --val-fraction > 0, or --eval-every 0")
+
+    if args.init_from:
+        model = GPT2LMHeadModel.from_pretrained(args.init_from)
+        if model.config.vocab_size < tok.vocab_size:
+            raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model from {args.init_from} has "
+                             f"vocab_size={model.config.vocab_size}: mismatched model and tokenizer")
+    else:
+        eos = getattr(tok, "eos_token_id", None)
+        config = GPT2Config(vocab_size=tok.vocab_size, n_positions=args.block_size, n_embd=args.n_embd,
+                            n_layer=args.n_layer, n_head=args.n_head, bos_token_id=eos, eos_token_id=eos)
+        model = GPT2LMHeadModel(config, seed=args.seed)
+    _err(f"[GPT-2: {model.config.n_layer} layers, {model.config.n_head} heads, n_embd {model.config.n_embd}, "
+         f"context {model.config.n_positions}, {model.num_parameters():,} parameters; "
+         f"{len(train):,} training tokens" + (f", {len(val):,} validation tokens]" if val is not None else "]"))
+
+    eval_every = args.eval_every if val is not None else 0
+    targs = TrainingArguments(
+        output_dir=str(out), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, weight_decay=args.weight_decay, adam_beta1=0.9, adam_beta2=args.beta2,
+        max_grad_norm=args.grad_clip, lr_scheduler_type=args.schedule,
+        lr_scheduler_kwargs={"min_lr_rate": args.min_lr_rate} if args.schedule == "cosine_with_min_lr" else {},
+        warmup_steps=args.warmup, logging_steps=args.log_every,
+        eval_strategy="steps" if eval_every else "no", eval_steps=eval_every or None,
+        max_eval_batches=args.eval_batches, save_steps=args.save_every or eval_every or args.max_steps,
+        save_total_limit=args.save_total_limit, seed=args.seed, disable_tqdm=args.no_progress)
+    trainer = Trainer(model, targs, train_dataset=train, eval_dataset=val, tokenizer=tok)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out))
+    _err(f"[trained to step {result.global_step}; model and tokenizer saved in {out}; try: "
+         f"pyllm generate --model {out} \"PROMPT\" --do-sample]")
+    return 0
+
+
 def model_threads() -> int:
     import pyllm
 
@@ -210,7 +332,8 @@ def _pull(args: argparse.Namespace) -> int:
 def _model_args(p: argparse.ArgumentParser) -> None:
     from .hub import DEFAULT_MODEL
 
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"a .gguf path or registered name (default {DEFAULT_MODEL})")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                   help=f"a .gguf path, a model directory (pyllm train --out) or registered name (default {DEFAULT_MODEL})")
     p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
     p.add_argument("--n-ctx", type=int, default=None, help="context length to allocate (default: min(trained, 4096))")
     p.add_argument("--verbose", "-v", action="store_true")
@@ -273,6 +396,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_info)
 
+    p = sub.add_parser("train", help="train (or fine-tune) a GPT-2 model on a text file")
+    p.add_argument("--data", required=True, help="a UTF-8 text file, a directory of .txt files, or 'shakespeare'")
+    p.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, and the final model")
+    p.add_argument("--tokenizer", default=None,
+                   help="char (default), bpe (trained on the data), or a path to a saved tokenizer / model directory")
+    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size for --tokenizer bpe")
+    p.add_argument("--init-from", default=None, help="fine-tune a saved pyllm or Hugging Face GPT-2 directory")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--block-size", type=int, default=128, help="tokens per training sequence (the context)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--schedule", default="cosine_with_min_lr",
+                   choices=["linear", "cosine", "cosine_with_min_lr", "constant", "constant_with_warmup"])
+    p.add_argument("--min-lr-rate", type=float, default=0.1, help="cosine_with_min_lr: final lr / peak lr")
+    p.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--beta2", type=float, default=0.99)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: no clipping)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="the tail of the data held out for evaluation")
+    p.add_argument("--eval-every", type=int, default=100, help="evaluate every this many steps (0: never)")
+    p.add_argument("--eval-batches", type=int, default=20, help="batches per evaluation")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every this many steps (default: --eval-every)")
+    p.add_argument("--save-total-limit", type=int, default=2, help="keep this many checkpoints")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.add_argument("--threads", "-t", type=int, default=None)
+    p.set_defaults(func=_train)
+
     p = sub.add_parser("pull", help="fetch a registered model into the local cache")
     p.add_argument("name", nargs="?", default=None, help="registered model name (default: the default model)")
     p.set_defaults(func=_pull)
@@ -283,7 +440,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, ConnectionError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
+        _err(f"pyllm: error: {e}")
+        return 1
+    except OSError as e:
+        if args.command != "train":
+            raise
         _err(f"pyllm: error: {e}")
         return 1
     except KeyboardInterrupt:
