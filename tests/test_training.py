@@ -11,13 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from training_toy import BigramConfig, BigramLM
 
 from pyllm.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer, save_tokenizer
-from pyllm.training import (Trainer, TrainingArguments, TrainingDivergedError, TokenDataset, get_scheduler,
-                            load_splits, prepare_data, read_text, train_bpe)
+from pyllm.training import (
+    TokenDataset,
+    Trainer,
+    TrainingArguments,
+    TrainingDivergedError,
+    get_scheduler,
+    load_splits,
+    prepare_data,
+    read_text,
+    train_bpe,
+)
 from pyllm.training import checkpoint as ckpt
 from pyllm.training.data import read_meta, token_dtype
-from training_toy import BigramConfig, BigramLM
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n") * 40
@@ -185,7 +194,8 @@ def _data(block=16):
     tok = CharTokenizer.from_text(TEXT)
     ids = tok.encode_array(TEXT).astype(np.uint16)
     cut = int(len(ids) * 0.9)
-    return tok, TokenDataset(ids[:cut], block, tok.vocab_size), TokenDataset(ids[cut:], block, tok.vocab_size, "validation")
+    train = TokenDataset(ids[:cut], block, tok.vocab_size)
+    return tok, train, TokenDataset(ids[cut:], block, tok.vocab_size, "validation")
 
 
 def _args(out, **kw):
@@ -268,7 +278,8 @@ def test_failed_save_leaves_previous_checkpoint_latest(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt, "save_optimizer_state", disk_full)
     trainer = Trainer(BigramLM(BigramConfig(vocab_size=tok.vocab_size)), _args(tmp_path), train, val, tokenizer=tok)
-    with pytest.raises(OSError, match="checkpoint of step 10.*No space left.*last complete checkpoint is .*checkpoint-5"):
+    with pytest.raises(OSError,
+                       match="checkpoint of step 10.*No space left.*last complete checkpoint is .*checkpoint-5"):
         trainer.train()
     assert [p.name for _, p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-5"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left

@@ -33,7 +33,8 @@ def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> Any:
         raise ValueError(f"{d / 'config.json'} is not valid JSON: {e}") from None
     if model_type != "gpt2":
         raise ValueError(f"unsupported model_type {model_type!r} in {d / 'config.json'}; supported: "
-                         f"{', '.join(SUPPORTED_MODEL_TYPES)} (and GGUF files for {', '.join(SUPPORTED_ARCHITECTURES)})")
+                         f"{', '.join(SUPPORTED_MODEL_TYPES)} "
+                         f"(and GGUF files for {', '.join(SUPPORTED_ARCHITECTURES)})")
     from ..tokenizers.files import find_tokenizer, load_tokenizer
     from .gpt2 import GPT2LMHeadModel
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from .. import _C
+from .._fileio import atomic_write, write_text_atomic
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin
 from .llama import CausalLMOutput
@@ -441,9 +441,9 @@ class GPT2LMHeadModel(GenerationMixin):
         d.mkdir(parents=True, exist_ok=True)
         with self._lock:
             tensors = {name: np.ascontiguousarray(v) for name, v in self.params.items()}
-            _atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+            atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
         text = self.config.to_json_string()
-        _atomic_write(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        write_text_atomic(d / CONFIG_NAME, text)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, "os.PathLike[str]"],
@@ -591,18 +591,6 @@ class GPT2LMHeadModel(GenerationMixin):
         c = self.config
         return (f"GPT2LMHeadModel(layers={c.n_layer}, n_embd={c.n_embd}, heads={c.n_head}, "
                 f"vocab={c.vocab_size}, n_positions={c.n_positions}, parameters={self.num_parameters():,})")
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_safetensors(d: Path) -> Dict[str, np.ndarray]:

@@ -143,7 +143,7 @@ class CharTokenizer:
 
     def save_pretrained(self, directory: Union[str, "os.PathLike[str]"]) -> Path:
         """Write ``char_tokenizer.json`` into ``directory`` (atomically) and return its path."""
-        from .files import write_text_atomic
+        from .._fileio import write_text_atomic
 
         path = Path(directory) / CHAR_TOKENIZER_FILE
         write_text_atomic(path, self.to_json())

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .._fileio import write_text_atomic
 from .bpe import CONTROL, USER_DEFINED, BPETokenizer
 from .char import CHAR_TOKENIZER_FILE, CharTokenizer
 
@@ -33,34 +32,6 @@ HF_TOKENIZER_FILE = "tokenizer.json"
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-@lru_cache(maxsize=None)
-def _umask() -> int:
-    """The process umask, read once (reading it means setting it briefly)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same
-    directory, flushed to disk, then renamed over ``path``: a reader sees the
-    old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ---- byte-level BPE <-> tokenizer.json

@@ -5,8 +5,15 @@ bit-exact resume. Not models (pyllm.models) and not the optimizer (pyllm.optim).
 from ..tokenizers.char import CharTokenizer
 from .bpe_train import train_bpe
 from .data import TokenDataset, load_splits, prepare_data, read_text
-from .trainer import (SCHEDULER_TYPES, Trainer, TrainerState, TrainingArguments, TrainingDivergedError, TrainOutput,
-                      get_scheduler)
+from .trainer import (
+                      SCHEDULER_TYPES,
+                      Trainer,
+                      TrainerState,
+                      TrainingArguments,
+                      TrainingDivergedError,
+                      TrainOutput,
+                      get_scheduler,
+)
 
 __all__ = ["CharTokenizer", "train_bpe", "TokenDataset", "prepare_data", "load_splits", "read_text", "Trainer",
            "TrainerState", "TrainingArguments", "TrainingDivergedError", "TrainOutput", "get_scheduler",

@@ -30,7 +30,7 @@ import heapq
 from collections import Counter
 from typing import Dict, List, Sequence, Set, Tuple
 
-from ..tokenizers import _bpe  # type: ignore[attr-defined]  # compiled (Cython)
+from ..tokenizers import _bpe
 from ..tokenizers.bpe import CONTROL, BPETokenizer
 from ..tokenizers.bytelevel import bytes_to_unicode, encode_bytelevel
 

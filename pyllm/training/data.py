@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .._fileio import atomic_write, write_text_atomic
 from ..tokenizers.char import CharTokenizer
-from ..tokenizers.files import _umask, write_text_atomic
 from .bpe_train import train_bpe
 
 __all__ = ["CharTokenizer", "train_bpe", "TokenDataset", "prepare_data", "load_splits", "read_text",
@@ -80,22 +79,6 @@ def encode_text(text: str, tokenizer: Any) -> np.ndarray:
     return np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
 
 
-def _write_bytes_atomic(path: Path, data: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            data.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sidecar(path: PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
@@ -124,7 +107,7 @@ def prepare_data(source: PathLike, tokenizer: Any, out_path: PathLike, val_fract
             "vocab_size": vocab_size, "source": os.fspath(source),
             "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), **(extra or {})}
     out = Path(out_path)
-    _write_bytes_atomic(out, ids.astype(dtype))
+    atomic_write(out, ids.astype(dtype).tofile)
     write_text_atomic(sidecar(out), json.dumps(meta, indent=2))
     return meta
 

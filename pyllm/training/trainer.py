@@ -38,7 +38,8 @@ from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple, Union
 
 import numpy as np
 
-from ..tokenizers.files import save_tokenizer, write_text_atomic
+from .._fileio import write_text_atomic
+from ..tokenizers.files import save_tokenizer
 from . import checkpoint as ckpt
 
 __all__ = ["TrainingArguments", "Trainer", "TrainOutput", "TrainingDivergedError", "get_scheduler",
@@ -163,8 +164,9 @@ class TrainingArguments:
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         need(self.lr_scheduler_type in SCHEDULER_TYPES,
              f"lr_scheduler_type {self.lr_scheduler_type!r} is not supported; supported: {', '.join(SCHEDULER_TYPES)}")
-        need(self.eval_strategy in ("no", "steps"), f"eval_strategy must be 'no' or 'steps', got {self.eval_strategy!r}")
-        need(self.save_strategy in ("no", "steps"), f"save_strategy must be 'no' or 'steps', got {self.save_strategy!r}")
+        for name in ("eval_strategy", "save_strategy"):
+            value = getattr(self, name)
+            need(value in ("no", "steps"), f"{name} must be 'no' or 'steps', got {value!r}")
         need(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
         get_scheduler(self.lr_scheduler_type, 0, 1, **dict(self.lr_scheduler_kwargs))  # checks the kwargs
 
