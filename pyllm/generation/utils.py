@@ -76,6 +76,16 @@ class _ModelConfig(Protocol):
     def vocab_size(self) -> int: ...
 
 
+def reusable_prefix(ids: Sequence[int], cached: Sequence[int]) -> int:
+    """How many leading tokens of ``ids`` a KV cache holding ``cached`` can keep:
+    the common prefix, less one when it covers all of ``ids`` (the last token
+    runs again for its logits)."""
+    common, limit = 0, min(len(ids), len(cached))
+    while common < limit and ids[common] == cached[common]:
+        common += 1
+    return min(common, len(ids) - 1)
+
+
 class GenerationMixin:
     """generate / stream / score over a model with `_prefill`, `step`,
     `config`, `n_ctx`, `tokenizer`, `_lock` (see LlamaForCausalLM)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _C
 from ..generation.configuration import GenerationConfig
-from ..generation.utils import GenerationMixin
+from ..generation.utils import GenerationMixin, reusable_prefix
 from .gguf import GGUFFile
 
 
@@ -211,11 +211,7 @@ class LlamaForCausalLM(GenerationMixin):
     def _prefill(self, ids: List[int]) -> np.ndarray:
         """Logits after ``ids`` (V,), running only what the cache lacks."""
         with self._lock:
-            common = 0
-            limit = min(len(ids), len(self._cached))
-            while common < limit and ids[common] == self._cached[common]:
-                common += 1
-            common = min(common, len(ids) - 1)  # the last token runs again for its logits
+            common = reusable_prefix(ids, self._cached)
             self._live().truncate(common)
             self._cached = self._cached[:common]
             return self.step(ids[common:])
