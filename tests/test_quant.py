@@ -302,6 +302,22 @@ def test_qmatmul_packed_weights(isa, rng, name):
                                                atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", BLOCK_TYPES)
+def test_qmatmul_packed_many_rows_gemm_blocks(isa, rng, name):
+    # prefill shapes: the packed weights are dequantized block by block into
+    # the GEMM's panels, over several k blocks (K=1536: 4 of 384; K=2080: 65
+    # quant blocks, k blocks not a power of two), several column blocks per
+    # thread and a partial last panel and group (N=1001)
+    for M, K, N in [(300, 1536, 1001), (33, 2080, 70)]:
+        w_raw = random_weights(rng, name, N, K)
+        wf = np_dequantize(w_raw, name).reshape(N, K).astype(np.float64)
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        ref = x.astype(np.float64) @ wf.T
+        out = _C.qmatmul(x, w_raw, TYPES[name], K, packed=True)
+        # exact fp32 weights times unquantized x: fp32 rounding only
+        np.testing.assert_allclose(out, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+
+
 def test_qmatmul_packed_needs_a_block_type(rng):
     w_raw = random_weights(rng, "F16", 4, 32)
     with pytest.raises(ValueError, match="packed"):

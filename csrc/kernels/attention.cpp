@@ -1,10 +1,15 @@
-// Fused scaled-dot-product attention: scores, mask, online softmax and the
-// weighted sum of values in one pass over the keys, plus the plain reference.
+// Scaled-dot-product attention, flash style: per block of query rows, the
+// scores against a block of keys by a GEMM tile, the mask and an online
+// softmax on them, and the weighted values added by another GEMM into the
+// output rows (rescaled as the running maximum grows). Memory stays one
+// (rows, keys) block per thread whatever the sequence length.
 // Not the KV cache (runtime/) and not the backward pass.
 #include <cmath>
+#include <cstring>
 
 #include "../simd/simd.h"
 #include "common.h"
+#include "rows.h"
 
 namespace pyllm {
 namespace PYLLM_ISA {
@@ -13,25 +18,46 @@ namespace PYLLM_ISA {
 
 namespace {
 
-inline float dot(const float* a, const float* b, int64_t n) {
-    vf acc0 = vzero(), acc1 = vzero();
+// y[0:n] *= a
+inline void scale_row(float* y, float a, int64_t n) {
+    const vf av = vset1(a);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = vfma(vload(a + i), vload(b + i), acc0);
-        acc1 = vfma(vload(a + i + 8), vload(b + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = vfma(vload(a + i), vload(b + i), acc0);
-    float s = vhsum(vadd(acc0, acc1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    for (; i + 8 <= n; i += 8) vstore(y + i, vmul(av, vload(y + i)));
+    for (; i < n; i++) y[i] *= a;
 }
 
-// y = y * alpha + p * x over n floats
-inline void scale_add(float* y, float alpha, float p, const float* x, int64_t n) {
-    const vf av = vset1(alpha), pv = vset1(p);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) vstore(y + i, vfma(pv, vload(x + i), vmul(av, vload(y + i))));
-    for (; i < n; i++) y[i] = y[i] * alpha + p * x[i];
+// The scores p[0:n] of one query row against keys s0.. (raw dot products):
+// scaled, masked (mr: the row's additive mask from key s0, or null; keys from
+// `visible` on are causally hidden), turned into exp(score - m_new) with the
+// running maximum m updated. Returns the rescale factor for what the row
+// accumulated so far (0 before anything was seen) and adds the new weights to l.
+inline float softmax_block_row(float* p, int64_t n, int64_t visible, const float* mr, float scale,
+                               float& m, double& l) {
+    if (visible > n) visible = n;
+    if (visible < 0) visible = 0;
+    const vf sv = vset1(scale);
+    int64_t j = 0;
+    if (mr) {
+        for (; j + 8 <= visible; j += 8) vstore(p + j, vfma(vload(p + j), sv, vload(mr + j)));
+        for (; j < visible; j++) p[j] = p[j] * scale + mr[j];
+    } else {
+        for (; j + 8 <= visible; j += 8) vstore(p + j, vmul(vload(p + j), sv));
+        for (; j < visible; j++) p[j] *= scale;
+    }
+    const float bm = visible > 0 ? row_max(p, visible) : -INFINITY;
+    const float m_new = bm > m ? bm : m;
+    if (m_new == -INFINITY) {  // every key so far masked out: weights 0
+        std::memset(p, 0, sizeof(float) * size_t(n));
+        return 0.0f;
+    }
+    const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+    const vf mv = vset1(m_new);
+    for (j = 0; j + 8 <= visible; j += 8) vstore(p + j, vexp(vsub(vload(p + j), mv)));
+    for (; j < visible; j++) p[j] = std::exp(p[j] - m_new);
+    if (n > visible) std::memset(p + visible, 0, sizeof(float) * size_t(n - visible));
+    l = l * double(alpha) + row_sum(p, visible);
+    m = m_new;
+    return alpha;
 }
 
 }  // namespace
@@ -44,58 +70,54 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
                        float* work) {
     // q (B,NH,T,HS), k/v (B,NKV,S,HS) -> out (B,NH,T,HS), all strided in rows
     const int64_t group = NH / NKV;
-    const int64_t rows = B * NH * T;
-    const int nt = rows * S * HS >= (1 << 15) ? num_threads() : 1;
-#pragma omp parallel num_threads(nt)
-    {
-        float* acc = work + int64_t(thread_index()) * (HS + kAttnBlock);  // (HS)
-        float* score = acc + HS;                                          // (kAttnBlock)
-#pragma omp for schedule(static)
-        for (int64_t row = 0; row < rows; row++) {
-            const int64_t t = row % T, h = (row / T) % NH, b = row / (T * NH);
-            const int64_t kh = h / group;
-            const float* qr = q + b * q_strides[0] + h * q_strides[1] + t * q_strides[2];
-            const float* kb = k + b * k_strides[0] + kh * k_strides[1];
-            const float* vb = v + b * v_strides[0] + kh * v_strides[1];
-            const float* mr = mask ? mask + b * mask_strides[0] + h * mask_strides[1] +
-                                         t * mask_strides[2]
-                                   : nullptr;
-            float* o = out + b * out_strides[0] + h * out_strides[1] + t * out_strides[2];
-            int64_t s_end = S;
-            if (causal) {
-                const int64_t last = t + q_offset + 1;
-                s_end = last < S ? (last > 0 ? last : 0) : S;
-            }
-            for (int64_t i = 0; i < HS; i++) acc[i] = 0.0f;
-            float m = -INFINITY;  // running max of the scores
-            double l = 0.0;       // running sum of exp(score - m)
-            for (int64_t s0 = 0; s0 < s_end; s0 += kAttnBlock) {
-                const int64_t n = s_end - s0 < kAttnBlock ? s_end - s0 : kAttnBlock;
-                float bm = -INFINITY;
-                for (int64_t j = 0; j < n; j++) {
-                    float sc = dot(qr, kb + (s0 + j) * k_strides[2], HS) * scale;
-                    if (mr) sc += mr[s0 + j];
-                    score[j] = sc;
-                    bm = sc > bm ? sc : bm;
-                }
-                if (bm == -INFINITY) continue;  // every key so far is masked out
-                const float m_new = bm > m ? bm : m;
-                const float alpha = std::exp(m - m_new);
-                l *= alpha;
-                int64_t j = 0;
-                const vf mv = vset1(m_new);
-                for (; j + 8 <= n; j += 8) vstore(score + j, vexp(vsub(vload(score + j), mv)));
-                for (; j < n; j++) score[j] = std::exp(score[j] - m_new);
-                for (j = 0; j < n; j++) {
-                    l += double(score[j]);
-                    scale_add(acc, j == 0 ? alpha : 1.0f, score[j], vb + (s0 + j) * v_strides[2], HS);
-                }
-                m = m_new;
-            }
-            // a row with every key masked gets zeros, as torch's SDPA returns
-            const float inv = l > 0.0 ? float(1.0 / l) : 0.0f;
-            for (int64_t i = 0; i < HS; i++) o[i] = acc[i] * inv;
+    const int64_t qblocks = (T + kAttnQueryRows - 1) / kAttnQueryRows;
+    const int64_t units = B * NH * qblocks;
+    const int nt = B * NH * T * S * HS >= (1 << 15) ? num_threads() : 1;
+    const int64_t per_thread = attention_thread_floats();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int64_t u = 0; u < units; u++) {
+        float* gw = work + int64_t(thread_index()) * per_thread;  // sgemm blocks
+        float* p = gw + sgemm_work_floats(1);                     // (rows, kAttnKeys) weights
+        float* rm = p + kAttnQueryRows * kAttnKeys;               // running max per row
+        double* rl = reinterpret_cast<double*>(rm + kAttnQueryRows);  // running sum per row
+        const int64_t i0 = (u % qblocks) * kAttnQueryRows, h = (u / qblocks) % NH, b = u / (qblocks * NH);
+        const int64_t i1 = T - i0 < kAttnQueryRows ? T : i0 + kAttnQueryRows, rows = i1 - i0;
+        const int64_t kh = h / group;
+        const float* qb = q + b * q_strides[0] + h * q_strides[1] + i0 * q_strides[2];
+        const float* kb = k + b * k_strides[0] + kh * k_strides[1];
+        const float* vb = v + b * v_strides[0] + kh * v_strides[1];
+        const float* mb = mask ? mask + b * mask_strides[0] + h * mask_strides[1] + i0 * mask_strides[2] : nullptr;
+        float* ob = out + b * out_strides[0] + h * out_strides[1] + i0 * out_strides[2];
+        // keys any row of the block sees: causal row t sees s < t + q_offset + 1
+        int64_t s_len = S;
+        if (causal) {
+            const int64_t last = i1 + q_offset;
+            s_len = last < S ? (last > 0 ? last : 0) : S;
         }
+        for (int64_t r = 0; r < rows; r++) {
+            rm[r] = -INFINITY;
+            rl[r] = 0.0;
+        }
+        if (s_len == 0)
+            for (int64_t r = 0; r < rows; r++) std::memset(ob + r * out_strides[2], 0, sizeof(float) * size_t(HS));
+        for (int64_t s0 = 0; s0 < s_len; s0 += kAttnKeys) {
+            const int64_t n = s_len - s0 < kAttnKeys ? s_len - s0 : kAttnKeys;
+            // p = q rows @ keys[s0:s0+n]^T
+            sgemm_strided(p, qb, kb + s0 * k_strides[2], rows, n, HS, kAttnKeys, q_strides[2], 1, 1,
+                          k_strides[2], false, gw);
+            for (int64_t r = 0; r < rows; r++) {
+                const int64_t visible = causal ? i0 + r + q_offset + 1 - s0 : n;
+                const float* mr = mb ? mb + r * mask_strides[2] + s0 : nullptr;
+                const float alpha = softmax_block_row(p + r * kAttnKeys, n, visible, mr, scale, rm[r], rl[r]);
+                if (s0 > 0 && alpha != 1.0f) scale_row(ob + r * out_strides[2], alpha, HS);
+            }
+            // out rows (+)= p @ values[s0:s0+n]
+            sgemm_strided(ob, p, vb + s0 * v_strides[2], rows, HS, n, out_strides[2], kAttnKeys, 1,
+                          v_strides[2], 1, s0 > 0, gw);
+        }
+        // a row with every key masked gets zeros, as torch's SDPA returns
+        for (int64_t r = 0; r < rows; r++)
+            scale_row(ob + r * out_strides[2], rl[r] > 0.0 ? float(1.0 / rl[r]) : 0.0f, HS);
     }
 }
 

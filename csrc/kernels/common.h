@@ -54,12 +54,15 @@ static inline int64_t sgemm_work_floats(int nthreads) {
     return int64_t(nthreads) * (a > b ? a : b);
 }
 
-// attention keys are scored in blocks of this many
-constexpr int64_t kAttnBlock = 64;
+// attention_forward: query rows per block and keys per block, and its
+// scratch per thread: sgemm blocks, the block's weights (rows, keys), a
+// running maximum (float) and sum (double) per row
+constexpr int64_t kAttnQueryRows = 48, kAttnKeys = 256;
 
-static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
-    return int64_t(nthreads) * (HS + kAttnBlock);
+static inline int64_t attention_thread_floats() {
+    return sgemm_work_floats(1) + kAttnQueryRows * kAttnKeys + 3 * kAttnQueryRows + 16;
 }
+static inline int64_t attention_work_floats(int nthreads) { return int64_t(nthreads) * attention_thread_floats(); }
 
 // bias_backward scratch: per-thread partial sums
 static inline int64_t bias_backward_work_floats(int64_t N, int nthreads) { return int64_t(nthreads) * N; }

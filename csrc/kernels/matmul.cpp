@@ -284,11 +284,13 @@ void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t
 // The packed, blocked product over whole register tiles of tile type T.
 // Splits C into a tm x tn grid of thread blocks; each block packs the A rows
 // and B columns it needs, with no synchronisation between threads.
-template <class T>
-void gemm_packed(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N,
-                 int64_t K, int64_t ldc, int64_t rsa, int64_t csa, int64_t rsb, int64_t csb,
-                 bool accumulate, float* work, int nthreads) {
-    // A (M,K) strided, B (K,N) strided [+ bias (N) on every row] -> C (M,N), row stride ldc
+// pack_b(dst, pc, kc, jc, nc) writes B's block of rows [pc,pc+kc) and columns
+// [jc,jc+nc) as NR-column panels; k blocks start at multiples of k_align.
+template <class T, class PackB>
+void gemm_blocks(float* C, const float* A, const PackB& pack_b_block, const float* bias, int64_t M,
+                 int64_t N, int64_t K, int64_t ldc, int64_t rsa, int64_t csa, int64_t k_align,
+                 double b_pack_cost, bool accumulate, float* work, int nthreads) {
+    // A (M,K) strided, B (K,N) by blocks [+ bias (N) on every row] -> C (M,N), row stride ldc
     constexpr int64_t MR = T::blk.MR, NR = T::blk.NR, MC = T::blk.MC, KC = T::blk.KC,
                       NC = T::blk.NC;
     static_assert(MC % MR == 0 && NC % NR == 0, "blocks hold whole register tiles");
@@ -304,13 +306,14 @@ void gemm_packed(float* C, const float* A, const float* B, const float* bias, in
         const int cn = nt / cm;
         if (mtiles < cm || ntiles < cn) continue;
         const int64_t b_packs = ceil_div(ceil_div(mtiles, cm) * MR, MC);
-        const double cost = double(K) * (double(cm) * double(N) * double(b_packs) + double(cn) * double(M));
+        const double cost =
+            double(K) * (b_pack_cost * double(cm) * double(N) * double(b_packs) + double(cn) * double(M));
         if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
     }
     nt = tm * tn;
-    // k blocks of equal size (fewer passes over C), a multiple of 4 where possible
+    // k blocks of equal size (fewer passes over C), a multiple of k_align where possible
     const int64_t nkb = ceil_div(K, KC);
-    const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), 4) * 4);
+    const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), k_align) * k_align);
     const int64_t per_thread = gemm_thread_floats(T::blk);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -334,7 +337,7 @@ void gemm_packed(float* C, const float* A, const float* B, const float* bias, in
                     pack_a<MR>(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
                     for (int64_t jc = c0; jc < c1; jc += nc_max) {
                         const int64_t nc = min64(nc_max, c1 - jc);
-                        pack_b<NR>(pb, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
+                        pack_b_block(pb, pc, kc, jc, nc);
                         gemm_tiles<T>(C + ic * ldc + jc, ldc, pa, pb, mc, kc, nc, acc,
                                       pc == 0 && bias ? bias + jc : nullptr, tile);
                     }
@@ -342,6 +345,17 @@ void gemm_packed(float* C, const float* A, const float* B, const float* bias, in
             }
         }
     }
+}
+
+template <class T>
+void gemm_packed(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N,
+                 int64_t K, int64_t ldc, int64_t rsa, int64_t csa, int64_t rsb, int64_t csb,
+                 bool accumulate, float* work, int nthreads) {
+    // A (M,K) strided, B (K,N) strided [+ bias (N) on every row] -> C (M,N), row stride ldc
+    const auto pack = [&](float* dst, int64_t pc, int64_t kc, int64_t jc, int64_t nc) {
+        pack_b<T::blk.NR>(dst, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
+    };
+    gemm_blocks<T>(C, A, pack, bias, M, N, K, ldc, rsa, csa, 4, 1.0, accumulate, work, nthreads);
 }
 
 // A few rows times B stored (K,N): each thread streams its own slice of the
@@ -493,6 +507,19 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
            bool trans_a, bool trans_b, bool accumulate, float* work) {
     // A (M,K) [or (K,M)], B (K,N) [or (N,K)] -> C (M,N)
     sgemm_bias(C, A, B, nullptr, M, N, K, trans_a, trans_b, accumulate, work);
+}
+
+int64_t sgemm_panel_cols() { return Tile::blk.NR; }
+
+void sgemm_packed_b(float* C, const float* A, int64_t M, int64_t N, int64_t K, PackBlockFn pack,
+                    const void* ctx, int64_t k_align, double pack_cost, float* work) {
+    // A (M,K), B (K,N) delivered in packed blocks by pack -> C (M,N)
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const auto blocks = [&](float* dst, int64_t pc, int64_t kc, int64_t jc, int64_t nc) {
+        pack(ctx, dst, jc, nc, pc, kc, Tile::blk.NR);
+    };
+    gemm_blocks<Tile>(C, A, blocks, nullptr, M, N, K, N, K, 1, k_align, pack_cost, false, work,
+                      num_threads());
 }
 
 void sgemm_strided(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,

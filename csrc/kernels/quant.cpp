@@ -833,6 +833,80 @@ void qpack_dequantize_rows(float* out, const void* Wp, int64_t n0, int64_t n1, i
     }
 }
 
+namespace {
+
+// Row r (0..3) of a packed record, dequantized: out[0:32] (exact, as dequantize_row)
+inline void qpack_record_row(float* out, const uint8_t* rec, int r, int type) {
+    const float d = fp16_to_f32(load_u16(rec + 2 * r));
+    if (type == kTypeQ8_0) {
+        const int8_t* q = reinterpret_cast<const int8_t*>(rec + 8 + 32 * r);
+        for (int j = 0; j < 32; j++) out[j] = d * float(q[j]);
+        return;
+    }
+    const bool q41 = type == kTypeQ4_1;
+    const uint8_t* qs = rec + q4_nibble_offset(r, q41 ? 16 : 8);
+    if (q41) {
+        const float m = fp16_to_f32(load_u16(rec + 8 + 2 * r));
+        for (int j = 0; j < 16; j++) {
+            out[j] = d * float(qs[j] & 0x0f) + m;
+            out[j + 16] = d * float(qs[j] >> 4) + m;
+        }
+    } else {
+        for (int j = 0; j < 16; j++) {
+            out[j] = d * float(int(qs[j] & 0x0f) - 8);
+            out[j + 16] = d * float(int(qs[j] >> 4) - 8);
+        }
+    }
+}
+
+// dst[k*nr + j] = src[j*32 + k] for k < 32, j < nr (nr a multiple of 8, at most 32)
+inline void transpose_block32(float* dst, const float* src, int64_t nr) {
+#if defined(PYLLM_ISA_AVX512)
+    if (nr % 16 == 0) {
+        for (int64_t j0 = 0; j0 < nr; j0 += 16)
+            for (int k0 = 0; k0 < 32; k0 += 16) {
+                vf16 r[16];
+                for (int i = 0; i < 16; i++) r[i] = vload16(src + (j0 + i) * 32 + k0);
+                vtranspose16(r);
+                for (int k = 0; k < 16; k++) vstore16(dst + (k0 + k) * nr + j0, r[k]);
+            }
+        return;
+    }
+#endif
+    for (int k = 0; k < 32; k++)
+        for (int64_t j = 0; j < nr; j++) dst[k * nr + j] = src[j * 32 + k];
+}
+
+struct QPackSource {
+    const uint8_t* w;  // packed weights (N,K)
+    int64_t N, K;
+    int type;
+};
+
+// sgemm_packed_b's packer over packed weights: B = W^T, so B's columns are W's
+// rows; each 32-element block of nr rows is dequantized and transposed in L1
+void qpack_pack_block(const void* ctx, float* dst, int64_t n0, int64_t nc, int64_t k0, int64_t kc,
+                      int64_t nr) {
+    const QPackSource& s = *static_cast<const QPackSource*>(ctx);
+    const int64_t nb = s.K / kQuantBlock, rb = qpack_record_bytes(s.type);
+    alignas(64) float rows[32 * kQuantBlock];  // (nr, 32)
+    for (int64_t jr = 0; jr < nc; jr += nr) {
+        float* panel = dst + jr / nr * kc * nr;
+        const int64_t live = std::min(nr, std::min(nc - jr, s.N - (n0 + jr)));
+        if (live < nr) std::memset(rows, 0, sizeof(rows));
+        for (int64_t b = k0 / kQuantBlock; b < (k0 + kc) / kQuantBlock; b++) {
+            for (int64_t j = 0; j < live; j++) {
+                const int64_t n = n0 + jr + j;
+                qpack_record_row(rows + j * kQuantBlock, qpack_record(s.w, n / kPackRows, b, nb, rb),
+                                 int(n % kPackRows), s.type);
+            }
+            transpose_block32(panel + (b * kQuantBlock - k0) * nr, rows, nr);
+        }
+    }
+}
+
+}  // namespace
+
 void quantize_act(int8_t* q, float* d, float* ds, const float* x, int64_t K) {
     // x (K,) -> q (K,), d (K/32,), ds (K/32,)
     quantize_act_row(q, d, ds, x, K);
@@ -904,17 +978,10 @@ void qpack_matmul(float* out, const float* x, const void* Wp, int64_t M, int64_t
     const uint8_t* w = static_cast<const uint8_t*>(Wp);
     const int nt = M * N * K < (int64_t(1) << 15) ? 1 : num_threads();
     if (M >= kQuantGemmMinRows) {
-        // prefill: panels of W dequantized to fp32, then sgemm (as qmatmul)
-        // panels are a multiple of 16 rows: whole groups
-        panel_gemm(out, x, M, N, K, work, nt, [&](float* panel, int64_t n0, int64_t np) {
-            const int64_t ng = ceil_div(np, kPackRows);
-            const int ntp = np * K < (int64_t(1) << 15) ? 1 : num_threads();
-#pragma omp parallel for num_threads(ntp) schedule(static) if (ntp > 1)
-            for (int64_t g = 0; g < ng; g++) {
-                const int64_t r0 = n0 + g * kPackRows;
-                qpack_dequantize_rows(panel + (r0 - n0) * K, w, r0, std::min(r0 + kPackRows, n0 + np), N, K, type);
-            }
-        });
+        // prefill: sgemm on W dequantized exactly, block by block, straight
+        // into the GEMM's packed layout (no fp32 copy of W, no transpose pass)
+        const QPackSource src{w, N, K, type};
+        sgemm_packed_b(out, x, M, N, K, qpack_pack_block, &src, kQuantBlock, 2.0, work);
         return;
     }
     // few rows: x quantized to int8 blocks, each group of 4 weight rows meets
