@@ -208,6 +208,48 @@ def test_streamers_and_stream_match_generate(smollm, capsys):
     assert "".join(pieces) == text
 
 
+def _pieces_whole_history(tok, ids, **kw):
+    """Reference for TextDecodeBuffer: decode everything so far at every token,
+    hand out up to the last space (all of it after a newline or a CJK
+    character), hold back a text ending in an incomplete UTF-8 character."""
+    from pyllm.generation.streamers import _is_cjk
+
+    pieces, printed = [], 0
+    for i in range(1, len(ids) + 1):
+        text = tok.decode(ids[:i], **kw)
+        if text.endswith("\ufffd"):
+            pieces.append("")
+            continue
+        end = len(text) if text.endswith("\n") or (text and _is_cjk(text[-1])) else text.rfind(" ") + 1
+        pieces.append(text[printed:end] if end > printed else "")
+        printed = max(printed, end)
+    return pieces, tok.decode(ids, **kw)[printed:]
+
+
+def test_text_decode_buffer_matches_whole_history_decoding(smollm):
+    # windowed decoding gives the pieces a full decode at every token gives,
+    # on text with multi-byte characters split over tokens, CJK and newlines
+    from pyllm.generation.streamers import TextDecodeBuffer
+
+    tok = smollm.tokenizer
+    rng = np.random.default_rng(5)
+    texts = ["Hello, world! The café serves crème brûlée.  Twice spaced.",
+             "emoji 👩‍👩‍👧 and 🎉🎉 then 日本語のテキスト mixed with English words",
+             "line one\nline two\n\nafter a blank line and trailing spaces   ",
+             "Ünïcödé wörds: naïve façade, Ελληνικά, русский, हिन्दी"]
+    cases = [tok.encode(t, add_special_tokens=False) for t in texts]
+    cases += [rng.integers(0, smollm.config.vocab_size, 60).tolist() for _ in range(20)]
+    for ids in cases:
+        for kw in ({}, {"skip_special_tokens": True}):
+            want, want_rest = _pieces_whole_history(tok, ids, **kw)
+            buf = TextDecodeBuffer(tok, **kw)
+            got = [buf.push([t]) for t in ids]
+            rest = buf.flush()
+            assert "".join(got) + rest == tok.decode(ids, **kw)
+            assert got == want and rest == want_rest
+            assert len(buf.tokens) == 0
+
+
 def test_stop_strings(smollm):
     tok = smollm.tokenizer
     ids = tok.encode("1, 2, 3, 4, 5,")

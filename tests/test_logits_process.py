@@ -259,6 +259,27 @@ def test_fused_sample_equals_processors_then_sample(seed):
     assert fused == slow, kw
 
 
+def test_fused_scratch_reuse_is_invisible():
+    # the per-thread work buffer keeps whatever the last call left in it; a
+    # buffer full of garbage, one that is too small, or none give the same tokens
+    from pyllm.generation import _sampler
+
+    scores, ids = random_case(3, B=2, V=4099, T=40)
+    for kw in (dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3),
+               dict(do_sample=False, repetition_penalty=1.3), dict(do_sample=False)):
+        procs = build_logits_processors(**kw)
+        fused = procs._fused_args()
+        outs = []
+        for scratch in (None, np.full(_sampler.fused_scratch_bytes(4099, 40) // 8 + 1, 0x7FF8DEADBEEF0001, np.uint64),
+                        np.zeros(16, np.uint64)):
+            out = np.empty(2, np.int64)
+            u = np.random.default_rng(0).random(2)
+            assert _sampler.fused_sample(scores, ids, *fused, u, kw["do_sample"], out, scratch) == -1
+            outs.append(out.tolist())
+        assert outs[0] == outs[1] == outs[2], kw
+        assert outs[0] == sample(procs(ids, scores), np.random.default_rng(0), do_sample=kw["do_sample"]).tolist()
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_fused_default_settings_full_vocab(seed):
     scores, ids = random_case(seed, B=2, V=49152, T=300, ties=seed % 2 == 1)

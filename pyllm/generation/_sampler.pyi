@@ -38,7 +38,9 @@ def fused_sample(
     u: _F64,
     do_sample: bool,
     out: _I64,
+    scratch: npt.NDArray[np.uint64] | None = None,
 ) -> int: ...
+def fused_scratch_bytes(V: int, T: int) -> int: ...
 
 # op kinds of fused_sample's penalty ops
 OP_REPETITION: int

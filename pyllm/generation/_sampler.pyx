@@ -97,12 +97,16 @@ cdef struct Scratch:
     int64_t* cnt       # (T) run lengths / banned ids
 
 
-cdef int scratch_alloc(Scratch* s, Py_ssize_t V, Py_ssize_t T) noexcept nogil:
+cdef inline Py_ssize_t scratch_bytes(Py_ssize_t V, Py_ssize_t T) noexcept nogil:
     cdef Py_ssize_t v = V if V > 0 else 1
     cdef Py_ssize_t t = T if T > 0 else 1
-    cdef char* p = <char*>malloc(v * (4 + 4 + 4 + 8 + 8 + 1 + 4) + t * 16 + 64)
-    if p == NULL:
-        return -1
+    return v * (4 + 4 + 4 + 8 + 8 + 1 + 4) + t * 16 + 64
+
+
+cdef void scratch_carve(Scratch* s, char* p, Py_ssize_t V, Py_ssize_t T) noexcept nogil:
+    # p: scratch_bytes(V, T) bytes, 8-byte aligned
+    cdef Py_ssize_t v = V if V > 0 else 1
+    cdef Py_ssize_t t = T if T > 0 else 1
     s.e = <double*>p
     s.keys = <uint64_t*>(p + 8 * v)
     s.hist = <int64_t*>(p + 16 * v)
@@ -113,6 +117,13 @@ cdef int scratch_alloc(Scratch* s, Py_ssize_t V, Py_ssize_t T) noexcept nogil:
     s.heap = <float*>(p + 8 * v)
     s.idx = <int32_t*>(p + 12 * v)
     s.keep = <unsigned char*>(p + 16 * v)
+
+
+cdef int scratch_alloc(Scratch* s, Py_ssize_t V, Py_ssize_t T) noexcept nogil:
+    cdef char* p = <char*>malloc(scratch_bytes(V, T))
+    if p == NULL:
+        return -1
+    scratch_carve(s, p, V, T)
     return 0
 
 
@@ -604,29 +615,42 @@ def sample_rows(const float[:, ::1] scores, const double[::1] u, int64_t[::1] ou
 
 # ---------------------------------------------------------------- the fused path
 
+def fused_scratch_bytes(Py_ssize_t V, Py_ssize_t T):
+    """Bytes of the ``scratch`` buffer fused_sample needs for a vocabulary of V and T ids of history."""
+    return scratch_bytes(V, T)
+
+
 def fused_sample(const float[:, ::1] scores, const int64_t[:, ::1] ids,
                  const int32_t[::1] op_kind, const double[::1] op_a, const double[::1] op_b,
                  const int64_t[::1] op_start, const int64_t[::1] ban_list, const int64_t[::1] ban_off,
                  float temperature, Py_ssize_t top_k, double top_p, Py_ssize_t top_p_keep,
                  double min_p, Py_ssize_t min_p_keep, bint warp, const double[::1] u, bint do_sample,
-                 int64_t[::1] out):
+                 int64_t[::1] out, uint64_t[::1] scratch=None):
     """Penalty ops in order, then temperature, top-k (0 or >= V: off), top-p (>= 1: off), min-p
     (0: off) and a draw with u[b] (or the first best token when not do_sample); scores untouched.
-    ``warp`` says whether any warper is on. Returns the first row that had nothing to sample, or -1."""
+    ``warp`` says whether any warper is on. ``scratch``: at least fused_scratch_bytes(V, T)
+    bytes reused across calls by one thread (else the call allocates its own).
+    Returns the first row that had nothing to sample, or -1."""
     cdef Py_ssize_t b, i, o, n, p, k, B = scores.shape[0], V = scores.shape[1], T = ids.shape[1]
     cdef Py_ssize_t n_ops = op_kind.shape[0], start, bad = -1
     cdef bint divide = temperature != 1.0
+    cdef bint own = scratch is None or scratch.shape[0] * 8 < scratch_bytes(V, T)
     cdef float w, v_min, lb, best
     cdef const int64_t* h
     cdef float* y
     cdef Scratch s
+    if not own:
+        scratch_carve(&s, <char*>&scratch[0], V, T)
     with nogil:
-        if scratch_alloc(&s, V, T) != 0:
+        if own and scratch_alloc(&s, V, T) != 0:
             with gil:
                 raise MemoryError()
-        y = s.y
         for b in range(B):
-            memcpy(y, &scores[b, 0], V * sizeof(float))
+            if n_ops:
+                y = s.y
+                memcpy(y, &scores[b, 0], V * sizeof(float))
+            else:  # nothing writes the row: read it in place
+                y = <float*>&scores[b, 0]
             h = &ids[b, 0] if T > 0 else NULL
             for o in range(n_ops):
                 start = op_start[o] if op_start[o] < T else T
@@ -679,5 +703,6 @@ def fused_sample(const float[:, ::1] scores, const int64_t[:, ::1] ids,
                     if s.val[i] > s.val[p]:
                         p = i
                 out[b] = s.idx[p] if n > 0 else 0
-        scratch_free(&s)
+        if own:
+            scratch_free(&s)
     return bad

@@ -36,6 +36,7 @@ Scores must be finite or ``-inf`` (``+inf`` and NaN are not supported).
 from __future__ import annotations
 
 import numbers
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -193,7 +194,8 @@ class LogitsProcessorList(list[ProcessorLike]):
         else:
             u = np.zeros(B)
         out = np.empty(B, dtype=np.int64)
-        bad = _sampler.fused_sample(scores, ids, *fused, u, bool(do_sample), out)
+        scratch = _thread_scratch(_sampler.fused_scratch_bytes(scores.shape[1], ids.shape[1]))
+        bad = _sampler.fused_sample(scores, ids, *fused, u, bool(do_sample), out, scratch)
         if bad >= 0:
             raise _nothing_to_sample(bad)
         return out
@@ -257,6 +259,19 @@ class LogitsProcessorList(list[ProcessorLike]):
             else:
                 return None
         return plan
+
+
+_local = threading.local()
+
+
+def _thread_scratch(nbytes: int) -> npt.NDArray[np.uint64]:
+    """The fused sampler's work buffer of the calling thread, grown to ``nbytes``
+    (kept between tokens: a fresh megabyte per token costs page faults)."""
+    buf: Optional[npt.NDArray[np.uint64]] = getattr(_local, "scratch", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty((max(nbytes, 0 if buf is None else 2 * buf.nbytes) + 7) // 8, dtype=np.uint64)
+        _local.scratch = buf
+    return buf
 
 
 def _check_generator(generator: object) -> np.random.Generator:

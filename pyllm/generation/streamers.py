@@ -18,36 +18,47 @@ def _is_cjk(ch: str) -> bool:
 
 class TextDecodeBuffer:
     """Turns a growing list of token ids into text pieces that never split a
-    UTF-8 character and, by default, never split a word."""
+    UTF-8 character and, by default, never split a word.
+
+    Each push decodes only a short window: the tokens since the last piece of
+    text was read, once with and once without the new ones (both from the
+    same start, so tokenizers that drop a leading space decode alike), and
+    the difference is the new text. A whole-history decode per token would
+    grow with the length of the output."""
 
     def __init__(self, tokenizer: Any, words: bool = True, **decode_kwargs: Any):
         self.tokenizer = tokenizer
         self.words = words
         self.decode_kwargs = decode_kwargs
-        self.tokens: List[int] = []
-        self.printed = 0  # characters of decode(tokens) already handed out
+        self.tokens: List[int] = []  # the window: tokens[:read] were read last time, then the new ones
+        self.read = 0
+        self.pending = ""  # decoded text not handed out yet (the last, unfinished word)
+
+    def _new_text(self) -> str:
+        """The text the tokens after ``read`` add to the window's."""
+        before: str = self.tokenizer.decode(self.tokens[:self.read], **self.decode_kwargs) if self.read else ""
+        after: str = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
+        return after[len(before):]
 
     def push(self, ids: List[int]) -> str:
         self.tokens.extend(int(i) for i in ids)
-        text: str = self.tokenizer.decode(self.tokens, **self.decode_kwargs)
-        if text.endswith("\n"):
-            piece = text[self.printed:]
-            self.tokens, self.printed = [], 0
-            return piece
-        if text.endswith("\ufffd"):
-            return ""  # an incomplete UTF-8 character: wait for its other bytes
-        if not self.words or (text and _is_cjk(text[-1])):
+        new = self._new_text()
+        if new and not new.endswith("\ufffd"):  # else: inside a UTF-8 character, wait for its bytes
+            # the next window starts at the tokens just read; older ones are done
+            del self.tokens[:self.read]
+            self.read = len(self.tokens)
+            self.pending += new
+        text = self.pending
+        if text.endswith("\n") or not self.words or (text and _is_cjk(text[-1])):
             end = len(text)
         else:
             end = text.rfind(" ") + 1
-        piece = text[self.printed:end] if end > self.printed else ""
-        self.printed = max(self.printed, end)
-        return piece
+        self.pending = text[end:]
+        return text[:end]
 
     def flush(self) -> str:
-        text: str = self.tokenizer.decode(self.tokens, **self.decode_kwargs) if self.tokens else ""
-        piece = text[self.printed:]
-        self.tokens, self.printed = [], 0
+        piece = self.pending + (self._new_text() if self.read < len(self.tokens) else "")
+        self.tokens, self.read, self.pending = [], 0, ""
         return piece
 
 
@@ -79,7 +90,9 @@ class TextStreamer(BaseStreamer):
             self._next_is_prompt = False
             if self.skip_prompt:
                 return
-        self.on_finalized_text(self.buffer.push(ids))
+        text = self.buffer.push(ids)
+        if text:  # most tokens end inside a word: nothing to print yet
+            self.on_finalized_text(text)
 
     def end(self) -> None:
         self.on_finalized_text(self.buffer.flush(), stream_end=True)

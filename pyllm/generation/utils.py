@@ -135,7 +135,11 @@ class GenerationMixin:
             yield tok
             if tok in eos or stops.hit(out) or i == cfg.max_new_tokens - 1:
                 return
-            logits = self.step([tok])
+            logits = self._step_token(tok)
+
+    def _step_token(self, token: int) -> np.ndarray:
+        """Logits after appending one sampled token (models may take a shorter path)."""
+        return self.step([token])
 
     def _processors(self, cfg: GenerationConfig, prompt_len: int,
                     logits_processor: Optional[Sequence[ProcessorLike]]) -> LogitsProcessorList:

@@ -208,6 +208,14 @@ class LlamaForCausalLM(GenerationMixin):
             self._cached.extend(ids[0].tolist())
             return logits
 
+    def _step_token(self, token: int) -> np.ndarray:
+        """step([token]) for the decoding loop, without the generic input
+        checks (the compiled forward still checks the id's range)."""
+        with self._lock:
+            logits = self._live().forward(np.array((token,), dtype=np.int32), False)
+            self._cached.append(token)
+            return logits
+
     def _prefill(self, ids: List[int]) -> np.ndarray:
         """Logits after ``ids`` (V,), running only what the cache lacks."""
         with self._lock:
