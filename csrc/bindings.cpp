@@ -285,7 +285,7 @@ F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object
     F32 out({B, NH, T, HS});
     const auto os = row_strides(out), qs = row_strides(q), ks = row_strides(k), vs = row_strides(v);
     py::gil_scoped_release nogil;
-    float* work = pyllm::thread_workspace(pyllm::attention_work_floats(pyllm::num_threads()));
+    float* work = pyllm::thread_workspace(pyllm::attention_work_floats(HS, pyllm::num_threads()));
     kernels().attention_forward(out.mutable_data(), q.data(), k.data(), v.data(), mask, os.data(),
                                 qs.data(), ks.data(), vs.data(), ms.data(), B, NH, NKV, T, S, HS,
                                 scale, causal, q_offset, work);

@@ -34,7 +34,10 @@ def _qkv(rng, B, NH, NKV, T, S, HS):
     [(1, 1, 1, 1, 1, 1), (2, 3, 3, 7, 9, 8), (1, 9, 3, 33, 33, 64), (2, 4, 1, 5, 130, 17),
      (1, 2, 2, 1, 1023, 64), (1, 6, 2, 65, 65, 33),
      # several blocks of 48 queries x 256 keys, partial last ones
-     (1, 3, 1, 100, 600, 64), (2, 2, 2, 130, 130, 32)],
+     (1, 3, 1, 100, 600, 64), (2, 2, 2, 130, 130, 32),
+     # heads sharing a key/value head stacked into one block: 5 heads x 28
+     # steps; more heads per kv head than a block holds (160 = 144 + 16)
+     (1, 10, 2, 65, 300, 16), (1, 160, 1, 3, 20, 8)],
 )
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_matches_torch(isa, rng, B, NH, NKV, T, S, HS, causal):

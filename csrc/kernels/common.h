@@ -54,15 +54,24 @@ static inline int64_t sgemm_work_floats(int nthreads) {
     return int64_t(nthreads) * (a > b ? a : b);
 }
 
-// attention_forward: query rows per block and keys per block, and its
-// scratch per thread: sgemm blocks, the block's weights (rows, keys), a
-// running maximum (float) and sum (double) per row
-constexpr int64_t kAttnQueryRows = 48, kAttnKeys = 256;
-
-static inline int64_t attention_thread_floats() {
-    return sgemm_work_floats(1) + kAttnQueryRows * kAttnKeys + 3 * kAttnQueryRows + 16;
+// sgemm_packed_b's scratch: sgemm's, then all of A packed once for every thread
+// (rows rounded up to the largest register tile)
+static inline int64_t sgemm_packed_b_work_floats(int64_t M, int64_t K, int nthreads) {
+    return sgemm_work_floats(nthreads) + (M + 15) / 16 * 16 * K;
 }
-static inline int64_t attention_work_floats(int nthreads) { return int64_t(nthreads) * attention_thread_floats(); }
+
+// attention_forward: stacked query rows per block and keys per block, and
+// its scratch per thread: sgemm blocks, the block's weights (rows, keys),
+// stacked queries and outputs (rows, HS), a running maximum (float) and sum
+// (double) per row
+constexpr int64_t kAttnStackRows = 144, kAttnKeys = 256;
+
+static inline int64_t attention_thread_floats(int64_t HS) {
+    return sgemm_work_floats(1) + kAttnStackRows * kAttnKeys + (2 * kAttnStackRows * HS + 15) / 16 * 16 + 3 * kAttnStackRows + 16;
+}
+static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
+    return int64_t(nthreads) * attention_thread_floats(HS);
+}
 
 // bias_backward scratch: per-thread partial sums
 static inline int64_t bias_backward_work_floats(int64_t N, int nthreads) { return int64_t(nthreads) * N; }
@@ -160,9 +169,10 @@ static inline int64_t qpack_bytes(int type, int64_t N, int64_t K) {
     return (N + kPackRows - 1) / kPackRows * (K / kQuantBlock) * qpack_record_bytes(type);
 }
 
-// qpack_matmul scratch: as qmatmul's for block types
+// qpack_matmul scratch: few rows, as qmatmul's; many rows, sgemm_packed_b's
 static inline int64_t qpack_work_floats(int64_t M, int64_t K, int type, int nthreads) {
-    return qmatmul_work_floats(M, K, type, nthreads);
+    if (M < kQuantGemmMinRows) return qmatmul_work_floats(M, K, type, nthreads);
+    return sgemm_packed_b_work_floats(M, K, nthreads);
 }
 
 }  // namespace pyllm

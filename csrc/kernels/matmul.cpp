@@ -286,10 +286,13 @@ void gemm_tiles(float* C, int64_t ldc, const float* pa, const float* pb, int64_t
 // and B columns it needs, with no synchronisation between threads.
 // pack_b(dst, pc, kc, jc, nc) writes B's block of rows [pc,pc+kc) and columns
 // [jc,jc+nc) as NR-column panels; k blocks start at multiples of k_align.
+// a_all: null, or room for all of A packed (round_up(M, MR) * K floats): when
+// the threads split only the columns, they pack A once between them into it
+// rather than each packing all of it.
 template <class T, class PackB>
 void gemm_blocks(float* C, const float* A, const PackB& pack_b_block, const float* bias, int64_t M,
                  int64_t N, int64_t K, int64_t ldc, int64_t rsa, int64_t csa, int64_t k_align,
-                 double b_pack_cost, bool accumulate, float* work, int nthreads) {
+                 double b_pack_cost, bool accumulate, float* work, float* a_all, int nthreads) {
     // A (M,K) strided, B (K,N) by blocks [+ bias (N) on every row] -> C (M,N), row stride ldc
     constexpr int64_t MR = T::blk.MR, NR = T::blk.NR, MC = T::blk.MC, KC = T::blk.KC,
                       NC = T::blk.NC;
@@ -315,30 +318,52 @@ void gemm_blocks(float* C, const float* A, const PackB& pack_b_block, const floa
     const int64_t nkb = ceil_div(K, KC);
     const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), k_align) * k_align);
     const int64_t per_thread = gemm_thread_floats(T::blk);
+    // row and column blocks of near-equal size in whole tiles (512 columns
+    // as 256 + 256, not 384 + 128)
+    const auto block_max = [](int64_t n, int64_t cap, int64_t r) {
+        return min64(cap, ceil_div(ceil_div(n, ceil_div(n, cap)), r) * r);
+    };
+    const bool share_a = a_all != nullptr && tm == 1 && nt > 1;
+    const int64_t mc_all = block_max(M, MC, MR);
+    // block (ic, pc) of A packed in a_all: rows before ic take ic * K floats
+    const auto a_block = [&](int64_t ic, int64_t pc) {
+        return a_all + ic * K + ceil_div(min64(mc_all, M - ic), MR) * MR * pc;
+    };
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float* pa = work + int64_t(thread_index()) * per_thread;  // (MC, KC) packed A
         float* pb = pa + MC * KC;                                 // (KC, NC) packed B
         float* tile = pb + KC * NC;                               // (MR, NR) edge tile
+        if (share_a) {
+            int64_t i = 0;
+            for (int64_t ic = 0; ic < M; ic += mc_all)
+                for (int64_t pc = 0; pc < K; pc += kc_max, i++)
+                    if (i % thread_count() == thread_index())
+                        pack_a<MR>(a_block(ic, pc), A + ic * rsa + pc * csa, rsa, csa, min64(mc_all, M - ic),
+                                   min64(kc_max, K - pc));
+#pragma omp barrier
+        }
         // a region given fewer threads than asked still covers every block
         for (int blk = thread_index(); blk < nt; blk += thread_count()) {
             const int bm = blk / tn, bn = blk % tn;
             const int64_t r0 = (mtiles * bm / tm) * MR, r1 = min64(M, (mtiles * (bm + 1) / tm) * MR);
             const int64_t c0 = (ntiles * bn / tn) * NR, c1 = min64(N, (ntiles * (bn + 1) / tn) * NR);
-            // row and column blocks of near-equal size in whole tiles (512
-            // columns as 256 + 256, not 384 + 128)
-            const int64_t mc_max = min64(MC, ceil_div(ceil_div(r1 - r0, ceil_div(r1 - r0, MC)), MR) * MR);
-            const int64_t nc_max = min64(NC, ceil_div(ceil_div(c1 - c0, ceil_div(c1 - c0, NC)), NR) * NR);
+            const int64_t mc_max = block_max(r1 - r0, MC, MR);  // = mc_all when share_a
+            const int64_t nc_max = block_max(c1 - c0, NC, NR);
             for (int64_t ic = r0; ic < r1; ic += mc_max) {
                 const int64_t mc = min64(mc_max, r1 - ic);
                 for (int64_t pc = 0; pc < K; pc += kc_max) {
                     const int64_t kc = min64(kc_max, K - pc);
                     const bool acc = accumulate || pc > 0;
-                    pack_a<MR>(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
+                    const float* pa_use = pa;
+                    if (share_a)
+                        pa_use = a_block(ic, pc);
+                    else
+                        pack_a<MR>(pa, A + ic * rsa + pc * csa, rsa, csa, mc, kc);
                     for (int64_t jc = c0; jc < c1; jc += nc_max) {
                         const int64_t nc = min64(nc_max, c1 - jc);
                         pack_b_block(pb, pc, kc, jc, nc);
-                        gemm_tiles<T>(C + ic * ldc + jc, ldc, pa, pb, mc, kc, nc, acc,
+                        gemm_tiles<T>(C + ic * ldc + jc, ldc, pa_use, pb, mc, kc, nc, acc,
                                       pc == 0 && bias ? bias + jc : nullptr, tile);
                     }
                 }
@@ -355,7 +380,7 @@ void gemm_packed(float* C, const float* A, const float* B, const float* bias, in
     const auto pack = [&](float* dst, int64_t pc, int64_t kc, int64_t jc, int64_t nc) {
         pack_b<T::blk.NR>(dst, B + pc * rsb + jc * csb, rsb, csb, kc, nc);
     };
-    gemm_blocks<T>(C, A, pack, bias, M, N, K, ldc, rsa, csa, 4, 1.0, accumulate, work, nthreads);
+    gemm_blocks<T>(C, A, pack, bias, M, N, K, ldc, rsa, csa, 4, 1.0, accumulate, work, nullptr, nthreads);
 }
 
 // A few rows times B stored (K,N): each thread streams its own slice of the
@@ -515,11 +540,12 @@ void sgemm_packed_b(float* C, const float* A, int64_t M, int64_t N, int64_t K, P
                     const void* ctx, int64_t k_align, double pack_cost, float* work) {
     // A (M,K), B (K,N) delivered in packed blocks by pack -> C (M,N)
     if (M <= 0 || N <= 0 || K <= 0) return;
+    const int nthreads = num_threads();
     const auto blocks = [&](float* dst, int64_t pc, int64_t kc, int64_t jc, int64_t nc) {
         pack(ctx, dst, jc, nc, pc, kc, Tile::blk.NR);
     };
     gemm_blocks<Tile>(C, A, blocks, nullptr, M, N, K, N, K, 1, k_align, pack_cost, false, work,
-                      num_threads());
+                      work + sgemm_work_floats(nthreads), nthreads);
 }
 
 void sgemm_strided(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,

@@ -212,10 +212,10 @@ void LlamaModel::ensure_work() {
     const int nt = num_threads();
     if (nt <= work_threads_) return;
     const int64_t C = cfg_.hidden_size, QD = cfg_.n_head * cfg_.head_dim, T = kLlamaChunk;
-    int64_t work = attention_work_floats(nt);
+    int64_t work = attention_work_floats(cfg_.head_dim, nt);
     for (int64_t K : {C, QD, cfg_.ffn_size})
         for (uint32_t type : {tok_embd_.type, output_.type, layers_[0].wq.type, layers_[0].w_down.type})
-            work = std::max(work, qmatmul_work_floats(T, K, int(type), nt));
+            work = std::max({work, qmatmul_work_floats(T, K, int(type), nt), qpack_work_floats(T, K, int(type), nt)});
     work_.resize(size_t(work) + 16);
     work_threads_ = nt;
 }
