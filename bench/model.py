@@ -1,13 +1,15 @@
 # Model speed and perplexity of pyllm beside its peers on the default GGUF file, measured in one run,
-# plus the share of pyllm's decode time spent outside the forward pass. Not a correctness test.
+# plus pyllm's time outside the forward pass and several-sequence throughput. Not a correctness test.
 """Model speed on the default GGUF file, pyllm beside its peers in the same
 run: load time, prefill (512-token prompt, then one token), greedy decode of
 128 tokens after a short prompt, and each system's perplexity on the same
 512 tokens of Shakespeare (same token ids for all); then the per-token cost
-of pyllm's generate() outside the forward pass.
+of pyllm's generate() outside the forward pass, and the throughput of
+generate() with several sequences (decoded together, one at a time, and
+transformers).
 
     python bench/model.py [--threads 2] [--repeats 5] [--plot docs/bench_model.png]
-                          [--peers llama_cpp,transformers,ctranslate2] [--no-overhead]
+                          [--peers llama_cpp,transformers,ctranslate2] [--no-overhead] [--no-batched]
 
 Peers: llama-cpp-python on the same GGUF file; transformers + torch fp32
 (the GGUF dequantized); CTranslate2 int8 and float32, converted once from
@@ -305,6 +307,67 @@ def overhead(path: Path, ids: np.ndarray, threads: int, repeats: int) -> List[Di
     return rows
 
 
+# ---------------------------------------------------------------- several sequences at once
+
+BATCH_TOKENS = 64  # new tokens per sequence in the batched table
+BATCH_SIZES = (1, 4, 8, 16)
+
+
+def batched(path: Path, ids: np.ndarray, threads: int, repeats: int, with_transformers: bool) -> List[Dict[str, Any]]:
+    """Total tokens/s of generate() with num_return_sequences=n (sampling,
+    BATCH_TOKENS new tokens each after the short prompt): pyllm decoding the n
+    sequences together, pyllm one after another, and transformers + torch fp32
+    (which batches them) when installed and asked for."""
+    import pyllm
+
+    model = pyllm.AutoModelForCausalLM.from_pretrained(path, n_threads=threads, n_ctx=1024)
+    short = [int(t) for t in ids[:SHORT_PROMPT]]
+    kw: Dict[str, Any] = dict(SAMPLING, max_new_tokens=BATCH_TOKENS, min_new_tokens=BATCH_TOKENS)
+    hf: Any = None
+    if with_transformers:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            torch.set_num_threads(threads)
+            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+            hf.eval()
+        except ImportError as e:
+            print(f"# transformers: skipped in the batched table, not installed ({e})", file=sys.stderr)
+
+    def pyllm_run(n: int, together: bool) -> Callable[[], object]:
+        def run() -> None:
+            if not together:
+                model._batch_size = lambda: 1  # type: ignore[method-assign]
+            try:
+                model.generate(short, num_return_sequences=n, seed=0, **kw)
+            finally:
+                if not together:
+                    del model._batch_size
+        return run
+
+    def hf_run(n: int) -> Callable[[], object]:
+        import torch
+
+        p = torch.tensor([short])
+
+        def run() -> None:
+            with torch.no_grad():
+                hf.generate(p, num_return_sequences=n, **kw)
+        return run
+
+    rows = []
+    for n in BATCH_SIZES:
+        fns: Dict[str, Callable[[], object]] = {"together": pyllm_run(n, True)}
+        if n > 1:
+            fns["one at a time"] = pyllm_run(n, False)
+        if hf is not None:
+            fns["transformers"] = hf_run(n)
+        secs = interleaved_medians(fns, repeats=repeats, warmup=0, min_time=0.0, settle=0.2, prime=False)
+        rows.append({"n": n, **{name: n * BATCH_TOKENS / t for name, t in secs.items()}})
+    return rows
+
+
 # ---------------------------------------------------------------- output
 
 def plot(path: str, systems: List[System], prefill: Dict[str, float], decode: Dict[str, float],
@@ -343,6 +406,7 @@ def main() -> int:
                         help=f"comma-separated, from {', '.join(PEERS)} (empty: pyllm alone)")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of prefill and decode tok/s")
     parser.add_argument("--no-overhead", action="store_true", help="skip the per-token overhead table")
+    parser.add_argument("--no-batched", action="store_true", help="skip the several-sequences table")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
     unknown = [p for p in peers if p not in PEERS]
@@ -394,6 +458,21 @@ def main() -> int:
         print("| --- | --- | --- | --- |")
         for r in rows:
             print(f"| {r['setting']} | {r['ms_per_token']:.2f} | {r['us_outside']:.0f} | {100 * r['share']:.1f}% |")
+
+    if not args.no_batched:
+        rows = batched(path, ids, args.threads, args.repeats, "transformers" in peers)
+        print()
+        print(f"generate(num_return_sequences=n), sampling, {BATCH_TOKENS} new tokens each after {SHORT_PROMPT}: "
+              "total tokens/s")
+        print()
+        print("| n | pyllm, decoded together | pyllm, one at a time | together / one at a time "
+              "| transformers fp32 | pyllm together / transformers |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            one = r.get("one at a time", r["together"])
+            hf = r.get("transformers")
+            hf_cols = f"| {hf:.1f} | {r['together'] / hf:.2f}x |" if hf else "| | |"
+            print(f"| {r['n']} | {r['together']:.1f} | {one:.1f} | {r['together'] / one:.2f}x {hf_cols}")
     return 0
 
 

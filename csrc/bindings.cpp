@@ -410,11 +410,19 @@ LlamaPtr make_llama(const GGUFPtr& file, const py::dict& c) {
     return std::make_shared<pyllm::LlamaModel>(file, cfg);
 }
 
-py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool all_logits) {
-    if (!py::isinstance<py::array>(tokens_obj)) throw py::value_error("tokens must be a numpy array");
-    py::array a = py::reinterpret_borrow<py::array>(tokens_obj);
-    if (!a.dtype().is(py::dtype::of<int32_t>()) || a.ndim() != 1 || !(a.flags() & py::array::c_style))
-        throw py::value_error("tokens must be a C-contiguous 1-D int32 array");
+// a C-contiguous 1-D array of dtype T, else ValueError naming it
+template <typename T>
+py::array vector_arg(const py::object& obj, const char* what) {
+    if (!py::isinstance<py::array>(obj)) throw py::value_error(std::string(what) + " must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<T>()) || a.ndim() != 1 || !(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(what) + " must be a C-contiguous 1-D " +
+                              std::string(py::str(py::dtype::of<T>())) + " array");
+    return a;
+}
+
+py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool all_logits, int64_t seq) {
+    py::array a = vector_arg<int32_t>(tokens_obj, "tokens");
     const int64_t T = a.shape(0), V = m.config().vocab_size;
     py::array_t<float> out = all_logits ? py::array_t<float>(std::vector<py::ssize_t>{T, V})
                                         : py::array_t<float>(std::vector<py::ssize_t>{V});
@@ -423,7 +431,26 @@ py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool
     {
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lock(m.mutex());
+        m.select_seq(seq);
         m.forward(tokens, T, logits, all_logits);
+    }
+    return std::move(out);
+}
+
+py::array llama_decode_batch(pyllm::LlamaModel& m, const py::object& tokens_obj, const py::object& seqs_obj) {
+    py::array a = vector_arg<int32_t>(tokens_obj, "tokens");
+    py::array s = vector_arg<int64_t>(seqs_obj, "seqs");
+    const int64_t B = a.shape(0), V = m.config().vocab_size;
+    if (s.shape(0) != B)
+        throw py::value_error("seqs has " + std::to_string(s.shape(0)) + " entries, tokens " + std::to_string(B));
+    py::array_t<float> out(std::vector<py::ssize_t>{B, V});
+    const int32_t* tokens = static_cast<const int32_t*>(a.data());
+    const int64_t* seqs = static_cast<const int64_t*>(s.data());
+    float* logits = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(m.mutex());
+        m.decode_batch(tokens, seqs, B, logits);
     }
     return std::move(out);
 }
@@ -914,17 +941,35 @@ PYBIND11_MODULE(_C, m) {
         .def("tensor_bytes", &gguf_tensor_bytes, py::arg("name"));
     py::class_<pyllm::LlamaModel, LlamaPtr>(m, "LlamaModel")
         .def(py::init(&make_llama), py::arg("file"), py::arg("config"))
-        .def("forward", &llama_forward, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("forward", &llama_forward, py::arg("tokens"), py::arg("all_logits") = false, py::arg("seq") = 0)
+        .def("decode_batch", &llama_decode_batch, py::arg("tokens"), py::arg("seqs"))
+        .def_property_readonly("decode_batch_supported", &pyllm::LlamaModel::decode_batch_supported)
         .def_property_readonly("n_past", [](pyllm::LlamaModel& mm) {
             std::lock_guard<std::mutex> lock(mm.mutex());
+            mm.select_seq(0);
             return mm.n_past();
         })
+        .def("seq_n_past", [](pyllm::LlamaModel& mm, int64_t seq) {
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            mm.select_seq(seq);
+            return mm.n_past();
+        }, py::arg("seq"))
         .def_property_readonly("n_ctx", [](const pyllm::LlamaModel& mm) { return mm.config().n_ctx; })
-        .def("truncate", [](pyllm::LlamaModel& mm, int64_t n) {
+        .def_property_readonly("n_seq", [](pyllm::LlamaModel& mm) {
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            return mm.n_seq();
+        })
+        .def("set_n_seq", [](pyllm::LlamaModel& mm, int64_t n) {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
+            mm.set_n_seq(n);
+        }, py::arg("n"))
+        .def("truncate", [](pyllm::LlamaModel& mm, int64_t n, int64_t seq) {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            mm.select_seq(seq);
             mm.truncate(n);
-        }, py::arg("n"));
+        }, py::arg("n"), py::arg("seq") = 0);
     m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
           py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0);
     m.def("dequantize", &dequantize, py::arg("raw"), py::arg("type"), py::arg("n"),

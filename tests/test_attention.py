@@ -37,7 +37,9 @@ def _qkv(rng, B, NH, NKV, T, S, HS):
      (1, 3, 1, 100, 600, 64), (2, 2, 2, 130, 130, 32),
      # heads sharing a key/value head stacked into one block: 5 heads x 28
      # steps; more heads per kv head than a block holds (160 = 144 + 16)
-     (1, 10, 2, 65, 300, 16), (1, 160, 1, 3, 20, 8)],
+     (1, 10, 2, 65, 300, 16), (1, 160, 1, 3, 20, 8),
+     # causal rows that reach into a second block of keys
+     (1, 2, 1, 300, 300, 16)],
 )
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_matches_torch(isa, rng, B, NH, NKV, T, S, HS, causal):
@@ -95,6 +97,27 @@ def test_sdpa_mask_hiding_whole_key_blocks(isa, rng):
     torch32 = F.scaled_dot_product_attention(*(torch.from_numpy(a) for a in (q, k, v)),
                                              attn_mask=torch.from_numpy(mask)).numpy()
     assert np.abs(out - ref).max() <= 4 * np.abs(torch32 - ref).max() + 2e-6
+
+
+@pytest.mark.parametrize("q_offset", [0, 5, 400])
+def test_causal_with_cached_keys(isa, rng, q_offset):
+    # prefill after a cache: query t sits at position q_offset + t and sees
+    # keys s <= q_offset + t (the kernel's q_offset, used by the llama runtime)
+    from pyllm import _C
+
+    T, S = 300, 300 + q_offset
+    q, k, v = _qkv(rng, 1, 6, 2, T, S, 32)
+    allowed = np.arange(S)[None, :] <= (q_offset + np.arange(T))[:, None]
+    out = _C.attention(q, k, v, None, True, 32 ** -0.5, q_offset)
+    np.testing.assert_allclose(out, _ref(q, k, v, attn_mask=allowed), rtol=1e-5, atol=2e-6)
+
+
+def test_sdpa_nan_scores_give_nan_rows_like_torch(isa, rng):
+    q, k, v = _qkv(rng, 1, 1, 1, 3, 300, 8)
+    k[0, 0, 280] = np.nan  # in the second key block: rows see it after a finite first block
+    q[0, 0, 1] = np.nan
+    out = ops.scaled_dot_product_attention(q, k, v)
+    assert np.isnan(out).all()
 
 
 def test_sdpa_fully_masked_row_is_zero_like_torch(isa, rng):

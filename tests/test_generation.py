@@ -71,6 +71,112 @@ def test_batched_ragged_prompts_and_num_return_sequences(tiny):
     assert many.shape == (3, 6) and (many[:, :2] == p2).all()
 
 
+def _one_at_a_time(model):
+    """The model with its batched decode path switched off (sequences run one after another)."""
+    class Sequential:
+        def __enter__(self):
+            model._batch_size = lambda: 1
+            return model
+
+        def __exit__(self, *exc):
+            del model._batch_size
+
+    return Sequential()
+
+
+def test_batched_decode_logits_equal_single_sequence_steps(tiny):
+    # decode_batch computes each row exactly as a one-token step of that sequence alone
+    live = tiny._live()
+    prompts = [[3, 4, 5], [9, 1], [7, 7, 7, 7, 2]]
+    alone = []
+    for p in prompts:
+        live.truncate(0)
+        live.forward(np.array(p, np.int32))
+        alone.append(live.forward(np.array([11], np.int32)))
+    live.set_n_seq(3)
+    try:
+        for s, p in enumerate(prompts):
+            live.truncate(0, s)
+            live.forward(np.array(p, np.int32), False, s)
+        both = live.decode_batch(np.array([11, 11], np.int32), np.array([2, 0], np.int64))
+        np.testing.assert_array_equal(both[0], alone[2])
+        np.testing.assert_array_equal(both[1], alone[0])
+        assert [live.seq_n_past(s) for s in range(3)] == [4, 2, 6]
+    finally:
+        live.set_n_seq(1)
+        tiny.reset()
+
+
+def test_batched_decode_bad_input(tiny):
+    live = tiny._live()
+    live.set_n_seq(2)
+    try:
+        for s in range(2):
+            live.truncate(0, s)
+            live.forward(np.array([1, 2], np.int32), False, s)
+        with pytest.raises(ValueError, match="appears twice"):
+            live.decode_batch(np.array([1, 2], np.int32), np.array([1, 1], np.int64))
+        with pytest.raises(ValueError, match="out of range"):
+            live.decode_batch(np.array([1], np.int32), np.array([2], np.int64))
+        with pytest.raises(ValueError, match="token id 96"):
+            live.decode_batch(np.array([96], np.int32), np.array([0], np.int64))
+        with pytest.raises(ValueError, match="seqs has 1 entries"):
+            live.decode_batch(np.array([1, 2], np.int32), np.array([0], np.int64))
+        with pytest.raises(ValueError, match="int64"):
+            live.decode_batch(np.array([1], np.int32), np.array([0], np.int32))
+        with pytest.raises(ValueError, match="at least 1"):
+            live.set_n_seq(0)
+        with pytest.raises(ValueError, match="out of range"):
+            live.forward(np.array([1], np.int32), False, 5)
+        live.forward(np.arange(62, dtype=np.int32) % 90, False, 1)  # sequence 1 now holds all 64 positions
+        with pytest.raises(ValueError, match="already holds n_ctx=64"):
+            live.decode_batch(np.array([1, 1], np.int32), np.array([0, 1], np.int64))
+        assert live.seq_n_past(0) == 2  # a refused step changes nothing
+    finally:
+        live.set_n_seq(1)
+        tiny.reset()
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(do_sample=True, temperature=1.2, top_k=20, repetition_penalty=1.2, seed=3),
+                                dict(do_sample=True, top_p=0.8, no_repeat_ngram_size=2, seed=9, min_new_tokens=3)])
+def test_batched_generate_equals_one_sequence_at_a_time(tiny, kw):
+    # ragged prompts, several return sequences, eos stopping some rows early:
+    # the batched path yields exactly the sequential path's tokens
+    prompts = [[5, 17, 42, 8], [9, 10], [1, 2, 3, 4, 5, 6, 7], [30]]
+    free = tiny.generate(prompts[0], max_new_tokens=12)[0].tolist()
+    args = dict(max_new_tokens=12, num_return_sequences=2 if kw else 1, eos_token_id=free[7], pad_token_id=0, **kw)
+    batched = tiny.generate(prompts, **args)
+    assert tiny._live().n_seq == 1  # the extra caches are gone after the call
+    with _one_at_a_time(tiny):
+        sequential = tiny.generate(prompts, **args)
+    np.testing.assert_array_equal(batched, sequential)
+    assert batched.shape[0] == 4 * args["num_return_sequences"]
+    if not kw:  # greedy: as the prompt alone, up to and including the first eos
+        k = free.index(free[7], 4) + 1
+        assert batched[0].tolist()[3:3 + k] == free[:k]  # left-padded to the 7-token prompt
+
+
+def test_batched_generate_keeps_the_prefix_cache(tiny):
+    # sequence 0 decodes in the model's own cache: the next call reuses its history
+    prompt = [5, 17, 42, 8]
+    out = tiny.generate([prompt, [9, 10]], max_new_tokens=6)[0].tolist()
+    fed = []
+    real = tiny.step
+
+    def spy(ids, all_logits=False):
+        fed.append(list(ids))
+        return real(ids, all_logits)
+
+    tiny.step = spy
+    try:
+        again = tiny.generate(out + [3], max_new_tokens=2)[0].tolist()
+    finally:
+        del tiny.step
+    assert fed[0] == out[-1:] + [3]  # only what the cache lacks ran: the last sampled token and the new one
+    tiny.reset()
+    assert again == tiny.generate(out + [3], max_new_tokens=2)[0].tolist()
+
+
 def test_eos_stops_and_pads(tiny):
     prompt = [5, 17, 42, 8]
     free = tiny.generate(prompt, max_new_tokens=10)[0].tolist()

@@ -274,7 +274,9 @@ def test_fused_scratch_reuse_is_invisible():
                         np.zeros(16, np.uint64)):
             out = np.empty(2, np.int64)
             u = np.random.default_rng(0).random(2)
+            before = scores.copy()
             assert _sampler.fused_sample(scores, ids, *fused, u, kw["do_sample"], out, scratch) == -1
+            np.testing.assert_array_equal(scores, before)  # read in place or copied, never written
             outs.append(out.tolist())
         assert outs[0] == outs[1] == outs[2], kw
         assert outs[0] == sample(procs(ids, scores), np.random.default_rng(0), do_sample=kw["do_sample"]).tolist()

@@ -1,9 +1,5 @@
-// Scaled-dot-product attention, flash style: per block of query rows, the
-// scores against a block of keys by a GEMM tile, the mask and an online
-// softmax on them, and the weighted values added by another GEMM into the
-// output rows (rescaled as the running maximum grows). Memory stays one
-// (rows, keys) block per thread whatever the sequence length.
-// Not the KV cache (runtime/) and not the backward pass.
+// Scaled-dot-product attention by blocks of queries x keys as GEMM tiles with an online softmax.
+// Not the KV cache (runtime/), not the decode step (decode.cpp), not the backward pass.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -46,7 +42,7 @@ inline float softmax_block_row(float* p, int64_t n, int64_t visible, const float
         for (; j < visible; j++) p[j] *= scale;
     }
     const float bm = visible > 0 ? row_max(p, visible) : -INFINITY;
-    const float m_new = bm > m ? bm : m;
+    const float m_new = bm > m || bm != bm ? bm : m;  // a NaN score makes the row NaN, as in torch
     if (m_new == -INFINITY) {  // every key so far masked out: weights 0
         std::memset(p, 0, sizeof(float) * size_t(n));
         return 0.0f;

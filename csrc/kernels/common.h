@@ -55,9 +55,9 @@ static inline int64_t sgemm_work_floats(int nthreads) {
 }
 
 // sgemm_packed_b's scratch: sgemm's, then all of A packed once for every thread
-// (rows rounded up to the largest register tile)
+// (rows rounded up to a whole register tile: 48 is a multiple of MR 6 and 12)
 static inline int64_t sgemm_packed_b_work_floats(int64_t M, int64_t K, int nthreads) {
-    return sgemm_work_floats(nthreads) + (M + 15) / 16 * 16 * K;
+    return sgemm_work_floats(nthreads) + (M + 47) / 48 * 48 * K;
 }
 
 // attention_forward: stacked query rows per block and keys per block, and
@@ -67,7 +67,8 @@ static inline int64_t sgemm_packed_b_work_floats(int64_t M, int64_t K, int nthre
 constexpr int64_t kAttnStackRows = 144, kAttnKeys = 256;
 
 static inline int64_t attention_thread_floats(int64_t HS) {
-    return sgemm_work_floats(1) + kAttnStackRows * kAttnKeys + (2 * kAttnStackRows * HS + 15) / 16 * 16 + 3 * kAttnStackRows + 16;
+    return sgemm_work_floats(1) + kAttnStackRows * kAttnKeys + (2 * kAttnStackRows * HS + 15) / 16 * 16 +
+           3 * kAttnStackRows + 16;
 }
 static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
     return int64_t(nthreads) * attention_thread_floats(HS);

@@ -534,11 +534,10 @@ void sgemm(float* C, const float* A, const float* B, int64_t M, int64_t N, int64
     sgemm_bias(C, A, B, nullptr, M, N, K, trans_a, trans_b, accumulate, work);
 }
 
-int64_t sgemm_panel_cols() { return Tile::blk.NR; }
-
 void sgemm_packed_b(float* C, const float* A, int64_t M, int64_t N, int64_t K, PackBlockFn pack,
                     const void* ctx, int64_t k_align, double pack_cost, float* work) {
     // A (M,K), B (K,N) delivered in packed blocks by pack -> C (M,N)
+    static_assert(Tile::blk.KC % kQuantBlock == 0, "k blocks must hold whole quantization blocks");
     if (M <= 0 || N <= 0 || K <= 0) return;
     const int nthreads = num_threads();
     const auto blocks = [&](float* dst, int64_t pc, int64_t kc, int64_t jc, int64_t nc) {

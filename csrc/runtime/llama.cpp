@@ -188,10 +188,7 @@ LlamaModel::LlamaModel(std::shared_ptr<GGUFFile> file, const LlamaConfig& cfg)
     for (int64_t i = 0; i < cfg.n_ctx; i++) pos[size_t(i)] = i;
     kernels().rope_cache(rope_cos_.data(), rope_sin_.data(), pos.data(), cfg.n_ctx, HS, cfg.rope_theta);
 
-    const size_t cache = size_t(cfg.n_layer * cfg.n_ctx * KVD);
-    k_cache_.reset(static_cast<float*>(std::calloc(cache, sizeof(float))));
-    v_cache_.reset(static_cast<float*>(std::calloc(cache, sizeof(float))));
-    if (!k_cache_ || !v_cache_) throw std::bad_alloc();
+    caches_.push_back(new_cache());
 
     const int64_t T = kLlamaChunk;
     x_.resize(size_t(T * C));
@@ -240,11 +237,35 @@ void LlamaModel::linear(float* out, const float* x, int64_t M, const Weight& w) 
         kernels().qmatmul(out, x, w.data, M, w.rows, w.cols, int(w.type), work);
 }
 
+LlamaModel::KVCache LlamaModel::new_cache() const {
+    const size_t n = size_t(cfg_.n_layer * cfg_.n_ctx * cfg_.n_kv_head * cfg_.head_dim);
+    KVCache c;
+    c.k.reset(static_cast<float*>(std::calloc(n, sizeof(float))));
+    c.v.reset(static_cast<float*>(std::calloc(n, sizeof(float))));
+    if (!c.k || !c.v) throw std::bad_alloc();
+    return c;
+}
+
+void LlamaModel::set_n_seq(int64_t n) {
+    if (n < 1) throw std::invalid_argument("the number of sequences must be at least 1, got " + std::to_string(n));
+    while (int64_t(caches_.size()) > n) caches_.pop_back();
+    while (int64_t(caches_.size()) < n) caches_.push_back(new_cache());
+    if (seq_ >= caches_.size()) seq_ = 0;
+}
+
+void LlamaModel::select_seq(int64_t s) {
+    if (s < 0 || s >= n_seq())
+        throw std::invalid_argument("sequence " + std::to_string(s) + " is out of range [0, " +
+                                    std::to_string(n_seq()) + ")");
+    seq_ = size_t(s);
+}
+
 void LlamaModel::truncate(int64_t n) {
-    if (n < 0 || n > n_past_)
+    KVCache& c = caches_[seq_];
+    if (n < 0 || n > c.n_past)
         throw std::invalid_argument("cannot keep " + std::to_string(n) + " cached positions of " +
-                                    std::to_string(n_past_));
-    n_past_ = n;
+                                    std::to_string(c.n_past));
+    c.n_past = n;
 }
 
 void LlamaModel::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
@@ -254,13 +275,14 @@ void LlamaModel::forward(const int32_t* tokens, int64_t T, float* logits, bool a
             throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " at position " +
                                         std::to_string(t) + " is out of range [0, " +
                                         std::to_string(cfg_.vocab_size) + ")");
-    if (n_past_ + T > cfg_.n_ctx)
-        throw std::invalid_argument(std::to_string(n_past_) + " cached + " + std::to_string(T) +
+    if (n_past() + T > cfg_.n_ctx)
+        throw std::invalid_argument(std::to_string(n_past()) + " cached + " + std::to_string(T) +
                                     " new tokens exceed the context length n_ctx=" +
                                     std::to_string(cfg_.n_ctx));
     ensure_work();
     if (T == 1 && decode_packed_) {
-        decode_step(tokens[0], logits);
+        const int64_t seq = int64_t(seq_);
+        decode_rows(tokens, &seq, 1, logits);
         return;
     }
     for (int64_t t0 = 0; t0 < T; t0 += kLlamaChunk) {
@@ -278,7 +300,8 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, 
     const KernelTable& k = kernels();
     const int64_t C = cfg_.hidden_size, HS = cfg_.head_dim, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
     const int64_t QD = NH * HS, KVD = NKV * HS, FF = cfg_.ffn_size, half = HS / 2;
-    const int64_t pos0 = n_past_, S = pos0 + T;
+    KVCache& cache = caches_[seq_];
+    const int64_t pos0 = cache.n_past, S = pos0 + T;
     float* x = x_.data();  // residual stream (T, C)
     float* h = h_.data();  // normed input / projection output (T, C)
 
@@ -292,8 +315,8 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, 
     float* attn_work = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work_.data()) + 63) & ~uintptr_t(63));
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const Layer& L = layers_[size_t(l)];
-        float* kc = k_cache_.get() + l * cfg_.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
-        float* vc = v_cache_.get() + l * cfg_.n_ctx * KVD;  // value cache (n_ctx, NKV*HS)
+        float* kc = cache.k.get() + l * cfg_.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
+        float* vc = cache.v.get() + l * cfg_.n_ctx * KVD;  // value cache (n_ctx, NKV*HS)
 
         // attention block
         k.rmsnorm_forward(h, x, L.attn_norm, T, C, cfg_.rms_eps);
@@ -318,7 +341,7 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, 
         linear(h, gate_.data(), T, L.w_down);           // (T, C)
         k.residual_forward(x, x, h, T * C);
     }
-    n_past_ = S;
+    cache.n_past = S;
 
     if (!logits) return;
     if (all_logits) {
@@ -330,121 +353,193 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, 
     }
 }
 
-void LlamaModel::decode_step(int32_t token, float* logits) {
-    // token at position n_past -> logits (V) or none.
+void LlamaModel::decode_batch(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
+    if (B <= 0) throw std::invalid_argument("decode_batch needs at least one sequence");
+    if (!decode_packed_) throw std::invalid_argument("decode_batch needs block-quantized (Q8_0, Q4_0, Q4_1) weights");
+    if (B > kLlamaChunk)
+        throw std::invalid_argument("decode_batch takes at most " + std::to_string(kLlamaChunk) + " sequences");
+    std::vector<bool> seen(caches_.size(), false);
+    for (int64_t b = 0; b < B; b++) {
+        if (seqs[b] < 0 || seqs[b] >= n_seq())
+            throw std::invalid_argument("sequence " + std::to_string(seqs[b]) + " is out of range [0, " +
+                                        std::to_string(n_seq()) + ")");
+        if (seen[size_t(seqs[b])])
+            throw std::invalid_argument("sequence " + std::to_string(seqs[b]) + " appears twice in one step");
+        seen[size_t(seqs[b])] = true;
+        if (tokens[b] < 0 || tokens[b] >= cfg_.vocab_size)
+            throw std::invalid_argument("token id " + std::to_string(tokens[b]) + " of sequence " +
+                                        std::to_string(seqs[b]) + " is out of range [0, " +
+                                        std::to_string(cfg_.vocab_size) + ")");
+        if (caches_[size_t(seqs[b])].n_past + 1 > cfg_.n_ctx)
+            throw std::invalid_argument("sequence " + std::to_string(seqs[b]) + " already holds n_ctx=" +
+                                        std::to_string(cfg_.n_ctx) + " positions");
+    }
+    ensure_work();
+    decode_rows(tokens, seqs, B, logits);
+}
+
+void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
+    // tokens (B) of sequences seqs (B), each at its own position n_past -> logits (B, V) or none.
     // One job on the model's thread pool for the whole step. Every thread keeps its own copy
-    // of the residual stream and quantizes the normed activations itself (the
+    // of the B residual rows and quantizes the normed activations itself (the
     // same bits on every thread), so barriers are needed only where a thread
     // reads rows another one wrote: after q/k/v, attention, the output
     // projection, gate/up and down (5 per layer). Work is split over output
-    // rows in groups of 4, never over K: results do not depend on the thread count.
+    // rows in groups of 4 (32 weight rows at a time meet all B activation rows
+    // while they are in cache), never over K: results do not depend on the
+    // thread count, nor on which other sequences share the step.
     const KernelTable& k = kernels();
     const int64_t C = cfg_.hidden_size, HS = cfg_.head_dim, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
     const int64_t QD = NH * HS, KVD = NKV * HS, FF = cfg_.ffn_size, half = HS / 2, V = cfg_.vocab_size;
-    const int64_t pos = n_past_, S = pos + 1;
     const float eps = cfg_.rms_eps, scale = 1.0f / std::sqrt(float(HS));
+    const int64_t AQ = std::max(C, QD), NB = AQ / kQuantBlock, FB = FF / kQuantBlock;
 
-    float* x0 = x_.data();
-    k.dequantize_row(x0, static_cast<const uint8_t*>(tok_embd_.data) + int64_t(token) * tok_embd_.row_bytes, C,
-                     int(tok_embd_.type));
-
-    // scratch: shared FFN activations (FF int8, FF/32 d and ds), then per thread
-    // residual (C), activations (AQ int8, AQ/32 d and ds) and attention scores (n_ctx)
+    // scratch: shared FFN activations (B x FF int8, B x FF/32 d and ds), then
+    // per thread: residuals (B x C), activations (B x AQ int8, B x AQ/32 d and
+    // ds) and attention scores (n_ctx)
     const int nt = num_threads();
-    const int64_t AQ = std::max(C, QD);
-    const int64_t shared = round_up(FF / 4 + 2 * (FF / kQuantBlock), 16);
-    const int64_t per = round_up(C + AQ / 4 + 2 * (AQ / kQuantBlock) + cfg_.n_ctx, 16);
+    const int64_t shared = round_up(B * (FF / 4 + 2 * FB), 16);
+    const int64_t per = round_up(B * (C + AQ / 4 + 2 * NB) + cfg_.n_ctx, 16);
     const size_t need = size_t(shared + int64_t(nt) * per + 16);
     if (dec_.size() < need) dec_.resize(need);
     float* base = align64(dec_.data());
-    int8_t* fq = reinterpret_cast<int8_t*>(base);
-    float* fd = base + FF / 4;
-    float* fds = fd + FF / kQuantBlock;
+    int8_t* fq = reinterpret_cast<int8_t*>(base);  // (B, FF)
+    float* fd = base + B * FF / 4;                  // (B, FF/32)
+    float* fds = fd + B * FB;
 
-    float* q = q_.data();      // (NH*HS)
-    float* att = att_.data();  // (NH*HS)
-    float* hb = h_.data();     // projection outputs (C)
-    float* gate = gate_.data();
+    float* q = q_.data();      // (B, QD)
+    float* att = att_.data();  // (B, QD)
+    float* hb = h_.data();     // projection outputs (B, C)
+    float* kv = k_.data();     // new keys (B, KVD), then v_ the new values
+    float* vv = v_.data();
+    float* gate = gate_.data();  // (B, FF)
     float* up = up_.data();
-    const float* cs = rope_cos_.data() + pos * half;
-    const float* sn = rope_sin_.data() + pos * half;
+    std::vector<int64_t> pos(static_cast<size_t>(B));
+    std::vector<KVCache*> cache(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; b++) {
+        cache[size_t(b)] = &caches_[size_t(seqs[b])];
+        pos[size_t(b)] = cache[size_t(b)]->n_past;
+    }
     const int64_t gq = (QD + 3) / 4, gkv = (KVD + 3) / 4;
     StepBarrier barrier;
 
+    // rows [r0, r1) of w (r0 a multiple of 4) for the B activation rows xq -> out (B, ldo);
+    // with several rows, 32 weight rows at a time meet all of them while in L1/L2
+    const auto rows_matvec = [&](float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xds,
+                                 int64_t K, const Weight& w, int64_t r0, int64_t r1) {
+        const int64_t nbk = K / kQuantBlock, step = B == 1 ? r1 - r0 : 32;
+        for (int64_t g = r0; g < r1; g += step)
+            for (int64_t b = 0; b < B; b++)
+                k.qpack_matvec(out + b * ldo, xq + b * K, xd + b * nbk, xds + b * nbk, w.packed, g,
+                               std::min(g + step, r1), w.rows, K, int(w.type));
+    };
+    // quantizes B rows of x (B, K) for the products
+    const auto quantize_rows = [&](int8_t* xq, float* xd, float* xds, const float* x, int64_t K,
+                                   const float* norm) {
+        const int64_t nbk = K / kQuantBlock;
+        for (int64_t b = 0; b < B; b++) {
+            if (norm)
+                k.rmsnorm_quantize_act(xq + b * K, xd + b * nbk, xds + b * nbk, x + b * K, norm, K, eps);
+            else
+                k.quantize_act(xq + b * K, xd + b * nbk, xds + b * nbk, x + b * K, K);
+        }
+    };
+
     pool_.run(nt, [&](int tid, int nth) {
         float* my = base + shared + int64_t(tid) * per;
-        float* xr = my;  // this thread's residual stream (C)
-        int8_t* xq = reinterpret_cast<int8_t*>(my + C);
-        float* xd = my + C + AQ / 4;
-        float* xds = xd + AQ / kQuantBlock;
-        float* scores = xds + AQ / kQuantBlock;
-        std::memcpy(xr, x0, sizeof(float) * size_t(C));
+        float* xr = my;  // this thread's residual rows (B, C)
+        int8_t* xq = reinterpret_cast<int8_t*>(my + B * C);
+        float* xd = my + B * C + B * AQ / 4;
+        float* xds = xd + B * NB;
+        float* scores = xds + B * NB;
+        for (int64_t b = 0; b < B; b++)
+            k.dequantize_row(xr + b * C,
+                             static_cast<const uint8_t*>(tok_embd_.data) + int64_t(tokens[b]) * tok_embd_.row_bytes,
+                             C, int(tok_embd_.type));
         int64_t u0, u1;
 
         for (int64_t l = 0; l < cfg_.n_layer; l++) {
             const Layer& L = layers_[size_t(l)];
-            float* kc = k_cache_.get() + l * cfg_.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
-            float* vc = v_cache_.get() + l * cfg_.n_ctx * KVD;  // value cache (n_ctx, NKV*HS)
+            const int64_t lo = l * cfg_.n_ctx * KVD;  // this layer's cache (n_ctx, NKV*HS)
 
-            // q, k, v: one range over their row groups together; RoPE on this thread's rows
-            k.rmsnorm_quantize_act(xq, xd, xds, xr, L.attn_norm, C, eps);
+            // q, k, v: one range over their row groups together; RoPE on this
+            // thread's rows, new keys and values into each sequence's cache
+            quantize_rows(xq, xd, xds, xr, C, L.attn_norm);
             thread_range(gq + 2 * gkv, tid, nth, u0, u1);
             const Weight* ws[3] = {&L.wq, &L.wk, &L.wv};
-            float* outs[3] = {q, kc + pos * KVD, vc + pos * KVD};
+            float* outs[3] = {q, kv, vv};
+            const int64_t lds[3] = {QD, KVD, KVD};
             const int64_t g0s[3] = {0, gq, gq + gkv}, gns[3] = {gq, gkv, gkv};
             for (int i = 0; i < 3; i++) {
-                const int64_t a = std::max(u0, g0s[i]) - g0s[i], b = std::min(u1, g0s[i] + gns[i]) - g0s[i];
-                if (a >= b) continue;
+                const int64_t a = std::max(u0, g0s[i]) - g0s[i], e = std::min(u1, g0s[i] + gns[i]) - g0s[i];
+                if (a >= e) continue;
                 const Weight& w = *ws[i];
-                const int64_t r0 = 4 * a, r1 = std::min(4 * b, w.rows);
-                k.qpack_matvec(outs[i], xq, xd, xds, w.packed, r0, r1, w.rows, C, int(w.type));
-                if (i == 2) continue;
-                // GGUF llama rows are permuted for the interleaved-pair rotation:
-                // pair (2i, 2i+1) of a head turns by angle i; r0 and r1 are even
-                float* y = outs[i];
-                for (int64_t r = r0; r + 1 < r1; r += 2) {
-                    const int64_t j = (r % HS) / 2;
-                    const float y0 = y[r], y1 = y[r + 1];
-                    y[r] = y0 * cs[j] - y1 * sn[j];
-                    y[r + 1] = y1 * cs[j] + y0 * sn[j];
+                const int64_t r0 = 4 * a, r1 = std::min(4 * e, w.rows);
+                rows_matvec(outs[i], lds[i], xq, xd, xds, C, w, r0, r1);
+                for (int64_t b = 0; b < B; b++) {
+                    float* y = outs[i] + b * lds[i];
+                    if (i < 2) {
+                        // GGUF llama rows are permuted for the interleaved-pair rotation:
+                        // pair (2i, 2i+1) of a head turns by angle i; r0 and r1 are even
+                        const float* cs = rope_cos_.data() + pos[size_t(b)] * half;
+                        const float* sn = rope_sin_.data() + pos[size_t(b)] * half;
+                        for (int64_t r = r0; r + 1 < r1; r += 2) {
+                            const int64_t j = (r % HS) / 2;
+                            const float y0 = y[r], y1 = y[r + 1];
+                            y[r] = y0 * cs[j] - y1 * sn[j];
+                            y[r + 1] = y1 * cs[j] + y0 * sn[j];
+                        }
+                    }
+                    if (i > 0) {
+                        KVCache& c = *cache[size_t(b)];
+                        float* dst = (i == 1 ? c.k.get() : c.v.get()) + lo + pos[size_t(b)] * KVD;
+                        std::memcpy(dst + r0, y + r0, sizeof(float) * size_t(r1 - r0));
+                    }
                 }
             }
             barrier.wait(nth);
-            thread_range(NH, tid, nth, u0, u1);
-            k.attention_decode(att, q, kc, vc, u0, u1, NH, NKV, S, HS, scale, scores);
+            // attention: (sequence, head) pairs split over the threads
+            thread_range(B * NH, tid, nth, u0, u1);
+            for (int64_t u = u0; u < u1;) {
+                const int64_t b = u / NH, h0 = u % NH, h1 = std::min(NH, h0 + (u1 - u));
+                const KVCache& c = *cache[size_t(b)];
+                k.attention_decode(att + b * QD, q + b * QD, c.k.get() + lo, c.v.get() + lo, h0, h1, NH, NKV,
+                                   pos[size_t(b)] + 1, HS, scale, scores);
+                u += h1 - h0;
+            }
             barrier.wait(nth);
-            k.quantize_act(xq, xd, xds, att, QD);
+            quantize_rows(xq, xd, xds, att, QD, nullptr);
             thread_range((C + 3) / 4, tid, nth, u0, u1);
-            k.qpack_matvec(hb, xq, xd, xds, L.wo.packed, 4 * u0, std::min(4 * u1, C), C, QD, int(L.wo.type));
+            rows_matvec(hb, C, xq, xd, xds, QD, L.wo, 4 * u0, std::min(4 * u1, C));
             barrier.wait(nth);
-            for (int64_t i = 0; i < C; i++) xr[i] += hb[i];
+            for (int64_t i = 0; i < B * C; i++) xr[i] += hb[i];
 
             // MLP: gate and up over the same 32-row blocks, so this thread can
             // apply SwiGLU and quantize its blocks of the down projection's input
-            k.rmsnorm_quantize_act(xq, xd, xds, xr, L.ffn_norm, C, eps);
-            thread_range(FF / kQuantBlock, tid, nth, u0, u1);
+            quantize_rows(xq, xd, xds, xr, C, L.ffn_norm);
+            thread_range(FB, tid, nth, u0, u1);
             if (u0 < u1) {
                 const int64_t r0 = u0 * kQuantBlock, r1 = u1 * kQuantBlock;
-                k.qpack_matvec(gate, xq, xd, xds, L.w_gate.packed, r0, r1, FF, C, int(L.w_gate.type));
-                k.qpack_matvec(up, xq, xd, xds, L.w_up.packed, r0, r1, FF, C, int(L.w_up.type));
-                k.swiglu_quantize_act(fq + r0, fd + u0, fds + u0, gate + r0, up + r0, r1 - r0);
+                rows_matvec(gate, FF, xq, xd, xds, C, L.w_gate, r0, r1);
+                rows_matvec(up, FF, xq, xd, xds, C, L.w_up, r0, r1);
+                for (int64_t b = 0; b < B; b++)
+                    k.swiglu_quantize_act(fq + b * FF + r0, fd + b * FB + u0, fds + b * FB + u0, gate + b * FF + r0,
+                                          up + b * FF + r0, r1 - r0);
             }
             barrier.wait(nth);
             thread_range((C + 3) / 4, tid, nth, u0, u1);
-            k.qpack_matvec(hb, fq, fd, fds, L.w_down.packed, 4 * u0, std::min(4 * u1, C), C, FF,
-                           int(L.w_down.type));
+            rows_matvec(hb, C, fq, fd, fds, FF, L.w_down, 4 * u0, std::min(4 * u1, C));
             barrier.wait(nth);
-            for (int64_t i = 0; i < C; i++) xr[i] += hb[i];
+            for (int64_t i = 0; i < B * C; i++) xr[i] += hb[i];
         }
 
         if (logits) {
-            k.rmsnorm_quantize_act(xq, xd, xds, xr, output_norm_, C, eps);
+            quantize_rows(xq, xd, xds, xr, C, output_norm_);
             thread_range((V + 3) / 4, tid, nth, u0, u1);
-            k.qpack_matvec(logits, xq, xd, xds, output_.packed, 4 * u0, std::min(4 * u1, V), V, C,
-                           int(output_.type));
+            rows_matvec(logits, V, xq, xd, xds, C, output_, 4 * u0, std::min(4 * u1, V));
         }
     });
-    n_past_ = S;
+    for (int64_t b = 0; b < B; b++) cache[size_t(b)]->n_past = pos[size_t(b)] + 1;
 }
 
 }  // namespace pyllm

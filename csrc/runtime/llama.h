@@ -53,9 +53,22 @@ public:
     // Throws std::invalid_argument for ids out of range or a full cache.
     void forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
 
-    int64_t n_past() const { return n_past_; }
+    int64_t n_past() const { return caches_[seq_].n_past; }
     // Forget the cached positions after the first n (0 clears the cache).
     void truncate(int64_t n);
+
+    // Several sequences, each with its own KV cache: n_seq() of them
+    // (1 at load); forward, n_past and truncate act on the selected one.
+    int64_t n_seq() const { return int64_t(caches_.size()); }
+    // Keeps the first n caches (n >= 1), frees the others, adds empty ones.
+    void set_n_seq(int64_t n);
+    void select_seq(int64_t s);
+    int64_t selected_seq() const { return int64_t(seq_); }
+    // One token for each of B distinct sequences (ids seqs[b]), appended to
+    // their caches in one decode step that reads each weight once for all:
+    // logits (B, V). Needs packed weights (decode_batch_supported()).
+    void decode_batch(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits);
+    bool decode_batch_supported() const { return decode_packed_; }
 
     // Held by callers for the whole of a forward: one sequence, one user at a time.
     std::mutex& mutex() { return mu_; }
@@ -68,8 +81,9 @@ private:
     };
 
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
-    // One token through every layer inside a single parallel region (weights packed).
-    void decode_step(int32_t token, float* logits);
+    // One token for each of B sequences through every layer inside a single
+    // parallel region (weights packed); logits (B, V) or none.
+    void decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits);
     void linear(float* out, const float* x, int64_t M, const Weight& w);
     void pack(Weight& w);
     void ensure_work();
@@ -84,10 +98,15 @@ private:
         void operator()(float* p) const noexcept { std::free(p); }
     };
     std::vector<float> rope_cos_, rope_sin_;  // (n_ctx, HS/2)
-    // key and value caches (L, n_ctx, NKV*HS) each, calloc'd: pages are
-    // committed only as positions are written
-    std::unique_ptr<float, FreeDelete> k_cache_, v_cache_;
-    int64_t n_past_ = 0;
+    // per sequence, key and value caches (L, n_ctx, NKV*HS) each, calloc'd:
+    // pages are committed only as positions are written
+    struct KVCache {
+        std::unique_ptr<float, FreeDelete> k, v;
+        int64_t n_past = 0;
+    };
+    KVCache new_cache() const;
+    std::vector<KVCache> caches_;
+    size_t seq_ = 0;  // the sequence forward/truncate act on
 
     // activations for a chunk of up to kChunk positions
     std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
@@ -98,10 +117,10 @@ private:
     // packed weights, 64-byte aligned; decode_step needs every layer matrix packed
     std::vector<std::unique_ptr<float, FreeDelete>> packed_;
     bool decode_packed_ = false;
-    // decode_step scratch: per thread (residual copy, quantized activations,
-    // attention scores), then the FFN activations quantized (shared)
+    // decode_rows scratch: the FFN activations quantized (shared), then per
+    // thread (residual copies, quantized activations, attention scores)
     std::vector<float> dec_;
-    ThreadPool pool_;  // decode_step's threads (declared last: joined first)
+    ThreadPool pool_;  // decode_rows' threads (declared last: joined first)
 };
 
 // Largest number of positions one forward_chunk processes.

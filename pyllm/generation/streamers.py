@@ -90,15 +90,15 @@ class TextStreamer(BaseStreamer):
             self._next_is_prompt = False
             if self.skip_prompt:
                 return
-        text = self.buffer.push(ids)
-        if text:  # most tokens end inside a word: nothing to print yet
-            self.on_finalized_text(text)
+        self.on_finalized_text(self.buffer.push(ids))
 
     def end(self) -> None:
         self.on_finalized_text(self.buffer.flush(), stream_end=True)
         self._next_is_prompt = True
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if not text and not stream_end:
+            return  # most tokens end inside a word: nothing to print yet
         out = self.file or sys.stdout
         print(text, end="" if not stream_end else "\n", file=out, flush=True)
 

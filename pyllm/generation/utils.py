@@ -113,14 +113,17 @@ class GenerationMixin:
         cfg.validate()
         return cfg
 
-    def _tokens(self, prompt: List[int], cfg: GenerationConfig, procs: LogitsProcessorList,
-                rng: np.random.Generator, stops: _StopStrings) -> Iterator[int]:
-        """Yields the new tokens of one sequence; the caller holds the lock."""
+    def _check_length(self, prompt: List[int], cfg: GenerationConfig) -> None:
         if len(prompt) + cfg.max_new_tokens > self.n_ctx:
             raise ValueError(
                 f"prompt of {len(prompt)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds the context "
                 f"n_ctx={self.n_ctx}; shorten the prompt, lower max_new_tokens or load with a larger n_ctx"
             )
+
+    def _tokens(self, prompt: List[int], cfg: GenerationConfig, procs: LogitsProcessorList,
+                rng: np.random.Generator, stops: _StopStrings) -> Iterator[int]:
+        """Yields the new tokens of one sequence; the caller holds the lock."""
+        self._check_length(prompt, cfg)
         eos = set(cfg.eos_ids())
         ids = np.empty((1, len(prompt) + cfg.max_new_tokens), dtype=np.int64)  # (1, T) history buffer
         ids[0, : len(prompt)] = prompt
@@ -140,6 +143,61 @@ class GenerationMixin:
     def _step_token(self, token: int) -> np.ndarray:
         """Logits after appending one sampled token (models may take a shorter path)."""
         return self.step([token])
+
+    # ---- several sequences decoded together (models that can: _batch_size() > 1)
+
+    def _batch_size(self) -> int:
+        """How many sequences one batched decode step may hold (1: no batched path)."""
+        return 1
+
+    def _batch_begin(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _batch_prefill(self, ids: List[int], seq: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _batch_step(self, tokens: List[int], seqs: List[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _batch_end(self) -> None:
+        raise NotImplementedError
+
+    def _tokens_batch(self, prompts: List[List[int]], cfg: GenerationConfig, procs: List[LogitsProcessorList],
+                      rngs: List[np.random.Generator], stops: _StopStrings) -> List[List[int]]:
+        """The new tokens of several sequences, decoded in steps that run every
+        unfinished one at once; each sequence samples as it would alone."""
+        for p in prompts:
+            self._check_length(p, cfg)
+        eos = set(cfg.eos_ids())
+        hist = [np.empty((1, len(p) + cfg.max_new_tokens), dtype=np.int64) for p in prompts]  # (1, T) each
+        n = [len(p) for p in prompts]
+        outs: List[List[int]] = [[] for _ in prompts]
+        self._batch_begin(len(prompts))
+        try:
+            logits: List[np.ndarray] = []
+            for s, p in enumerate(prompts):
+                hist[s][0, :n[s]] = p
+                logits.append(self._batch_prefill(p, s))
+            active = list(range(len(prompts)))
+            for i in range(cfg.max_new_tokens):
+                feed: List[int] = []
+                for s in active:
+                    tok = int(procs[s].sample(hist[s][:, :n[s]], logits[s][None, :], rngs[s],
+                                              do_sample=not cfg.greedy)[0])
+                    hist[s][0, n[s]] = tok
+                    n[s] += 1
+                    outs[s].append(tok)
+                    if not (tok in eos or stops.hit(outs[s]) or i == cfg.max_new_tokens - 1):
+                        feed.append(s)
+                active = feed
+                if not active:
+                    break
+                step = self._batch_step([outs[s][-1] for s in active], active)  # (B, V)
+                for j, s in enumerate(active):
+                    logits[s] = step[j]
+        finally:
+            self._batch_end()
+        return outs
 
     def _processors(self, cfg: GenerationConfig, prompt_len: int,
                     logits_processor: Optional[Sequence[ProcessorLike]]) -> LogitsProcessorList:
@@ -163,9 +221,14 @@ class GenerationMixin:
         its prompt left-padded to the longest one, then the new tokens,
         right-padded with ``pad_token_id`` after an early stop. Any
         :class:`GenerationConfig` field may be passed as a keyword. Sampling
-        with a ``seed`` is reproducible. Prompts are decoded one after
-        another, each with its own KV cache state; the model's lock is held
-        throughout, so threads sharing a model take turns.
+        with a ``seed`` is reproducible: with several sequences (prompts x
+        ``num_return_sequences``), sequence r draws from its own generator,
+        ``np.random.default_rng([seed, r])``. Each sequence has its own KV
+        cache; models that can (llama over block-quantized weights) decode
+        up to 32 of them together, one step running every unfinished one
+        (the same tokens as one at a time, faster), others one after
+        another. The model's lock is held throughout, so threads sharing a
+        model take turns.
 
         >>> model.generate(tok.encode("Once upon a time"), max_new_tokens=8)   # doctest: +SKIP
         """
@@ -174,24 +237,33 @@ class GenerationMixin:
         tokenizer = tokenizer if tokenizer is not None else (self.tokenizer if cfg.stop_list() else None)
         if streamer is not None and (len(rows) > 1 or cfg.num_return_sequences > 1):
             raise ValueError("a streamer follows one sequence: pass one prompt and num_return_sequences=1")
-        rng = np.random.default_rng(cfg.seed)
         stops = _StopStrings(tokenizer, cfg.stop_list())
+        prompts = [prompt for prompt in rows for _ in range(cfg.num_return_sequences)]
+        # one generator per sequence: a sequence samples the same tokens whether
+        # it runs alone, after others or batched with them
+        if len(prompts) == 1:
+            rngs = [np.random.default_rng(cfg.seed)]
+        else:
+            rngs = [np.random.default_rng(None if cfg.seed is None else [cfg.seed, r]) for r in range(len(prompts))]
+        procs = [self._processors(cfg, len(p), logits_processor) for p in prompts]
         outs: List[List[int]] = []
-        prompts: List[List[int]] = []
         with self._lock:
-            for prompt in rows:
-                for _ in range(cfg.num_return_sequences):
-                    procs = self._processors(cfg, len(prompt), logits_processor)
+            batch = self._batch_size() if streamer is None else 1
+            if batch > 1 and len(prompts) > 1:
+                for b0 in range(0, len(prompts), batch):
+                    b1 = min(b0 + batch, len(prompts))
+                    outs += self._tokens_batch(prompts[b0:b1], cfg, procs[b0:b1], rngs[b0:b1], stops)
+            else:
+                for prompt, proc, rng in zip(prompts, procs, rngs):
                     if streamer is not None:
                         streamer.put(np.asarray(prompt))
                     new: List[int] = []
-                    for tok in self._tokens(prompt, cfg, procs, rng, stops):
+                    for tok in self._tokens(prompt, cfg, proc, rng, stops):
                         new.append(tok)
                         if streamer is not None:
                             streamer.put(np.asarray([tok]))
                     if streamer is not None:
                         streamer.end()
-                    prompts.append(prompt)
                     outs.append(new)
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else (cfg.eos_ids() or [0])[0]
         width_p = max(len(p) for p in prompts)

@@ -216,6 +216,35 @@ class LlamaForCausalLM(GenerationMixin):
             self._cached.append(token)
             return logits
 
+    # ---- several sequences at once (generate with several prompts or
+    # num_return_sequences > 1): sequence 0 is the model's own cache (its
+    # prefix is reused as usual), the others get caches for the call only
+
+    _MAX_BATCH = 32  # sequences per batched decode step
+
+    def _batch_size(self) -> int:
+        return self._MAX_BATCH if self._live().decode_batch_supported else 1
+
+    def _batch_begin(self, n: int) -> None:
+        self._live().set_n_seq(n)
+
+    def _batch_prefill(self, ids: List[int], seq: int) -> np.ndarray:
+        if seq == 0:
+            return self._prefill(ids)
+        live = self._live()
+        live.truncate(0, seq)
+        return live.forward(np.asarray(ids, dtype=np.int32), False, seq)
+
+    def _batch_step(self, tokens: List[int], seqs: List[int]) -> np.ndarray:
+        logits = self._live().decode_batch(np.asarray(tokens, dtype=np.int32), np.asarray(seqs, dtype=np.int64))
+        if seqs and seqs[0] == 0:
+            self._cached.append(tokens[0])
+        return logits
+
+    def _batch_end(self) -> None:
+        if self._model is not None:
+            self._model.set_n_seq(1)  # frees the other sequences' caches
+
     def _prefill(self, ids: List[int]) -> np.ndarray:
         """Logits after ``ids`` (V,), running only what the cache lacks."""
         with self._lock:
