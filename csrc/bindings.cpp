@@ -509,7 +509,8 @@ U8 quantize(const py::object& x_obj, int type) {
     return out;
 }
 
-F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t K, bool ref, bool packed) {
+F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t K, bool ref, bool packed,
+            bool decode_rows) {
     // x (M,K), w_raw (N, quant_row_bytes(type, K)) -> (M,N)
     check_qtype(type, false);
     check_qlength(type, K, "K");
@@ -527,6 +528,18 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
         expect(pyllm::qpack_supported(type), "qmatmul: packed=True needs a block type (Q8_0, Q4_0, Q4_1)");
         std::vector<float> wp(size_t((pyllm::qpack_bytes(type, N, K) + 3) / 4));
         kernels().qpack_weights(wp.data(), w.data(), N, K, type);
+        if (decode_rows) {
+            // the batched decode step's product: rows quantized one by one, then all
+            // of them against every weight group at once (one thread)
+            const int64_t nb = K / pyllm::kQuantBlock;
+            std::vector<int8_t> xq(size_t(M * K));
+            std::vector<float> xd(size_t(M * nb)), xds(size_t(M * nb));
+            for (int64_t m = 0; m < M; m++)
+                kernels().quantize_act(xq.data() + m * K, xd.data() + m * nb, xds.data() + m * nb, x.data() + m * K, K);
+            kernels().qpack_matvec_rows(out.mutable_data(), N, xq.data(), xd.data(), xds.data(), M, wp.data(), 0, N,
+                                        N, K, type);
+            return out;
+        }
         float* work = pyllm::thread_workspace(pyllm::qpack_work_floats(M, K, type, pyllm::num_threads()));
         kernels().qpack_matmul(out.mutable_data(), x.data(), wp.data(), M, N, K, type, work);
     } else if (ref) {
@@ -976,7 +989,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("ref") = false);
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"));
     m.def("qmatmul", &qmatmul, py::arg("x"), py::arg("w_raw"), py::arg("type"), py::arg("K"),
-          py::arg("ref") = false, py::arg("packed") = false);
+          py::arg("ref") = false, py::arg("packed") = false, py::arg("decode_rows") = false);
 
     // training kernels: in place over caller buffers; backward ones add into gradients
     m.def("sgemm", &sgemm_into, py::arg("out"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false,

@@ -318,6 +318,21 @@ def test_qmatmul_packed_many_rows_gemm_blocks(isa, rng, name):
         np.testing.assert_allclose(out, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", BLOCK_TYPES)
+def test_decode_rows_product_equals_one_row_at_a_time(isa, rng, name):
+    # the batched decode product (each weight block unpacked once for up to 4
+    # activation rows) gives every row exactly the single-row result: 1-9 rows
+    # (groups of 4 and leftovers), partial last weight groups
+    for K, N in [(32, 5), (576, 193), (1536, 64)]:
+        w_raw = random_weights(rng, name, N, K)
+        x = rng.standard_normal((9, K)).astype(np.float32)
+        x[:, :32] *= 10
+        one = np.stack([_C.qmatmul(x[m:m + 1], w_raw, TYPES[name], K, packed=True)[0] for m in range(9)])
+        for M in range(1, 10):
+            rows = _C.qmatmul(x[:M], w_raw, TYPES[name], K, packed=True, decode_rows=True)
+            np.testing.assert_array_equal(rows, one[:M], err_msg=f"M={M} K={K} N={N}")
+
+
 def test_qmatmul_packed_needs_a_block_type(rng):
     w_raw = random_weights(rng, "F16", 4, 32)
     with pytest.raises(ValueError, match="packed"):

@@ -662,78 +662,97 @@ inline int64_t q4_nibble_offset(int r, int64_t sb) { return sb + (r & 1) * 32 + 
 // record in use (a group's records are contiguous, and groups follow each other)
 constexpr int64_t kPrefetchBytes = 1024;
 
-// One activation row against the 4 rows of a packed group: out4[0..3].
+// R activation rows against the 4 rows of a packed group: out[i*ldo + 0..3]
+// for row i of xq (stride ldx, scales stride ldb). The weights of a block are
+// loaded and unpacked once for all R rows; each row's arithmetic is the same
+// whatever R is (the same operations in the same order), so a row's result
+// does not depend on which rows share the call.
 // Q4: A = {row 0 | row 2}, B = {row 1 | row 3}; the low nibbles meet x[0:16]
 // broadcast to both halves, the high ones x[16:32]. After madd each row
 // owns 4 lanes; hadd(A, B) leaves [r0 r0 r1 r1 r2 r2 r3 r3], scaled by
 // [d0 d0 d1 d1 ..] * d_x. The scales [d0..d3 m0..m3] times ds_x accumulate
 // apart: lanes 0-3 give Q4_0's -8 terms, lanes 4-7 Q4_1's m terms.
-template <int TYPE>
-inline void qpack_group_q4(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd,
-                           const float* xds, int64_t nb) {
+template <int TYPE, int R>
+inline void qpack_group_q4(float* out, int64_t ldo, const uint8_t* rec, const int8_t* xq, int64_t ldx,
+                           const float* xd, const float* xds, int64_t ldb, int64_t nb) {
     constexpr int64_t SB = TYPE == kTypeQ4_1 ? 16 : 8;
     constexpr int64_t RB = SB + 64;
     const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), cacc = _mm256_setzero_ps();
+    __m256 acc0[R], acc1[R], cacc[R];
+    for (int i = 0; i < R; i++) acc0[i] = acc1[i] = cacc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, rec += RB) {
         _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes), _MM_HINT_T0);
         const __m256 s = TYPE == kTypeQ4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec))
                                            : _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec));
         const __m256i A = _mm256_loadu_si256((const __m256i*)(rec + SB));
         const __m256i B = _mm256_loadu_si256((const __m256i*)(rec + SB + 32));
-        const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(xq + b * 32)));
-        const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(xq + b * 32 + 16)));
-        // u8 nibbles (<= 15) times s8 (|x| <= 127): pair sums <= 3810, two of them fit int16
-        const __m256i pa = _mm256_madd_epi16(
-            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(A, low), xl),
-                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 4), low), xh)),
-            ones);
-        const __m256i pb = _mm256_madd_epi16(
-            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(B, low), xl),
-                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 4), low), xh)),
-            ones);
-        const __m256 sum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pa, pb));
-        const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(s, _mm256_set1_ps(xd[b])), dup);
-        // two accumulators (even / odd blocks) to hide the FMA latency
-        if (b & 1)
-            acc1 = _mm256_fmadd_ps(sum, sc, acc1);
-        else
-            acc0 = _mm256_fmadd_ps(sum, sc, acc0);
-        cacc = _mm256_fmadd_ps(s, _mm256_set1_ps(xds[b]), cacc);
+        const __m256i al = _mm256_and_si256(A, low), ah = _mm256_and_si256(_mm256_srli_epi16(A, 4), low);
+        const __m256i bl = _mm256_and_si256(B, low), bh = _mm256_and_si256(_mm256_srli_epi16(B, 4), low);
+        for (int i = 0; i < R; i++) {
+            const int8_t* x = xq + i * ldx + b * 32;
+            const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x));
+            const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(x + 16)));
+            // u8 nibbles (<= 15) times s8 (|x| <= 127): pair sums <= 3810, two of them fit int16
+            const __m256i pa =
+                _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(al, xl), _mm256_maddubs_epi16(ah, xh)), ones);
+            const __m256i pb =
+                _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(bl, xl), _mm256_maddubs_epi16(bh, xh)), ones);
+            const __m256 sum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pa, pb));
+            const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(s, _mm256_set1_ps(xd[i * ldb + b])), dup);
+            // two accumulators (even / odd blocks) to hide the FMA latency
+            if (b & 1)
+                acc1[i] = _mm256_fmadd_ps(sum, sc, acc1[i]);
+            else
+                acc0[i] = _mm256_fmadd_ps(sum, sc, acc0[i]);
+            cacc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(xds[i * ldb + b]), cacc[i]);
+        }
     }
-    float a[8], c[8];
-    _mm256_storeu_ps(a, _mm256_add_ps(acc0, acc1));
-    _mm256_storeu_ps(c, cacc);
-    for (int r = 0; r < 4; r++)
-        out4[r] = (a[2 * r] + a[2 * r + 1]) + (TYPE == kTypeQ4_0 ? -8.0f * c[r] : c[4 + r]);
+    for (int i = 0; i < R; i++) {
+        float a[8], c[8];
+        _mm256_storeu_ps(a, _mm256_add_ps(acc0[i], acc1[i]));
+        _mm256_storeu_ps(c, cacc[i]);
+        for (int r = 0; r < 4; r++)
+            out[i * ldo + r] = (a[2 * r] + a[2 * r + 1]) + (TYPE == kTypeQ4_0 ? -8.0f * c[r] : c[4 + r]);
+    }
 }
 
 // Q8_0: per row |w| times x with w's sign (w may be -128), 8 int32 lanes;
 // two rounds of hadd leave [r0 r1 r2 r3 | r0 r1 r2 r3], scaled by [d0..d3 d0..d3] * d_x.
-inline void qpack_group_q8(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd, int64_t nb) {
+template <int R>
+inline void qpack_group_q8(float* out, int64_t ldo, const uint8_t* rec, const int8_t* xq, int64_t ldx,
+                           const float* xd, int64_t ldb, int64_t nb) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc0[R], acc1[R];
+    for (int i = 0; i < R; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, rec += 136) {
         _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetchBytes + 64), _MM_HINT_T0);
-        const __m128 s4 = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec)), _mm_set1_ps(xd[b]));
-        const __m256i x = _mm256_loadu_si256((const __m256i*)(xq + b * 32));
-        __m256i p[4];
+        const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i*)rec));
+        __m256i w[4], aw[4];
         for (int r = 0; r < 4; r++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i*)(rec + 8 + 32 * r));
-            p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones);
+            w[r] = _mm256_loadu_si256((const __m256i*)(rec + 8 + 32 * r));
+            aw[r] = _mm256_sign_epi8(w[r], w[r]);
         }
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-        const __m256 sc = _mm256_set_m128(s4, s4);
-        if (b & 1)
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc1);
-        else
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc0);
+        for (int i = 0; i < R; i++) {
+            const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(xd[i * ldb + b]));
+            const __m256i x = _mm256_loadu_si256((const __m256i*)(xq + i * ldx + b * 32));
+            __m256i p[4];
+            for (int r = 0; r < 4; r++)
+                p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(x, w[r])), ones);
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+            const __m256 sc = _mm256_set_m128(s4, s4);
+            if (b & 1)
+                acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc1[i]);
+            else
+                acc0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc0[i]);
+        }
     }
-    float a[8];
-    _mm256_storeu_ps(a, _mm256_add_ps(acc0, acc1));
-    for (int r = 0; r < 4; r++) out4[r] = a[r] + a[4 + r];
+    for (int i = 0; i < R; i++) {
+        float a[8];
+        _mm256_storeu_ps(a, _mm256_add_ps(acc0[i], acc1[i]));
+        for (int r = 0; r < 4; r++) out[i * ldo + r] = a[r] + a[4 + r];
+    }
 }
 
 #else
@@ -775,11 +794,29 @@ inline void qpack_group_q8(float* out4, const uint8_t* rec, const int8_t* xq, co
 
 #endif
 
+// R activation rows (row i at xq + i*ldx, scales at xd/xds + i*ldb) against
+// one packed group -> out[i*ldo + 0..3]
+template <int R>
+inline void qpack_group_rows(float* out, int64_t ldo, const uint8_t* rec, const int8_t* xq, int64_t ldx,
+                             const float* xd, const float* xds, int64_t ldb, int64_t nb, int type) {
+#if defined(PYLLM_ISA_AVX2)
+    if (type == kTypeQ4_1) qpack_group_q4<kTypeQ4_1, R>(out, ldo, rec, xq, ldx, xd, xds, ldb, nb);
+    else if (type == kTypeQ4_0) qpack_group_q4<kTypeQ4_0, R>(out, ldo, rec, xq, ldx, xd, xds, ldb, nb);
+    else qpack_group_q8<R>(out, ldo, rec, xq, ldx, xd, ldb, nb);
+#else
+    for (int i = 0; i < R; i++) {
+        float* o = out + i * ldo;
+        const int8_t* x = xq + i * ldx;
+        if (type == kTypeQ4_1) qpack_group_q4<kTypeQ4_1>(o, rec, x, xd + i * ldb, xds + i * ldb, nb);
+        else if (type == kTypeQ4_0) qpack_group_q4<kTypeQ4_0>(o, rec, x, xd + i * ldb, xds + i * ldb, nb);
+        else qpack_group_q8(o, rec, x, xd + i * ldb, nb);
+    }
+#endif
+}
+
 inline void qpack_group(float* out4, const uint8_t* rec, const int8_t* xq, const float* xd, const float* xds,
                         int64_t nb, int type) {
-    if (type == kTypeQ4_1) qpack_group_q4<kTypeQ4_1>(out4, rec, xq, xd, xds, nb);
-    else if (type == kTypeQ4_0) qpack_group_q4<kTypeQ4_0>(out4, rec, xq, xd, xds, nb);
-    else qpack_group_q8(out4, rec, xq, xd, nb);
+    qpack_group_rows<1>(out4, kPackRows, rec, xq, 0, xd, xds, 0, nb, type);
 }
 
 }  // namespace
@@ -967,6 +1004,30 @@ void qpack_matvec(float* out, const int8_t* xq, const float* xd, const float* xd
             float o4[kPackRows];
             qpack_group(o4, rec, xq, xd, xds, nb, type);
             for (int64_t r = 0; n + r < n1; r++) out[n + r] = o4[r];
+        }
+    }
+}
+
+void qpack_matvec_rows(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xds, int64_t M,
+                       const void* Wp, int64_t n0, int64_t n1, int64_t N, int64_t K, int type) {
+    // M rows xq (M,K) int8 blocks, d/ds (M,K/32) -> out[m*ldo + n] for n in [n0,n1)
+    const uint8_t* w = static_cast<const uint8_t*>(Wp);
+    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type);
+    if (n1 > N) n1 = N;
+    float o[4 * kPackRows];
+    for (int64_t n = n0; n < n1; n += kPackRows) {
+        const uint8_t* rec = qpack_record(w, n / kPackRows, 0, nb, rb);
+        const int64_t live = n1 - n < kPackRows ? n1 - n : kPackRows;
+        for (int64_t m = 0; m < M;) {
+            const int64_t r = M - m >= 4 ? 4 : 1;
+            const int8_t* x = xq + m * K;
+            if (r == 4)
+                qpack_group_rows<4>(o, kPackRows, rec, x, K, xd + m * nb, xds + m * nb, nb, nb, type);
+            else
+                qpack_group_rows<1>(o, kPackRows, rec, x, K, xd + m * nb, xds + m * nb, nb, nb, type);
+            for (int64_t i = 0; i < r; i++)
+                for (int64_t j = 0; j < live; j++) out[(m + i) * ldo + n + j] = o[i * kPackRows + j];
+            m += r;
         }
     }
 }

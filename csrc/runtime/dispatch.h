@@ -36,6 +36,7 @@
     X(qpack_dequantize_rows) \
     X(quantize_act)          \
     X(qpack_matvec)          \
+    X(qpack_matvec_rows)     \
     X(qpack_matmul)          \
     X(rmsnorm_quantize_act)  \
     X(swiglu_quantize_act)   \

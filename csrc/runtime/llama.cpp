@@ -385,9 +385,9 @@ void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t
     // same bits on every thread), so barriers are needed only where a thread
     // reads rows another one wrote: after q/k/v, attention, the output
     // projection, gate/up and down (5 per layer). Work is split over output
-    // rows in groups of 4 (32 weight rows at a time meet all B activation rows
-    // while they are in cache), never over K: results do not depend on the
-    // thread count, nor on which other sequences share the step.
+    // rows in groups of 4 (each weight block unpacked once for 4 activation
+    // rows), never over K: results do not depend on the thread count, nor on
+    // which other sequences share the step.
     const KernelTable& k = kernels();
     const int64_t C = cfg_.hidden_size, HS = cfg_.head_dim, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
     const int64_t QD = NH * HS, KVD = NKV * HS, FF = cfg_.ffn_size, half = HS / 2, V = cfg_.vocab_size;
@@ -423,15 +423,13 @@ void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t
     const int64_t gq = (QD + 3) / 4, gkv = (KVD + 3) / 4;
     StepBarrier barrier;
 
-    // rows [r0, r1) of w (r0 a multiple of 4) for the B activation rows xq -> out (B, ldo);
-    // with several rows, 32 weight rows at a time meet all of them while in L1/L2
+    // rows [r0, r1) of w (r0 a multiple of 4) for the B activation rows xq -> out (B, ldo)
     const auto rows_matvec = [&](float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xds,
                                  int64_t K, const Weight& w, int64_t r0, int64_t r1) {
-        const int64_t nbk = K / kQuantBlock, step = B == 1 ? r1 - r0 : 32;
-        for (int64_t g = r0; g < r1; g += step)
-            for (int64_t b = 0; b < B; b++)
-                k.qpack_matvec(out + b * ldo, xq + b * K, xd + b * nbk, xds + b * nbk, w.packed, g,
-                               std::min(g + step, r1), w.rows, K, int(w.type));
+        if (B == 1)
+            k.qpack_matvec(out, xq, xd, xds, w.packed, r0, r1, w.rows, K, int(w.type));
+        else
+            k.qpack_matvec_rows(out, ldo, xq, xd, xds, B, w.packed, r0, r1, w.rows, K, int(w.type));
     };
     // quantizes B rows of x (B, K) for the products
     const auto quantize_rows = [&](int8_t* xq, float* xd, float* xds, const float* x, int64_t K,
