@@ -845,31 +845,6 @@ void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
     }
 }
 
-void qpack_dequantize_rows(float* out, const void* Wp, int64_t n0, int64_t n1, int64_t N, int64_t K,
-                           int type) {
-    // packed Wp (N,K), rows [n0,n1) -> out (n1-n0, K): each row gathered back into
-    // its GGUF blocks, then dequantize_row (exact)
-    const uint8_t* w = static_cast<const uint8_t*>(Wp);
-    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), bb = quant_block_bytes(type);
-    const int64_t sb = type == kTypeQ4_1 ? 16 : 8;
-    uint8_t blk[34];
-    for (int64_t n = n0; n < n1 && n < N; n++) {
-        const int64_t g = n / kPackRows;
-        const int r = int(n % kPackRows);
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t* rec = qpack_record(w, g, b, nb, rb);
-            std::memcpy(blk, rec + 2 * r, 2);
-            if (type == kTypeQ4_1) std::memcpy(blk + 2, rec + 8 + 2 * r, 2);
-            if (type == kTypeQ8_0)
-                std::memcpy(blk + 2, rec + 8 + 32 * r, 32);
-            else
-                std::memcpy(blk + (type == kTypeQ4_1 ? 4 : 2), rec + q4_nibble_offset(r, sb), 16);
-            dequantize_row(out + (n - n0) * K + b * kQuantBlock, blk, kQuantBlock, type);
-        }
-        (void)bb;
-    }
-}
-
 namespace {
 
 // Row r (0..3) of a packed record, dequantized: out[0:32] (exact, as dequantize_row)

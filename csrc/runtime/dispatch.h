@@ -33,7 +33,6 @@
     X(qmatmul)               \
     X(qmatmul_ref)           \
     X(qpack_weights)         \
-    X(qpack_dequantize_rows) \
     X(quantize_act)          \
     X(qpack_matvec)          \
     X(qpack_matvec_rows)     \
