@@ -72,20 +72,20 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
     // for all of them.
     const int64_t group = NH / NKV;
     const int64_t hg = group < kAttnStackRows ? group : kAttnStackRows;  // heads per unit
-    const int64_t chunks = (group + hg - 1) / hg;               // head chunks per kv head
-    const int64_t tq = kAttnStackRows / hg;                          // steps per unit
+    const int64_t chunks = (group + hg - 1) / hg;                        // head chunks per kv head
+    const int64_t tq = kAttnStackRows / hg;                              // steps per unit
     const int64_t qblocks = (T + tq - 1) / tq;
     const int64_t units = B * NKV * chunks * qblocks;
     const int nt = B * NH * T * S * HS >= (1 << 15) ? num_threads() : 1;
     const int64_t per_thread = attention_thread_floats(HS);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (int64_t u = 0; u < units; u++) {
-        float* gw = work + int64_t(thread_index()) * per_thread;  // sgemm blocks
-        float* p = gw + sgemm_work_floats(1);                     // (kAttnStackRows, kAttnKeys) weights
-        float* qs = p + kAttnStackRows * kAttnKeys;                    // (kAttnStackRows, HS) stacked queries
-        float* os = qs + kAttnStackRows * HS;                          // (kAttnStackRows, HS) stacked outputs
-        float* rm = os + kAttnStackRows * HS;                          // running max per row
-        double* rl = reinterpret_cast<double*>(rm + kAttnStackRows);   // running sum per row
+        float* gw = work + int64_t(thread_index()) * per_thread;      // sgemm blocks
+        float* p = gw + sgemm_work_floats(1);                         // (rows, kAttnKeys) weights
+        float* qs = p + kAttnStackRows * kAttnKeys;                   // (rows, HS) stacked queries
+        float* os = qs + kAttnStackRows * HS;                         // (rows, HS) stacked outputs
+        float* rm = os + kAttnStackRows * HS;                         // running max per row
+        double* rl = reinterpret_cast<double*>(rm + kAttnStackRows);  // running sum per row
         // the latest (costliest, when causal) query blocks first, for a short tail
         const int64_t qb = qblocks - 1 - u % qblocks, rest = u / qblocks;
         const int64_t chunk = rest % chunks, kh = (rest / chunks) % NKV, b = rest / (chunks * NKV);
