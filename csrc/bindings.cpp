@@ -977,6 +977,11 @@ PYBIND11_MODULE(_C, m) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.set_n_seq(n);
         }, py::arg("n"))
+        .def("copy_seq", [](pyllm::LlamaModel& mm, int64_t src, int64_t dst) {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            mm.copy_seq(src, dst);
+        }, py::arg("src"), py::arg("dst"))
         .def("truncate", [](pyllm::LlamaModel& mm, int64_t n, int64_t seq) {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());

@@ -260,6 +260,23 @@ void LlamaModel::select_seq(int64_t s) {
     seq_ = size_t(s);
 }
 
+void LlamaModel::copy_seq(int64_t src, int64_t dst) {
+    for (int64_t s : {src, dst})
+        if (s < 0 || s >= n_seq())
+            throw std::invalid_argument("sequence " + std::to_string(s) + " is out of range [0, " +
+                                        std::to_string(n_seq()) + ")");
+    if (src == dst) return;
+    const KVCache& a = caches_[size_t(src)];
+    KVCache& b = caches_[size_t(dst)];
+    const int64_t KVD = cfg_.n_kv_head * cfg_.head_dim, n = a.n_past * KVD;
+    for (int64_t l = 0; l < cfg_.n_layer; l++) {
+        const int64_t off = l * cfg_.n_ctx * KVD;  // layer l's rows (n_ctx, NKV*HS)
+        std::memcpy(b.k.get() + off, a.k.get() + off, sizeof(float) * size_t(n));
+        std::memcpy(b.v.get() + off, a.v.get() + off, sizeof(float) * size_t(n));
+    }
+    b.n_past = a.n_past;
+}
+
 void LlamaModel::truncate(int64_t n) {
     KVCache& c = caches_[seq_];
     if (n < 0 || n > c.n_past)

@@ -63,6 +63,9 @@ public:
     // Keeps the first n caches (n >= 1), frees the others, adds empty ones.
     void set_n_seq(int64_t n);
     void select_seq(int64_t s);
+    // Makes sequence dst hold what sequence src holds (its positions and
+    // cache rows), e.g. a beam taking over another beam's history.
+    void copy_seq(int64_t src, int64_t dst);
     int64_t selected_seq() const { return int64_t(seq_); }
     // One token for each of B distinct sequences (ids seqs[b]), appended to
     // their caches in one decode step that reads each weight once for all:
