@@ -522,30 +522,24 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
                                         ") for K=" + std::to_string(K) + " of type id " +
                                         std::to_string(type) + ", got " + shape_str(w));
     F32 out({M, N});
+    const bool block = pyllm::quant_block_elems(type) == pyllm::kQuantBlock;
+    expect(!packed || block, "qmatmul: packed=True needs a block type (Q8_0, Q4_0, Q4_1)");
     py::gil_scoped_release nogil;
-    if (packed) {
-        // the load-time repacking (groups of 4 rows) and its product
-        expect(pyllm::qpack_supported(type), "qmatmul: packed=True needs a block type (Q8_0, Q4_0, Q4_1)");
+    if (ref) {
+        kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);
+    } else if (block) {
+        // block types: the load-time repacking (groups of 16 rows) and its product
         std::vector<float> wp(size_t((pyllm::qpack_bytes(type, N, K) + 3) / 4));
         kernels().qpack_weights(wp.data(), w.data(), N, K, type);
         if (decode_rows) {
-            // the batched decode step's product: rows quantized one by one, then all
-            // of them against every weight group at once (one thread)
-            const int64_t nb = K / pyllm::kQuantBlock;
-            std::vector<int8_t> xq(size_t(M * K));
-            std::vector<float> xd(size_t(M * nb)), xds(size_t(M * nb));
-            for (int64_t m = 0; m < M; m++)
-                kernels().quantize_act(xq.data() + m * K, xd.data() + m * nb, xds.data() + m * nb, x.data() + m * K, K);
-            kernels().qpack_matvec_rows(out.mutable_data(), N, xq.data(), xd.data(), xds.data(), M, wp.data(), 0, N,
-                                        N, K, type);
-            return out;
+            // the decode step's product: every row against all of W on one thread
+            kernels().qpack_matvec(out.mutable_data(), N, x.data(), K, M, wp.data(), 0, N, N, K, type);
+        } else {
+            float* work = pyllm::thread_workspace(pyllm::qpack_work_floats(M, K, type, pyllm::num_threads()));
+            kernels().qpack_matmul(out.mutable_data(), x.data(), wp.data(), M, N, K, type, work);
         }
-        float* work = pyllm::thread_workspace(pyllm::qpack_work_floats(M, K, type, pyllm::num_threads()));
-        kernels().qpack_matmul(out.mutable_data(), x.data(), wp.data(), M, N, K, type, work);
-    } else if (ref) {
-        kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);
     } else {
-        float* work = pyllm::thread_workspace(pyllm::qmatmul_work_floats(M, K, type, pyllm::num_threads()));
+        float* work = pyllm::thread_workspace(pyllm::qmatmul_work_floats(K, pyllm::num_threads()));
         kernels().qmatmul(out.mutable_data(), x.data(), w.data(), M, N, K, type, work);
     }
     return out;

@@ -59,6 +59,78 @@ inline float softmax_block_row(float* p, int64_t n, int64_t visible, const float
 
 }  // namespace
 
+namespace {
+
+// Unit u of the split: query rows of up to hg heads that share a key/value
+// head (grouped-query attention) for tq steps, stacked step-major into one
+// block of at most kAttnStackRows rows, so each key/value block is packed
+// once for all of them. Every row's arithmetic depends only on its own query,
+// position and keys, not on which rows share the block. work: one thread's
+// attention_thread_floats(HS).
+void attention_unit(float* out, const float* q, const float* k, const float* v, const float* mask,
+                    const int64_t* out_strides, const int64_t* q_strides, const int64_t* k_strides,
+                    const int64_t* v_strides, const int64_t* mask_strides, int64_t NH, int64_t NKV, int64_t T,
+                    int64_t S, int64_t HS, float scale, bool causal, int64_t q_offset, int64_t u, float* work) {
+    const int64_t group = NH / NKV;
+    const int64_t hg = group < kAttnStackRows ? group : kAttnStackRows;  // heads per unit
+    const int64_t chunks = (group + hg - 1) / hg;                        // head chunks per kv head
+    const int64_t tq = kAttnStackRows / hg;                              // steps per unit
+    const int64_t qblocks = (T + tq - 1) / tq;
+    float* gw = work;                                             // sgemm blocks
+    float* p = gw + sgemm_work_floats(1);                         // (rows, kAttnKeys) weights
+    float* qs = p + kAttnStackRows * kAttnKeys;                   // (rows, HS) stacked queries
+    float* os = qs + kAttnStackRows * HS;                         // (rows, HS) stacked outputs
+    float* rm = os + kAttnStackRows * HS;                         // running max per row
+    double* rl = reinterpret_cast<double*>(rm + kAttnStackRows);  // running sum per row
+    // the latest (costliest, when causal) query blocks first, for a short tail
+    const int64_t qb = qblocks - 1 - u % qblocks, rest = u / qblocks;
+    const int64_t chunk = rest % chunks, kh = (rest / chunks) % NKV, b = rest / (chunks * NKV);
+    const int64_t h0 = kh * group + chunk * hg, nh = std::min(hg, kh * group + group - h0);
+    const int64_t t0 = qb * tq, t1 = std::min(T, t0 + tq), rows = (t1 - t0) * nh;
+    const float* kb = k + b * k_strides[0] + kh * k_strides[1];
+    const float* vb = v + b * v_strides[0] + kh * v_strides[1];
+    // row i: step t0 + i / nh of head h0 + i % nh
+    for (int64_t i = 0; i < rows; i++) {
+        const float* qr = q + b * q_strides[0] + (h0 + i % nh) * q_strides[1] + (t0 + i / nh) * q_strides[2];
+        std::memcpy(qs + i * HS, qr, sizeof(float) * size_t(HS));
+        rm[i] = -INFINITY;
+        rl[i] = 0.0;
+    }
+    // keys any row of the block sees: causal step t sees s < t + q_offset + 1
+    int64_t s_len = S;
+    if (causal) {
+        const int64_t last = t1 + q_offset;
+        s_len = last < S ? (last > 0 ? last : 0) : S;
+    }
+    if (s_len == 0) std::memset(os, 0, sizeof(float) * size_t(rows * HS));
+    for (int64_t s0 = 0; s0 < s_len; s0 += kAttnKeys) {
+        const int64_t n = s_len - s0 < kAttnKeys ? s_len - s0 : kAttnKeys;
+        // p = stacked queries @ keys[s0:s0+n]^T
+        sgemm_strided(p, qs, kb + s0 * k_strides[2], rows, n, HS, kAttnKeys, HS, 1, 1, k_strides[2], false, gw);
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t t = t0 + i / nh, h = h0 + i % nh;
+            const int64_t visible = causal ? t + q_offset + 1 - s0 : n;
+            const float* mr = mask ? mask + b * mask_strides[0] + h * mask_strides[1] + t * mask_strides[2] + s0
+                                   : nullptr;
+            const float alpha = softmax_block_row(p + i * kAttnKeys, n, visible, mr, scale, rm[i], rl[i]);
+            if (s0 > 0 && alpha != 1.0f) scale_row(os + i * HS, alpha, HS);
+        }
+        // stacked outputs (+)= p @ values[s0:s0+n]
+        sgemm_strided(os, p, vb + s0 * v_strides[2], rows, HS, n, HS, kAttnKeys, 1, v_strides[2], 1, s0 > 0, gw);
+    }
+    // a row with every key masked gets zeros, as torch's SDPA returns
+    for (int64_t i = 0; i < rows; i++) {
+        float* o = out + b * out_strides[0] + (h0 + i % nh) * out_strides[1] + (t0 + i / nh) * out_strides[2];
+        const float inv = rl[i] > 0.0 ? float(1.0 / rl[i]) : 0.0f;
+        const vf iv = vset1(inv);
+        int64_t j = 0;
+        for (; j + 8 <= HS; j += 8) vstore(o + j, vmul(iv, vload(os + i * HS + j)));
+        for (; j < HS; j++) o[j] = os[i * HS + j] * inv;
+    }
+}
+
+}  // namespace
+
 void attention_forward(float* out, const float* q, const float* k, const float* v,
                        const float* mask, const int64_t* out_strides, const int64_t* q_strides,
                        const int64_t* k_strides, const int64_t* v_strides,
@@ -66,72 +138,25 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
                        int64_t S, int64_t HS, float scale, bool causal, int64_t q_offset,
                        float* work) {
     // q (B,NH,T,HS), k/v (B,NKV,S,HS) -> out (B,NH,T,HS), all strided in rows
-    // A unit of work: query rows of up to hg heads that share a key/value head
-    // (grouped-query attention) for tq steps, stacked step-major into one
-    // block of at most kAttnStackRows rows, so each key/value block is packed once
-    // for all of them.
-    const int64_t group = NH / NKV;
-    const int64_t hg = group < kAttnStackRows ? group : kAttnStackRows;  // heads per unit
-    const int64_t chunks = (group + hg - 1) / hg;                        // head chunks per kv head
-    const int64_t tq = kAttnStackRows / hg;                              // steps per unit
-    const int64_t qblocks = (T + tq - 1) / tq;
-    const int64_t units = B * NKV * chunks * qblocks;
+    const int64_t units = attention_units(B, NH, NKV, T);
     const int nt = B * NH * T * S * HS >= (1 << 15) ? num_threads() : 1;
     const int64_t per_thread = attention_thread_floats(HS);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int64_t u = 0; u < units; u++) {
-        float* gw = work + int64_t(thread_index()) * per_thread;      // sgemm blocks
-        float* p = gw + sgemm_work_floats(1);                         // (rows, kAttnKeys) weights
-        float* qs = p + kAttnStackRows * kAttnKeys;                   // (rows, HS) stacked queries
-        float* os = qs + kAttnStackRows * HS;                         // (rows, HS) stacked outputs
-        float* rm = os + kAttnStackRows * HS;                         // running max per row
-        double* rl = reinterpret_cast<double*>(rm + kAttnStackRows);  // running sum per row
-        // the latest (costliest, when causal) query blocks first, for a short tail
-        const int64_t qb = qblocks - 1 - u % qblocks, rest = u / qblocks;
-        const int64_t chunk = rest % chunks, kh = (rest / chunks) % NKV, b = rest / (chunks * NKV);
-        const int64_t h0 = kh * group + chunk * hg, nh = std::min(hg, kh * group + group - h0);
-        const int64_t t0 = qb * tq, t1 = std::min(T, t0 + tq), rows = (t1 - t0) * nh;
-        const float* kb = k + b * k_strides[0] + kh * k_strides[1];
-        const float* vb = v + b * v_strides[0] + kh * v_strides[1];
-        // row i: step t0 + i / nh of head h0 + i % nh
-        for (int64_t i = 0; i < rows; i++) {
-            const float* qr = q + b * q_strides[0] + (h0 + i % nh) * q_strides[1] + (t0 + i / nh) * q_strides[2];
-            std::memcpy(qs + i * HS, qr, sizeof(float) * size_t(HS));
-            rm[i] = -INFINITY;
-            rl[i] = 0.0;
-        }
-        // keys any row of the block sees: causal step t sees s < t + q_offset + 1
-        int64_t s_len = S;
-        if (causal) {
-            const int64_t last = t1 + q_offset;
-            s_len = last < S ? (last > 0 ? last : 0) : S;
-        }
-        if (s_len == 0) std::memset(os, 0, sizeof(float) * size_t(rows * HS));
-        for (int64_t s0 = 0; s0 < s_len; s0 += kAttnKeys) {
-            const int64_t n = s_len - s0 < kAttnKeys ? s_len - s0 : kAttnKeys;
-            // p = stacked queries @ keys[s0:s0+n]^T
-            sgemm_strided(p, qs, kb + s0 * k_strides[2], rows, n, HS, kAttnKeys, HS, 1, 1, k_strides[2], false, gw);
-            for (int64_t i = 0; i < rows; i++) {
-                const int64_t t = t0 + i / nh, h = h0 + i % nh;
-                const int64_t visible = causal ? t + q_offset + 1 - s0 : n;
-                const float* mr = mask ? mask + b * mask_strides[0] + h * mask_strides[1] + t * mask_strides[2] + s0
-                                       : nullptr;
-                const float alpha = softmax_block_row(p + i * kAttnKeys, n, visible, mr, scale, rm[i], rl[i]);
-                if (s0 > 0 && alpha != 1.0f) scale_row(os + i * HS, alpha, HS);
-            }
-            // stacked outputs (+)= p @ values[s0:s0+n]
-            sgemm_strided(os, p, vb + s0 * v_strides[2], rows, HS, n, HS, kAttnKeys, 1, v_strides[2], 1, s0 > 0, gw);
-        }
-        // a row with every key masked gets zeros, as torch's SDPA returns
-        for (int64_t i = 0; i < rows; i++) {
-            float* o = out + b * out_strides[0] + (h0 + i % nh) * out_strides[1] + (t0 + i / nh) * out_strides[2];
-            const float inv = rl[i] > 0.0 ? float(1.0 / rl[i]) : 0.0f;
-            const vf iv = vset1(inv);
-            int64_t j = 0;
-            for (; j + 8 <= HS; j += 8) vstore(o + j, vmul(iv, vload(os + i * HS + j)));
-            for (; j < HS; j++) o[j] = os[i * HS + j] * inv;
-        }
-    }
+    for (int64_t u = 0; u < units; u++)
+        attention_unit(out, q, k, v, mask, out_strides, q_strides, k_strides, v_strides, mask_strides, NH, NKV, T, S,
+                       HS, scale, causal, q_offset, u, work + int64_t(thread_index()) * per_thread);
+}
+
+void attention_forward_units(float* out, const float* q, const float* k, const float* v,
+                             const float* mask, const int64_t* out_strides, const int64_t* q_strides,
+                             const int64_t* k_strides, const int64_t* v_strides,
+                             const int64_t* mask_strides, int64_t B, int64_t NH, int64_t NKV, int64_t T,
+                             int64_t S, int64_t HS, float scale, bool causal, int64_t q_offset,
+                             int64_t u0, int64_t u1, float* work) {
+    // attention_forward's units [u0, u1) on this thread
+    for (int64_t u = u0; u < u1; u++)
+        attention_unit(out, q, k, v, mask, out_strides, q_strides, k_strides, v_strides, mask_strides, NH, NKV, T, S,
+                       HS, scale, causal, q_offset, u, work);
 }
 
 }  // namespace PYLLM_ISA

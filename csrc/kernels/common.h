@@ -74,6 +74,16 @@ static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
     return int64_t(nthreads) * attention_thread_floats(HS);
 }
 
+// attention_forward's units of work: for each batch entry and key/value
+// head, its query heads in chunks of at most kAttnStackRows, times blocks of
+// kAttnStackRows / (heads per chunk) steps. Unit u is, from the fastest
+// varying: block (latest first), chunk, key/value head, batch entry.
+static inline int64_t attention_units(int64_t B, int64_t NH, int64_t NKV, int64_t T) {
+    const int64_t group = NH / NKV, hg = group < kAttnStackRows ? group : kAttnStackRows;
+    const int64_t chunks = (group + hg - 1) / hg, tq = kAttnStackRows / hg;
+    return B * NKV * chunks * ((T + tq - 1) / tq);
+}
+
 // bias_backward scratch: per-thread partial sums
 static inline int64_t bias_backward_work_floats(int64_t N, int nthreads) { return int64_t(nthreads) * N; }
 
@@ -125,55 +135,58 @@ static inline int64_t quant_row_bytes(int type, int64_t n) {
     return be ? n / be * quant_block_bytes(type) : 0;
 }
 
-// qmatmul with at least this many rows of x dequantizes W in panels of
-// qmatmul_panel_rows(K) rows and runs sgemm on them; fewer use int8 blocks.
-constexpr int64_t kQuantGemmMinRows = 32;
-constexpr int64_t kQuantPanelFloats = int64_t(1) << 20;
+// qmatmul scratch (F32/F16/BF16 weights): one fp32 row of K per thread.
+static inline int64_t qmatmul_work_floats(int64_t K, int nthreads) { return int64_t(nthreads) * K; }
 
-static inline int64_t qmatmul_panel_rows(int64_t K) {
-    const int64_t rows = K > 0 ? kQuantPanelFloats / K / 16 * 16 : 16;
-    return rows < 16 ? 16 : rows;
+// The order every fp32 product of the runtime sums in, whichever kernel runs
+// it (sgemm's tiles, sgemm_packed_b, qpack_matvec): each output is summed
+// over k blocks of gemm_k_block(K, KC, k_align) elements, each block a chain
+// of FMAs from zero in k order, and the block sums are added in k order. So
+// a position's logits are the same bits whether it was prefilled in a chunk
+// of any length or decoded alone or beside other sequences, on any number
+// of threads.
+static inline int64_t gemm_k_block(int64_t K, int64_t KC, int64_t k_align) {
+    // k blocks of equal size (fewer passes over C), a multiple of k_align where possible
+    const int64_t nkb = (K + KC - 1) / KC;
+    const int64_t kc = ((K + nkb - 1) / nkb + k_align - 1) / k_align * k_align;
+    return kc < KC ? kc : KC;
 }
-
-// qmatmul scratch. Block types, few rows: the activations quantized to int8
-// blocks (M*K bytes) and two floats per block (scale, scale * sum of q); many
-// rows: sgemm's work, a panel of W (P,K) and its product (M,P) in fp32.
-// F16/BF16 weights: one fp32 row of K per thread.
-static inline int64_t qmatmul_work_floats(int64_t M, int64_t K, int type, int nthreads) {
-    if (quant_block_elems(type) != kQuantBlock) return int64_t(nthreads) * K;
-    if (M < kQuantGemmMinRows) return M * K / 4 + 2 * M * (K / kQuantBlock);
-    const int64_t P = qmatmul_panel_rows(K);
-    return sgemm_work_floats(nthreads) + P * K + M * P;
-}
+static_assert(kGemmBlocking8.KC == kGemmBlocking16.KC, "one k blocking for every ISA's tiles");
+constexpr int64_t kGemmKC = kGemmBlocking8.KC;
 
 // ---- packed quantized weights (quant.cpp, qpack_*): a block-type matrix
-// repacked once at load so one activation block feeds several rows. Rows go
-// in groups of kPackRows (the last group zero-padded); group g holds, per
-// block b of K/32, one record of qpack_record_bytes(type):
-//   Q8_0  fp16 d[4], int8 q[4][32]                      (rows 0..3 in order)
-//   Q4_0  fp16 d[4], nibbles A[32], B[32]
-//   Q4_1  fp16 d[4], fp16 m[4], nibbles A[32], B[32]
-// where A = {qs of row 0, qs of row 2} and B = {qs of row 1, qs of row 3}
-// (16 bytes each, the GGUF nibble order). Same total size as the original.
-// The layout is the same for every ISA.
-constexpr int64_t kPackRows = 4;
+// repacked once at load so that one load gives element k of 16 consecutive
+// rows, dequantized in vector lanes for fp32 products. Rows go in groups of
+// kPackRows (the last group zero-padded); group g holds, per block b of
+// K/32, one record of qpack_record_bytes(type):
+//   Q8_0  fp16 d[16], int8 q[32][16]             q[k][r]: element k of row r
+//   Q4_0  fp16 d[16], uint8 q[16][16]            q[j][r]: elements 2j (low
+//   Q4_1  fp16 d[16], fp16 m[16], uint8 q[16][16]  nibble), 2j+1 (high) of row r
+// Same total size as the original; the same layout on every ISA.
+constexpr int64_t kPackRows = 16;
 
 static inline bool qpack_supported(int type) {
     return type == kTypeQ8_0 || type == kTypeQ4_0 || type == kTypeQ4_1;
 }
 
+static inline int64_t qpack_scale_bytes(int type) { return (type == kTypeQ4_1 ? 4 : 2) * kPackRows; }
+
 static inline int64_t qpack_record_bytes(int type) {
-    return type == kTypeQ8_0 ? 8 + 128 : type == kTypeQ4_0 ? 8 + 64 : 16 + 64;
+    return qpack_scale_bytes(type) + (type == kTypeQ8_0 ? kQuantBlock : kQuantBlock / 2) * kPackRows;
 }
 
 static inline int64_t qpack_bytes(int type, int64_t N, int64_t K) {
     return (N + kPackRows - 1) / kPackRows * (K / kQuantBlock) * qpack_record_bytes(type);
 }
 
-// qpack_matmul scratch: few rows, as qmatmul's; many rows, sgemm_packed_b's
+// qpack_matmul: at most this many rows of x take qpack_matvec (weights
+// streamed once for all rows), more take sgemm_packed_b; the same bits.
+constexpr int64_t kQuantMatvecMaxRows = 8;
+
+// qpack_matmul scratch: sgemm_packed_b's (none for the matvec rows)
 static inline int64_t qpack_work_floats(int64_t M, int64_t K, int type, int nthreads) {
-    if (M < kQuantGemmMinRows) return qmatmul_work_floats(M, K, type, nthreads);
-    return sgemm_packed_b_work_floats(M, K, nthreads);
+    (void)type;
+    return M <= kQuantMatvecMaxRows ? 0 : sgemm_packed_b_work_floats(M, K, nthreads);
 }
 
 }  // namespace pyllm

@@ -1,79 +1,31 @@
-// Attention for one decoded position: a query row against the key/value
-// cache, over a range of heads. Not prefill attention (attention.cpp), no threads.
-#include <cmath>
-
+// The one-token decode step's row operations on the calling thread, for a
+// step that runs inside the runtime's own threads. Not the parallel kernels
+// (nn.cpp): each function here gives, row for row, the bits of its twin there.
 #include "../simd/simd.h"
 #include "common.h"
+#include "rows.h"
 
 namespace pyllm {
 namespace PYLLM_ISA {
 
 #include "kernels.inc"
 
-namespace {
-
-inline float dot_hs(const float* a, const float* b, int64_t n) {
-    vf acc0 = vzero(), acc1 = vzero();
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        acc0 = vfma(vload(a + j), vload(b + j), acc0);
-        acc1 = vfma(vload(a + j + 8), vload(b + j + 8), acc1);
-    }
-    for (; j + 8 <= n; j += 8) acc0 = vfma(vload(a + j), vload(b + j), acc0);
-    float s = vhsum(vadd(acc0, acc1));
-    for (; j < n; j++) s += a[j] * b[j];
-    return s;
+void rmsnorm_rows(float* out, const float* inp, const float* weight, int64_t rows, int64_t C, float eps) {
+    // inp (rows, C), weight (C) -> out (rows, C), as rmsnorm_forward
+    for (int64_t r = 0; r < rows; r++) rmsnorm_row(out + r * C, inp + r * C, weight, C, eps);
 }
 
-}  // namespace
+void rope_rows(float* out, const float* inp, const float* cos_t, const float* sin_t, int64_t H, int64_t HS,
+               bool interleaved) {
+    // inp (H, HS), cos/sin (HS/2) of one step -> out (H, HS), as rope_forward
+    for (int64_t h = 0; h < H; h++) rope_row(out + h * HS, inp + h * HS, cos_t, sin_t, HS, interleaved);
+}
 
-void attention_decode(float* out, const float* q, const float* k, const float* v, int64_t h0, int64_t h1,
-                      int64_t NH, int64_t NKV, int64_t S, int64_t HS, float scale, float* work) {
-    // q (NH*HS), k/v cache (S, NKV*HS), heads [h0,h1) -> out (NH*HS); work: S scores
-    const int64_t KVD = NKV * HS, group = NH / NKV;
-    for (int64_t h = h0; h < h1; h++) {
-        const float* qh = q + h * HS;
-        const int64_t kvo = (h / group) * HS;
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < S; s++) {
-            work[s] = dot_hs(qh, k + s * KVD + kvo, HS) * scale;
-            mx = work[s] > mx ? work[s] : mx;
-        }
-        // softmax, subtracting the max
-        float sum = 0.0f;
-        int64_t s = 0;
-        vf vsum = vzero();
-        const vf vm = vset1(mx);
-        for (; s + 8 <= S; s += 8) {
-            const vf e = vexp(vsub(vload(work + s), vm));
-            vstore(work + s, e);
-            vsum = vadd(vsum, e);
-        }
-        sum = vhsum(vsum);
-        for (; s < S; s++) {
-            work[s] = std::exp(work[s] - mx);
-            sum += work[s];
-        }
-        const float inv = 1.0f / sum;
-        // out = sum_s p_s v_s, HS a few vectors wide
-        float* oh = out + h * HS;
-        int64_t j = 0;
-        for (; j + 16 <= HS; j += 16) {
-            vf a0 = vzero(), a1 = vzero();
-            for (int64_t t = 0; t < S; t++) {
-                const vf p = vset1(work[t]);
-                a0 = vfma(p, vload(v + t * KVD + kvo + j), a0);
-                a1 = vfma(p, vload(v + t * KVD + kvo + j + 8), a1);
-            }
-            vstore(oh + j, vmul(a0, vset1(inv)));
-            vstore(oh + j + 8, vmul(a1, vset1(inv)));
-        }
-        for (; j < HS; j++) {
-            float a = 0.0f;
-            for (int64_t t = 0; t < S; t++) a += work[t] * v[t * KVD + kvo + j];
-            oh[j] = a * inv;
-        }
-    }
+void swiglu_rows(float* out, const float* gate, const float* up, int64_t n) {
+    // gate, up (n) -> out (n), as swiglu_forward over a span starting at a multiple of 8
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vstore(out + i, swiglu8(gate + i, up + i));
+    for (; i < n; i++) out[i] = swiglu1(gate[i], up[i]);
 }
 
 }  // namespace PYLLM_ISA

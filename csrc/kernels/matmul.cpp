@@ -314,9 +314,7 @@ void gemm_blocks(float* C, const float* A, const PackB& pack_b_block, const floa
         if (best < 0 || cost < best) best = cost, tm = cm, tn = cn;
     }
     nt = tm * tn;
-    // k blocks of equal size (fewer passes over C), a multiple of k_align where possible
-    const int64_t nkb = ceil_div(K, KC);
-    const int64_t kc_max = min64(KC, ceil_div(ceil_div(K, nkb), k_align) * k_align);
+    const int64_t kc_max = gemm_k_block(K, KC, k_align);  // the summation order (common.h)
     const int64_t per_thread = gemm_thread_floats(T::blk);
     // row and column blocks of near-equal size in whole tiles (512 columns
     // as 256 + 256, not 384 + 128)

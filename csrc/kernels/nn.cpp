@@ -54,16 +54,7 @@ void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t 
                      float eps) {
     // inp (rows, C), weight (C) -> out (rows, C) = x / sqrt(mean(x^2) + eps) * weight
 #pragma omp parallel for num_threads(threads_for(rows * C)) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float* x = inp + r * C;
-        float* y = out + r * C;
-        const float ms = float(row_sumsq(x, C, 0.0f) / double(C));
-        const float rstd = 1.0f / std::sqrt(ms + eps);
-        const vf rv = vset1(rstd);
-        int64_t j = 0;
-        for (; j + 8 <= C; j += 8) vstore(y + j, vmul(vmul(vload(x + j), rv), vload(weight + j)));
-        for (; j < C; j++) y[j] = (x[j] * rstd) * weight[j];
-    }
+    for (int64_t r = 0; r < rows; r++) rmsnorm_row(out + r * C, inp + r * C, weight, C, eps);
 }
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
@@ -139,12 +130,8 @@ void swiglu_forward(float* out, const float* gate, const float* up, int64_t n) {
     // gate, up (n) -> out (n) = gate / (1 + exp(-gate)) * up
     const int64_t blocks = n / 8;
 #pragma omp parallel for num_threads(threads_for(n)) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        const vf g = vload(gate + b * 8);
-        const vf e = vexp(vsub(vzero(), g));
-        vstore(out + b * 8, vmul(vdiv(g, vadd(vset1(1.0f), e)), vload(up + b * 8)));
-    }
-    for (int64_t i = blocks * 8; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    for (int64_t b = 0; b < blocks; b++) vstore(out + b * 8, swiglu8(gate + b * 8, up + b * 8));
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = swiglu1(gate[i], up[i]);
 }
 
 void residual_forward(float* out, const float* a, const float* b, int64_t n) {
@@ -177,33 +164,7 @@ void rope_forward(float* out, const float* inp, const float* cos_t, const float*
 #pragma omp parallel for num_threads(threads_for(N * T * H * HS)) schedule(static)
     for (int64_t row = 0; row < N * T * H; row++) {
         const int64_t t = (row / H) % T;
-        const float* x = inp + row * HS;
-        float* y = out + row * HS;
-        const float* c = cos_t + t * half;
-        const float* s = sin_t + t * half;
-        if (interleaved) {
-            // pairs (x[2i], x[2i+1]) rotate by angle i
-            for (int64_t i = 0; i < half; i++) {
-                const float x0 = x[2 * i], x1 = x[2 * i + 1];
-                y[2 * i] = x0 * c[i] - x1 * s[i];
-                y[2 * i + 1] = x1 * c[i] + x0 * s[i];
-            }
-        } else {
-            // pairs (x[i], x[i+half]) rotate by angle i (HF rotate_half)
-            int64_t i = 0;
-            for (; i + 8 <= half; i += 8) {
-                const vf x0 = vload(x + i), x1 = vload(x + half + i);
-                const vf cv = vload(c + i), sv = vload(s + i);
-                vstore(y + i, vsub(vmul(x0, cv), vmul(x1, sv)));
-                vstore(y + half + i, vadd(vmul(x1, cv), vmul(x0, sv)));
-            }
-            for (; i < half; i++) {
-                const float x0 = x[i], x1 = x[half + i];
-                y[i] = x0 * c[i] - x1 * s[i];
-                y[half + i] = x1 * c[i] + x0 * s[i];
-            }
-        }
-        if (HS % 2) y[HS - 1] = x[HS - 1];
+        rope_row(out + row * HS, inp + row * HS, cos_t + t * half, sin_t + t * half, HS, interleaved);
     }
 }
 

@@ -68,6 +68,57 @@ inline void row_add(float* y, const float* x, int64_t n) {
     for (; j < n; j++) y[j] += x[j];
 }
 
+// ---- one row of the element-wise and row-wise ops, shared by the parallel
+// kernels (nn.cpp) and the decode step's serial twins (decode.cpp), so both
+// give the same bits
+
+// x (C) -> y (C) = x / sqrt(mean(x^2) + eps) * weight
+inline void rmsnorm_row(float* y, const float* x, const float* weight, int64_t C, float eps) {
+    const float ms = float(row_sumsq(x, C, 0.0f) / double(C));
+    const float rstd = 1.0f / std::sqrt(ms + eps);
+    const vf rv = vset1(rstd);
+    int64_t j = 0;
+    for (; j + 8 <= C; j += 8) vstore(y + j, vmul(vmul(vload(x + j), rv), vload(weight + j)));
+    for (; j < C; j++) y[j] = (x[j] * rstd) * weight[j];
+}
+
+// one head x (HS) rotated by the angles of cos/sin (HS/2) -> y (HS); y may be x
+inline void rope_row(float* y, const float* x, const float* c, const float* s, int64_t HS, bool interleaved) {
+    const int64_t half = HS / 2;
+    if (interleaved) {
+        // pairs (x[2i], x[2i+1]) rotate by angle i
+        for (int64_t i = 0; i < half; i++) {
+            const float x0 = x[2 * i], x1 = x[2 * i + 1];
+            y[2 * i] = x0 * c[i] - x1 * s[i];
+            y[2 * i + 1] = x1 * c[i] + x0 * s[i];
+        }
+    } else {
+        // pairs (x[i], x[i+half]) rotate by angle i (HF rotate_half)
+        int64_t i = 0;
+        for (; i + 8 <= half; i += 8) {
+            const vf x0 = vload(x + i), x1 = vload(x + half + i);
+            const vf cv = vload(c + i), sv = vload(s + i);
+            vstore(y + i, vsub(vmul(x0, cv), vmul(x1, sv)));
+            vstore(y + half + i, vadd(vmul(x1, cv), vmul(x0, sv)));
+        }
+        for (; i < half; i++) {
+            const float x0 = x[i], x1 = x[half + i];
+            y[i] = x0 * c[i] - x1 * s[i];
+            y[half + i] = x1 * c[i] + x0 * s[i];
+        }
+    }
+    if (HS % 2) y[HS - 1] = x[HS - 1];
+}
+
+// 8 elements of silu(gate) * up
+inline vf swiglu8(const float* gate, const float* up) {
+    const vf g = vload(gate);
+    const vf e = vexp(vsub(vzero(), g));
+    return vmul(vdiv(g, vadd(vset1(1.0f), e)), vload(up));
+}
+
+inline float swiglu1(float gate, float up) { return gate / (1.0f + std::exp(-gate)) * up; }
+
 }  // namespace
 }  // namespace PYLLM_ISA
 }  // namespace pyllm

@@ -27,19 +27,18 @@
     X(embedding_forward)     \
     X(sum_forward)           \
     X(attention_forward)     \
+    X(attention_forward_units) \
     X(dequantize_row)        \
     X(dequantize_row_ref)    \
     X(quantize_row)          \
     X(qmatmul)               \
     X(qmatmul_ref)           \
     X(qpack_weights)         \
-    X(quantize_act)          \
     X(qpack_matvec)          \
-    X(qpack_matvec_rows)     \
     X(qpack_matmul)          \
-    X(rmsnorm_quantize_act)  \
-    X(swiglu_quantize_act)   \
-    X(attention_decode)      \
+    X(rmsnorm_rows)          \
+    X(rope_rows)             \
+    X(swiglu_rows)           \
     X(bias_add)              \
     X(bias_backward)         \
     X(encoder_forward)       \

@@ -177,8 +177,10 @@ LlamaModel::LlamaModel(std::shared_ptr<GGUFFile> file, const LlamaConfig& cfg)
     for (const Layer& L : layers_)
         for (const Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
             decode_packed_ = decode_packed_ && w->packed;
+    // (packing needs K a multiple of 32: C, QD and FF; the step splits
+    // outputs in whole groups of 16 rows: QD, KVD, C and FF)
     decode_packed_ = decode_packed_ && C % kQuantBlock == 0 && QD % kQuantBlock == 0 &&
-                     cfg.ffn_size % kQuantBlock == 0;
+                     cfg.ffn_size % kQuantBlock == 0 && KVD % kPackRows == 0;
 
     // rotary tables for every cache position (n_ctx, HS/2)
     const int64_t half = HS / 2;
@@ -212,7 +214,7 @@ void LlamaModel::ensure_work() {
     int64_t work = attention_work_floats(cfg_.head_dim, nt);
     for (int64_t K : {C, QD, cfg_.ffn_size})
         for (uint32_t type : {tok_embd_.type, output_.type, layers_[0].wq.type, layers_[0].w_down.type})
-            work = std::max({work, qmatmul_work_floats(T, K, int(type), nt), qpack_work_floats(T, K, int(type), nt)});
+            work = std::max({work, qmatmul_work_floats(K, nt), qpack_work_floats(T, K, int(type), nt)});
     work_.resize(size_t(work) + 16);
     work_threads_ = nt;
 }
@@ -397,38 +399,34 @@ void LlamaModel::decode_batch(const int32_t* tokens, const int64_t* seqs, int64_
 
 void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
     // tokens (B) of sequences seqs (B), each at its own position n_past -> logits (B, V) or none.
-    // One job on the model's thread pool for the whole step. Every thread keeps its own copy
-    // of the B residual rows and quantizes the normed activations itself (the
-    // same bits on every thread), so barriers are needed only where a thread
-    // reads rows another one wrote: after q/k/v, attention, the output
-    // projection, gate/up and down (5 per layer). Work is split over output
-    // rows in groups of 4 (each weight block unpacked once for 4 activation
-    // rows), never over K: results do not depend on the thread count, nor on
-    // which other sequences share the step.
+    // One job on the model's thread pool for the whole step, with the
+    // arithmetic of forward_chunk row for row (the same kernels, or their
+    // serial twins, and products that sum in one order: common.h's
+    // gemm_k_block): a position's logits have the same bits whether it was
+    // decoded alone, beside other sequences or prefilled, on any number of
+    // threads. Every thread keeps its own copy of the B residual rows and
+    // norms them itself, so barriers are needed only where a thread reads
+    // rows another one wrote: after q/k/v, attention, the output projection,
+    // gate/up and down (5 per layer). Work is split over output rows in
+    // groups of 16, never over k.
     const KernelTable& k = kernels();
     const int64_t C = cfg_.hidden_size, HS = cfg_.head_dim, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
     const int64_t QD = NH * HS, KVD = NKV * HS, FF = cfg_.ffn_size, half = HS / 2, V = cfg_.vocab_size;
     const float eps = cfg_.rms_eps, scale = 1.0f / std::sqrt(float(HS));
-    const int64_t AQ = std::max(C, QD), NB = AQ / kQuantBlock, FB = FF / kQuantBlock;
+    const int64_t units = attention_units(1, NH, NKV, 1), per_kv = units / NKV;  // attention units per kv head
 
-    // scratch: shared FFN activations (B x FF int8, B x FF/32 d and ds), then
-    // per thread: residuals (B x C), activations (B x AQ int8, B x AQ/32 d and
-    // ds) and attention scores (n_ctx)
+    // per thread scratch: residual rows (B, C), normed rows (B, C), attention work
     const int nt = num_threads();
-    const int64_t shared = round_up(B * (FF / 4 + 2 * FB), 16);
-    const int64_t per = round_up(B * (C + AQ / 4 + 2 * NB) + cfg_.n_ctx, 16);
-    const size_t need = size_t(shared + int64_t(nt) * per + 16);
+    const int64_t per = round_up(2 * B * C, 16) + round_up(attention_thread_floats(HS), 16);
+    const size_t need = size_t(int64_t(nt) * per + 16);
     if (dec_.size() < need) dec_.resize(need);
     float* base = align64(dec_.data());
-    int8_t* fq = reinterpret_cast<int8_t*>(base);  // (B, FF)
-    float* fd = base + B * FF / 4;                  // (B, FF/32)
-    float* fds = fd + B * FB;
 
     float* q = q_.data();      // (B, QD)
     float* att = att_.data();  // (B, QD)
     float* hb = h_.data();     // projection outputs (B, C)
-    float* kv = k_.data();     // new keys (B, KVD), then v_ the new values
-    float* vv = v_.data();
+    float* kn = k_.data();     // new keys (B, KVD), before RoPE
+    float* vn = v_.data();     // new values (B, KVD)
     float* gate = gate_.data();  // (B, FF)
     float* up = up_.data();
     std::vector<int64_t> pos(static_cast<size_t>(B));
@@ -437,36 +435,20 @@ void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t
         cache[size_t(b)] = &caches_[size_t(seqs[b])];
         pos[size_t(b)] = cache[size_t(b)]->n_past;
     }
-    const int64_t gq = (QD + 3) / 4, gkv = (KVD + 3) / 4;
+    const int64_t gq = QD / kPackRows, gkv = KVD / kPackRows;  // row groups (decode_packed_: whole groups)
     StepBarrier barrier;
 
-    // rows [r0, r1) of w (r0 a multiple of 4) for the B activation rows xq -> out (B, ldo)
-    const auto rows_matvec = [&](float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xds,
-                                 int64_t K, const Weight& w, int64_t r0, int64_t r1) {
-        if (B == 1)
-            k.qpack_matvec(out, xq, xd, xds, w.packed, r0, r1, w.rows, K, int(w.type));
-        else
-            k.qpack_matvec_rows(out, ldo, xq, xd, xds, B, w.packed, r0, r1, w.rows, K, int(w.type));
-    };
-    // quantizes B rows of x (B, K) for the products
-    const auto quantize_rows = [&](int8_t* xq, float* xd, float* xds, const float* x, int64_t K,
-                                   const float* norm) {
-        const int64_t nbk = K / kQuantBlock;
-        for (int64_t b = 0; b < B; b++) {
-            if (norm)
-                k.rmsnorm_quantize_act(xq + b * K, xd + b * nbk, xds + b * nbk, x + b * K, norm, K, eps);
-            else
-                k.quantize_act(xq + b * K, xd + b * nbk, xds + b * nbk, x + b * K, K);
-        }
+    // rows [r0, r1) of w for the B rows of x (B, K) -> out (B, ldo)
+    const auto matvec = [&](float* out, int64_t ldo, const float* x, int64_t K, const Weight& w, int64_t r0,
+                            int64_t r1) {
+        k.qpack_matvec(out, ldo, x, K, B, w.packed, r0, r1, w.rows, K, int(w.type));
     };
 
     pool_.run(nt, [&](int tid, int nth) {
-        float* my = base + shared + int64_t(tid) * per;
-        float* xr = my;  // this thread's residual rows (B, C)
-        int8_t* xq = reinterpret_cast<int8_t*>(my + B * C);
-        float* xd = my + B * C + B * AQ / 4;
-        float* xds = xd + B * NB;
-        float* scores = xds + B * NB;
+        float* my = base + int64_t(tid) * per;
+        float* xr = my;          // this thread's residual rows (B, C)
+        float* xn = my + B * C;  // and their norm (B, C)
+        float* aw = my + round_up(2 * B * C, 16);
         for (int64_t b = 0; b < B; b++)
             k.dequantize_row(xr + b * C,
                              static_cast<const uint8_t*>(tok_embd_.data) + int64_t(tokens[b]) * tok_embd_.row_bytes,
@@ -477,81 +459,65 @@ void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t
             const Layer& L = layers_[size_t(l)];
             const int64_t lo = l * cfg_.n_ctx * KVD;  // this layer's cache (n_ctx, NKV*HS)
 
-            // q, k, v: one range over their row groups together; RoPE on this
-            // thread's rows, new keys and values into each sequence's cache
-            quantize_rows(xq, xd, xds, xr, C, L.attn_norm);
+            // q, k, v: one range over their row groups together
+            k.rmsnorm_rows(xn, xr, L.attn_norm, B, C, eps);
             thread_range(gq + 2 * gkv, tid, nth, u0, u1);
             const Weight* ws[3] = {&L.wq, &L.wk, &L.wv};
-            float* outs[3] = {q, kv, vv};
+            float* outs[3] = {q, kn, vn};
             const int64_t lds[3] = {QD, KVD, KVD};
             const int64_t g0s[3] = {0, gq, gq + gkv}, gns[3] = {gq, gkv, gkv};
             for (int i = 0; i < 3; i++) {
                 const int64_t a = std::max(u0, g0s[i]) - g0s[i], e = std::min(u1, g0s[i] + gns[i]) - g0s[i];
-                if (a >= e) continue;
-                const Weight& w = *ws[i];
-                const int64_t r0 = 4 * a, r1 = std::min(4 * e, w.rows);
-                rows_matvec(outs[i], lds[i], xq, xd, xds, C, w, r0, r1);
-                for (int64_t b = 0; b < B; b++) {
-                    float* y = outs[i] + b * lds[i];
-                    if (i < 2) {
-                        // GGUF llama rows are permuted for the interleaved-pair rotation:
-                        // pair (2i, 2i+1) of a head turns by angle i; r0 and r1 are even
-                        const float* cs = rope_cos_.data() + pos[size_t(b)] * half;
-                        const float* sn = rope_sin_.data() + pos[size_t(b)] * half;
-                        for (int64_t r = r0; r + 1 < r1; r += 2) {
-                            const int64_t j = (r % HS) / 2;
-                            const float y0 = y[r], y1 = y[r + 1];
-                            y[r] = y0 * cs[j] - y1 * sn[j];
-                            y[r + 1] = y1 * cs[j] + y0 * sn[j];
-                        }
-                    }
-                    if (i > 0) {
-                        KVCache& c = *cache[size_t(b)];
-                        float* dst = (i == 1 ? c.k.get() : c.v.get()) + lo + pos[size_t(b)] * KVD;
-                        std::memcpy(dst + r0, y + r0, sizeof(float) * size_t(r1 - r0));
-                    }
-                }
+                if (a < e) matvec(outs[i], lds[i], xn, C, *ws[i], a * kPackRows, e * kPackRows);
             }
             barrier.wait(nth);
-            // attention: (sequence, head) pairs split over the threads
-            thread_range(B * NH, tid, nth, u0, u1);
-            for (int64_t u = u0; u < u1;) {
-                const int64_t b = u / NH, h0 = u % NH, h1 = std::min(NH, h0 + (u1 - u));
+            // per (sequence, kv head): RoPE on its key (into the cache) and
+            // query heads, its value into the cache, then its attention units
+            thread_range(B * NKV, tid, nth, u0, u1);
+            for (int64_t u = u0; u < u1; u++) {
+                const int64_t b = u / NKV, kh = u % NKV, p = pos[size_t(b)];
                 const KVCache& c = *cache[size_t(b)];
-                k.attention_decode(att + b * QD, q + b * QD, c.k.get() + lo, c.v.get() + lo, h0, h1, NH, NKV,
-                                   pos[size_t(b)] + 1, HS, scale, scores);
-                u += h1 - h0;
+                const float* cs = rope_cos_.data() + p * half;
+                const float* sn = rope_sin_.data() + p * half;
+                float* kc = c.k.get() + lo, *vc = c.v.get() + lo;
+                // GGUF llama stores Q/K rows permuted for the interleaved-pair rotation
+                k.rope_rows(kc + p * KVD + kh * HS, kn + b * KVD + kh * HS, cs, sn, 1, HS, true);
+                std::memcpy(vc + p * KVD + kh * HS, vn + b * KVD + kh * HS, sizeof(float) * size_t(HS));
+                float* qh = q + b * QD + kh * (NH / NKV) * HS;
+                k.rope_rows(qh, qh, cs, sn, NH / NKV, HS, true);
+                const int64_t q_strides[3] = {0, HS, QD}, kv_strides[3] = {0, HS, KVD};
+                k.attention_forward_units(att + b * QD, q + b * QD, kc, vc, nullptr, q_strides, q_strides, kv_strides,
+                                          kv_strides, nullptr, 1, NH, NKV, 1, p + 1, HS, scale, true, p,
+                                          kh * per_kv, (kh + 1) * per_kv, aw);
             }
             barrier.wait(nth);
-            quantize_rows(xq, xd, xds, att, QD, nullptr);
-            thread_range((C + 3) / 4, tid, nth, u0, u1);
-            rows_matvec(hb, C, xq, xd, xds, QD, L.wo, 4 * u0, std::min(4 * u1, C));
+            thread_range(C / kPackRows, tid, nth, u0, u1);
+            matvec(hb, C, att, QD, L.wo, u0 * kPackRows, u1 * kPackRows);
             barrier.wait(nth);
             for (int64_t i = 0; i < B * C; i++) xr[i] += hb[i];
 
-            // MLP: gate and up over the same 32-row blocks, so this thread can
-            // apply SwiGLU and quantize its blocks of the down projection's input
-            quantize_rows(xq, xd, xds, xr, C, L.ffn_norm);
-            thread_range(FB, tid, nth, u0, u1);
+            // MLP: gate and up over the same row groups, so this thread can
+            // apply SwiGLU to its part of the down projection's input
+            k.rmsnorm_rows(xn, xr, L.ffn_norm, B, C, eps);
+            thread_range(FF / kPackRows, tid, nth, u0, u1);
             if (u0 < u1) {
-                const int64_t r0 = u0 * kQuantBlock, r1 = u1 * kQuantBlock;
-                rows_matvec(gate, FF, xq, xd, xds, C, L.w_gate, r0, r1);
-                rows_matvec(up, FF, xq, xd, xds, C, L.w_up, r0, r1);
+                const int64_t r0 = u0 * kPackRows, r1 = u1 * kPackRows;
+                matvec(gate, FF, xn, C, L.w_gate, r0, r1);
+                matvec(up, FF, xn, C, L.w_up, r0, r1);
                 for (int64_t b = 0; b < B; b++)
-                    k.swiglu_quantize_act(fq + b * FF + r0, fd + b * FB + u0, fds + b * FB + u0, gate + b * FF + r0,
-                                          up + b * FF + r0, r1 - r0);
+                    k.swiglu_rows(gate + b * FF + r0, gate + b * FF + r0, up + b * FF + r0, r1 - r0);
             }
             barrier.wait(nth);
-            thread_range((C + 3) / 4, tid, nth, u0, u1);
-            rows_matvec(hb, C, fq, fd, fds, FF, L.w_down, 4 * u0, std::min(4 * u1, C));
+            thread_range(C / kPackRows, tid, nth, u0, u1);
+            matvec(hb, C, gate, FF, L.w_down, u0 * kPackRows, u1 * kPackRows);
             barrier.wait(nth);
             for (int64_t i = 0; i < B * C; i++) xr[i] += hb[i];
         }
 
         if (logits) {
-            quantize_rows(xq, xd, xds, xr, C, output_norm_);
-            thread_range((V + 3) / 4, tid, nth, u0, u1);
-            rows_matvec(logits, V, xq, xd, xds, C, output_, 4 * u0, std::min(4 * u1, V));
+            k.rmsnorm_rows(xn, xr, output_norm_, B, C, eps);
+            thread_range((V + kPackRows - 1) / kPackRows, tid, nth, u0, u1);
+            matvec(logits, V, xn, C, output_, u0 * kPackRows, std::min(u1 * kPackRows, V));
         }
     });
     for (int64_t b = 0; b < B; b++) cache[size_t(b)]->n_past = pos[size_t(b)] + 1;

@@ -120,8 +120,7 @@ private:
     // packed weights, 64-byte aligned; decode_step needs every layer matrix packed
     std::vector<std::unique_ptr<float, FreeDelete>> packed_;
     bool decode_packed_ = false;
-    // decode_rows scratch: the FFN activations quantized (shared), then per
-    // thread (residual copies, quantized activations, attention scores)
+    // decode_rows scratch per thread: residual rows, their norm, attention work
     std::vector<float> dec_;
     ThreadPool pool_;  // decode_rows' threads (declared last: joined first)
 };
