@@ -897,6 +897,7 @@ py::dict cpu_info() {
     d["available_isas"] = pyllm::available_isas();
     d["features"] = pyllm::cpu_features();
     d["num_threads"] = pyllm::num_threads();
+    d["adaptive_threads"] = pyllm::adaptive_threads();
 #if defined(_OPENMP)
     d["openmp"] = true;
 #else
@@ -913,6 +914,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_isa", [](const std::string& isa) { pyllm::set_isa(isa); }, py::arg("isa"));
     m.def("get_isa", []() { return std::string(kernels().isa); });
     m.def("set_num_threads", &pyllm::set_num_threads, py::arg("n"));
+    m.def("set_adaptive_threads", &pyllm::set_adaptive_threads, py::arg("on"));
     m.def("get_num_threads", &pyllm::num_threads);
 
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,

@@ -7,7 +7,9 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
+
+import numpy as np
 
 from . import _C, ops
 from .generation import GenerationConfig, TextIteratorStreamer, TextStreamer
@@ -63,16 +65,24 @@ def cpu_info() -> Dict[str, Any]:
     return dict(_C.cpu_info())
 
 
-def set_num_threads(n: int) -> None:
+def set_num_threads(n: int, adaptive: Optional[bool] = None) -> None:
     """Set the number of threads every kernel uses (default: ``OMP_NUM_THREADS``,
     else the physical cores this process may run on).
+
+    ``adaptive`` (on unless ``PYLLM_ADAPTIVE_THREADS=0``; ``None`` leaves it as
+    it is): a model may run a prefill chunk or a decode step on one thread
+    when that has lately been faster than ``n``, as on a machine whose other
+    cores are busy; it keeps measuring both. The tokens and logits are the
+    same on any number of threads.
 
     >>> pyllm.set_num_threads(1); pyllm.get_num_threads()
     1
     """
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
-    _C.set_num_threads(n)
+    _C.set_num_threads(int(n))
+    if adaptive is not None:
+        _C.set_adaptive_threads(bool(adaptive))
 
 
 def get_num_threads() -> int:

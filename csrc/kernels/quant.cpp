@@ -377,80 +377,116 @@ void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
 
 namespace {
 
-// ---- 8 rows of a packed record at a time, dequantized in the lanes of a vf
-// (the same values as dequantize_row: d * q is exact, so Q4_1's + m rounds
-// once whether or not the compiler fuses it)
+// ---- a packed record's 16 rows dequantized in vector lanes: two 8-float
+// halves (vf) on every ISA, one zmm on AVX-512. The same values as
+// dequantize_row (d * q is exact, so Q4_1's + m rounds once), and the same
+// per-lane operations either way.
 
-// 8 fp16 scales -> floats
-inline vf load_scales8(const uint8_t* p) {
+struct Lanes8 {
+    using V = vf;
+    static constexpr int kHalves = 2;  // vectors per 16 rows
+    static V zero() { return vzero(); }
+    static V set1(float x) { return vset1(x); }
+    static V load(const float* p) { return vload(p); }
+    static void store(float* p, V a) { vstore(p, a); }
+    static V add(V a, V b) { return vadd(a, b); }
+    static V mul(V a, V b) { return vmul(a, b); }
+    static V fma(V a, V b, V c) { return vfma(a, b, c); }
+    // 8 fp16 scales -> floats
+    static V scales(const uint8_t* p) {
 #if defined(PYLLM_ISA_AVX2)
-    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+        return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
 #else
-    float f[8];
-    for (int i = 0; i < 8; i++) f[i] = fp16_to_f32(load_u16(p + 2 * i));
-    return vload(f);
+        float f[8];
+        for (int i = 0; i < 8; i++) f[i] = fp16_to_f32(load_u16(p + 2 * i));
+        return vload(f);
 #endif
-}
+    }
+    // int8 q of 8 rows -> floats
+    static V q8(const uint8_t* p) {
+#if defined(PYLLM_ISA_AVX2)
+        const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        return {_mm256_cvtepi32_ps(v)};
+#else
+        float f[8];
+        for (int i = 0; i < 8; i++) f[i] = float(int8_t(p[i]));
+        return vload(f);
+#endif
+    }
+    // nibble pairs of 8 rows -> the low (element 2j) and high (2j+1) nibbles as floats
+    static void q4(const uint8_t* p, V& lo, V& hi) {
+#if defined(PYLLM_ISA_AVX2)
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        lo = {_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(0x0f)))};
+        hi = {_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4))};
+#else
+        float l[8], h[8];
+        for (int i = 0; i < 8; i++) l[i] = float(p[i] & 0x0f), h[i] = float(p[i] >> 4);
+        lo = vload(l);
+        hi = vload(h);
+#endif
+    }
+};
 
-// int8 q of 8 rows -> floats
-inline vf load_q8x8(const uint8_t* p) {
-#if defined(PYLLM_ISA_AVX2)
-    const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    return {_mm256_cvtepi32_ps(v)};
+#if defined(PYLLM_ISA_AVX512)
+struct Lanes16 {
+    using V = __m512;
+    static constexpr int kHalves = 1;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V a) { _mm512_storeu_ps(p, a); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V scales(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+    static V q8(const uint8_t* p) {
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+    static void q4(const uint8_t* p, V& lo, V& hi) {
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)));
+        hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+    }
+};
+using Lanes = Lanes16;
 #else
-    float f[8];
-    for (int i = 0; i < 8; i++) f[i] = float(int8_t(p[i]));
-    return vload(f);
+using Lanes = Lanes8;
 #endif
-}
-
-// nibble pairs of 8 rows -> the low (element 2j) and high (2j+1) nibbles as floats
-inline void load_q4x8(const uint8_t* p, vf& lo, vf& hi) {
-#if defined(PYLLM_ISA_AVX2)
-    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    lo = {_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(0x0f)))};
-    hi = {_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4))};
-#else
-    float l[8], h[8];
-    for (int i = 0; i < 8; i++) l[i] = float(p[i] & 0x0f), h[i] = float(p[i] >> 4);
-    lo = vload(l);
-    hi = vload(h);
-#endif
-}
 
 template <int TYPE>
 constexpr int64_t record_bytes() {
     return TYPE == kTypeQ8_0 ? 32 + 32 * kPackRows : TYPE == kTypeQ4_0 ? 32 + 16 * kPackRows : 64 + 16 * kPackRows;
 }
 
-// The scales of one record's 16 rows (two halves of 8), and its elements.
-template <int TYPE>
+// One record's scales (per vector of rows) and elements.
+template <class P, int TYPE>
 struct Record {
-    vf d[2], m[2];
-    const uint8_t* q;
+    static constexpr int H = P::kHalves, W = int(kPackRows) / H;  // vectors, rows per vector
+    typename P::V d[H], m[H];
+    const uint8_t* q = nullptr;
     Record() = default;
     explicit Record(const uint8_t* rec) { load(rec); }
     void load(const uint8_t* rec) {
-        for (int h = 0; h < 2; h++) {
-            d[h] = load_scales8(rec + 16 * h);
-            m[h] = TYPE == kTypeQ4_1 ? load_scales8(rec + 2 * kPackRows + 16 * h) : vzero();
+        for (int h = 0; h < H; h++) {
+            d[h] = P::scales(rec + 2 * W * h);
+            m[h] = TYPE == kTypeQ4_1 ? P::scales(rec + 2 * kPackRows + 2 * W * h) : P::zero();
         }
         q = rec + (TYPE == kTypeQ4_1 ? 4 : 2) * kPackRows;
     }
-    // element q of rows 8h..8h+7, dequantized
-    vf weight(vf qv, int h) const {
-        if (TYPE == kTypeQ4_1) return vadd(vmul(d[h], qv), m[h]);
-        if (TYPE == kTypeQ4_0) return vmul(d[h], vsub(qv, vset1(8.0f)));
-        return vmul(d[h], qv);
+    typename P::V weight(typename P::V qv, int h) const {
+        if (TYPE == kTypeQ4_1) return P::add(P::mul(d[h], qv), m[h]);
+        if (TYPE == kTypeQ4_0) return P::mul(d[h], P::add(qv, P::set1(-8.0f)));
+        return P::mul(d[h], qv);
     }
-    // elements k, k+1 (k even) of rows 8h..8h+7
-    void pair(int64_t k, int h, vf& w0, vf& w1) const {
+    // elements k, k+1 (k even) of the rows of vector h
+    void pair(int64_t k, int h, typename P::V& w0, typename P::V& w1) const {
         if (TYPE == kTypeQ8_0) {
-            w0 = weight(load_q8x8(q + k * kPackRows + 8 * h), h);
-            w1 = weight(load_q8x8(q + (k + 1) * kPackRows + 8 * h), h);
+            w0 = weight(P::q8(q + k * kPackRows + W * h), h);
+            w1 = weight(P::q8(q + (k + 1) * kPackRows + W * h), h);
         } else {
-            vf lo, hi;
-            load_q4x8(q + k / 2 * kPackRows + 8 * h, lo, hi);
+            typename P::V lo, hi;
+            P::q4(q + k / 2 * kPackRows + W * h, lo, hi);
             w0 = weight(lo, h);
             w1 = weight(hi, h);
         }
@@ -462,27 +498,39 @@ struct Record {
 // common.h's gemm_k_block (kcb blocks of 32 per k block): a chain of FMAs
 // per k block, the block sums added in order, so every output has the bits
 // sgemm_packed_b gives it, whatever MB and G are.
-template <int TYPE, int MB, int G>
+template <class P, int TYPE, int MB, int G>
 inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const uint8_t* Wp, int64_t g0,
                        int64_t nb, int64_t kcb) {
     constexpr int64_t RB = record_bytes<TYPE>();
+    constexpr int H = P::kHalves, W = int(kPackRows) / H;
+    using V = typename P::V;
     for (int64_t b0 = 0; b0 < nb; b0 += kcb) {
         const int64_t b1 = b0 + kcb < nb ? b0 + kcb : nb;
-        vf acc[MB][G][2];
+        V acc[MB][G][H];
         for (int mi = 0; mi < MB; mi++)
-            for (int gi = 0; gi < G; gi++) acc[mi][gi][0] = acc[mi][gi][1] = vzero();
+            for (int gi = 0; gi < G; gi++)
+                for (int h = 0; h < H; h++) acc[mi][gi][h] = P::zero();
         for (int64_t b = b0; b < b1; b++) {
             const float* xb = x + b * kQuantBlock;
-            Record<TYPE> rec[G];
-            for (int gi = 0; gi < G; gi++) rec[gi].load(Wp + ((g0 + gi) * nb + b) * RB);
+            Record<P, TYPE> rec[G];
+            for (int gi = 0; gi < G; gi++) {
+                const uint8_t* r = Wp + ((g0 + gi) * nb + b) * RB;
+#if defined(PYLLM_ISA_AVX2)
+                _mm_prefetch(reinterpret_cast<const char*>(r + 4 * RB), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(r + 4 * RB + 64 * ((RB / 64) / 2)), _MM_HINT_T0);
+#endif
+                rec[gi].load(r);
+            }
             for (int64_t k = 0; k < kQuantBlock; k += 2) {
+                V x0[MB], x1[MB];
+                for (int mi = 0; mi < MB; mi++) x0[mi] = P::set1(xb[mi * ldx + k]), x1[mi] = P::set1(xb[mi * ldx + k + 1]);
                 for (int gi = 0; gi < G; gi++) {
-                    for (int h = 0; h < 2; h++) {
-                        vf w0, w1;
+                    for (int h = 0; h < H; h++) {
+                        V w0, w1;
                         rec[gi].pair(k, h, w0, w1);
                         for (int mi = 0; mi < MB; mi++) {
-                            acc[mi][gi][h] = vfma(vset1(xb[mi * ldx + k]), w0, acc[mi][gi][h]);
-                            acc[mi][gi][h] = vfma(vset1(xb[mi * ldx + k + 1]), w1, acc[mi][gi][h]);
+                            acc[mi][gi][h] = P::fma(x0[mi], w0, acc[mi][gi][h]);
+                            acc[mi][gi][h] = P::fma(x1[mi], w1, acc[mi][gi][h]);
                         }
                     }
                 }
@@ -490,9 +538,9 @@ inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const
         }
         for (int mi = 0; mi < MB; mi++)
             for (int gi = 0; gi < G; gi++)
-                for (int h = 0; h < 2; h++) {
-                    float* y = o + mi * ldo + gi * kPackRows + 8 * h;
-                    vstore(y, b0 == 0 ? acc[mi][gi][h] : vadd(acc[mi][gi][h], vload(y)));
+                for (int h = 0; h < H; h++) {
+                    float* y = o + mi * ldo + gi * kPackRows + W * h;
+                    P::store(y, b0 == 0 ? acc[mi][gi][h] : P::add(acc[mi][gi][h], P::load(y)));
                 }
     }
 }
@@ -515,13 +563,13 @@ void qpack_matvec_type(float* out, int64_t ldo, const float* x, int64_t ldx, int
             const int64_t lo = whole ? ldo : G * kPackRows;
             const float* xm = x + m * ldx;
             if (span == G)
-                qpack_tile<TYPE, 1, G>(o, lo, xm, ldx, Wp, g, nb, kcb);
+                qpack_tile<Lanes, TYPE, 1, G>(o, lo, xm, ldx, Wp, g, nb, kcb);
             else if (mb == 4)
-                qpack_tile<TYPE, 4, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
+                qpack_tile<Lanes, TYPE, 4, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
             else if (mb == 2)
-                qpack_tile<TYPE, 2, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
+                qpack_tile<Lanes, TYPE, 2, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
             else
-                qpack_tile<TYPE, 1, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
+                qpack_tile<Lanes, TYPE, 1, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
             if (!whole)
                 for (int64_t i = 0; i < mb; i++)
                     for (int64_t j = 0; j < n1 - n; j++) out[(m + i) * ldo + n + j] = tile[i * lo + j];
@@ -553,14 +601,15 @@ void pack_panels(const QPackSource& s, float* dst, int64_t n0, int64_t nc, int64
                 continue;
             }
             for (int64_t b = k0 / kQuantBlock; b < (k0 + kc) / kQuantBlock; b++) {
-                const Record<TYPE> rec(s.w + (g * nb + b) * RB);
+                using R = Record<Lanes, TYPE>;
+                const R rec(s.w + (g * nb + b) * RB);
                 float* p = panel + (b * kQuantBlock - k0) * nr + c;
                 for (int64_t k = 0; k < kQuantBlock; k += 2)
-                    for (int h = 0; h < 2; h++) {
-                        vf w0, w1;
+                    for (int h = 0; h < R::H; h++) {
+                        Lanes::V w0, w1;
                         rec.pair(k, h, w0, w1);
-                        vstore(p + k * nr + 8 * h, w0);
-                        vstore(p + (k + 1) * nr + 8 * h, w1);
+                        Lanes::store(p + k * nr + R::W * h, w0);
+                        Lanes::store(p + (k + 1) * nr + R::W * h, w1);
                     }
             }
         }

@@ -225,7 +225,14 @@ std::vector<std::string> cpu_features() {
     return out;
 }
 
-int num_threads() {
+namespace {
+thread_local int t_threads = 0;  // ScopedThreads' count for this thread's calls, 0: none
+}
+
+ScopedThreads::ScopedThreads(int n) : saved_(t_threads) { t_threads = n; }
+ScopedThreads::~ScopedThreads() { t_threads = saved_; }
+
+int max_threads() {
     int n = g_threads.load(std::memory_order_relaxed);
     if (n <= 0) {
         n = default_threads();
@@ -233,6 +240,24 @@ int num_threads() {
     }
     return n;
 }
+
+int num_threads() { return t_threads > 0 ? t_threads : max_threads(); }
+
+namespace {
+std::atomic<int> g_adaptive{-1};  // -1: not read from the environment yet
+}
+
+bool adaptive_threads() {
+    int a = g_adaptive.load(std::memory_order_relaxed);
+    if (a < 0) {
+        const char* env = std::getenv("PYLLM_ADAPTIVE_THREADS");
+        a = env && std::string(env) == "0" ? 0 : 1;
+        g_adaptive.store(a, std::memory_order_relaxed);
+    }
+    return a != 0;
+}
+
+void set_adaptive_threads(bool on) { g_adaptive.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("number of threads must be at least 1, got " + std::to_string(n));

@@ -83,6 +83,27 @@ std::vector<std::string> available_isas();
 // CPU features this process detected (e.g. "avx2", "fma", "f16c", "avx512f").
 std::vector<std::string> cpu_features();
 
+// The process-wide thread count (set_num_threads, OMP_NUM_THREADS, or the
+// physical cores); num_threads() (common.h) is what a kernel called from
+// this thread uses: max_threads(), unless a ScopedThreads says fewer.
 void set_num_threads(int n);
+int max_threads();
+// Whether the runtime may run a call on one thread when that has lately been
+// faster (ThreadChooser); on by default, PYLLM_ADAPTIVE_THREADS=0 turns it off.
+bool adaptive_threads();
+void set_adaptive_threads(bool on);
+
+// For its lifetime, kernels called from the constructing thread use n
+// threads (the runtime's per-call choice, ThreadChooser).
+class ScopedThreads {
+public:
+    explicit ScopedThreads(int n);
+    ~ScopedThreads();
+    ScopedThreads(const ScopedThreads&) = delete;
+    ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+private:
+    int saved_;
+};
 
 }  // namespace pyllm

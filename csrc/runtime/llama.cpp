@@ -15,7 +15,14 @@
 #endif
 
 #include <atomic>
+#include <chrono>
+#include <climits>
 #include <thread>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>  // _mm_pause: SSE2, in the x86-64 baseline
@@ -81,37 +88,53 @@ inline void thread_range(int64_t units, int tid, int nth, int64_t& u0, int64_t& 
     u1 = units * (tid + 1) / nth;
 }
 
-// The barrier inside decode_step's job: a short spin, then yielding the CPU.
-// OpenMP's barrier (and its workers between regions) spin far longer by
-// default (GOMP_SPINCOUNT), which on a shared, oversubscribed machine burns
-// the time slice the late thread needs: one OpenMP region per step with
-// `omp barrier` decoded 2-5x slower here than with this barrier and the pool.
+// The barrier inside the decode step's job: a short spin, then sleeping on
+// a futex until the last thread arrives. OpenMP's barrier (and its workers
+// between regions) spin far longer by default (GOMP_SPINCOUNT), and a
+// thread that yields still holds its core: on a machine whose other cores
+// are busy, the late thread needs exactly the core the early one spins on.
+// A sleeping thread frees it (the scheduler moves the late one there).
 class StepBarrier {
 public:
     void wait(int nth) {
         if (nth <= 1) return;
-        const unsigned gen = gen_.load(std::memory_order_acquire);
-        if (count_.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
+        const unsigned gen = gen_.load();
+        if (count_.fetch_add(1) == nth - 1) {
             count_.store(0, std::memory_order_relaxed);
-            gen_.fetch_add(1, std::memory_order_release);  // publishes every thread's writes
+            gen_.fetch_add(1);  // publishes every thread's writes
+            if (sleepers_.load() > 0) wake_all();
             return;
         }
-        for (int i = 0; gen_.load(std::memory_order_acquire) == gen; i++) {
-            if (i < kSpins) {
+        for (int i = 0; i < kSpins; i++) {
+            if (gen_.load(std::memory_order_acquire) != gen) return;
 #if defined(__x86_64__) || defined(__i386__)
-                _mm_pause();
+            _mm_pause();
 #endif
-            } else {
-                std::this_thread::yield();
-            }
         }
+        sleepers_.fetch_add(1);
+        while (gen_.load() == gen) sleep_while(gen);
+        sleepers_.fetch_sub(1);
     }
 
 private:
-    static constexpr int kSpins = 256;  // a few microseconds
+    static constexpr int kSpins = 1024;  // ~5-20 microseconds
+#if defined(__linux__)
+    int* word() { return reinterpret_cast<int*>(&gen_); }
+    void sleep_while(unsigned gen) { syscall(SYS_futex, word(), FUTEX_WAIT_PRIVATE, int(gen), nullptr, nullptr, 0); }
+    void wake_all() { syscall(SYS_futex, word(), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0); }
+#else
+    void sleep_while(unsigned) { std::this_thread::yield(); }
+    void wake_all() {}
+#endif
+    static_assert(sizeof(std::atomic<unsigned>) == sizeof(int), "the futex word is the generation");
     alignas(64) std::atomic<int> count_{0};
     alignas(64) std::atomic<unsigned> gen_{0};
+    alignas(64) std::atomic<int> sleepers_{0};
 };
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
@@ -301,17 +324,28 @@ void LlamaModel::forward(const int32_t* tokens, int64_t T, float* logits, bool a
     ensure_work();
     if (T == 1 && decode_packed_) {
         const int64_t seq = int64_t(seq_);
-        decode_rows(tokens, &seq, 1, logits);
+        decode_timed(tokens, &seq, 1, logits);
         return;
     }
     for (int64_t t0 = 0; t0 < T; t0 += kLlamaChunk) {
         const int64_t n = std::min(kLlamaChunk, T - t0);
         const bool last = t0 + n == T;
+        const int nt = prefill_threads_.pick(max_threads());
+        ScopedThreads scoped(nt);  // the kernels' OpenMP regions
+        const auto start = std::chrono::steady_clock::now();
         if (all_logits)
             forward_chunk(tokens + t0, n, logits + t0 * cfg_.vocab_size, true);
         else
             forward_chunk(tokens + t0, n, last ? logits : nullptr, false);
+        prefill_threads_.record(nt, seconds_since(start), double(n));
     }
+}
+
+void LlamaModel::decode_timed(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
+    const int nt = decode_threads_.pick(max_threads());
+    const auto start = std::chrono::steady_clock::now();
+    decode_rows(tokens, seqs, B, logits, nt);
+    decode_threads_.record(nt, seconds_since(start), double(B));
 }
 
 void LlamaModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
@@ -394,10 +428,10 @@ void LlamaModel::decode_batch(const int32_t* tokens, const int64_t* seqs, int64_
                                         std::to_string(cfg_.n_ctx) + " positions");
     }
     ensure_work();
-    decode_rows(tokens, seqs, B, logits);
+    decode_timed(tokens, seqs, B, logits);
 }
 
-void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
+void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits, int nt) {
     // tokens (B) of sequences seqs (B), each at its own position n_past -> logits (B, V) or none.
     // One job on the model's thread pool for the whole step, with the
     // arithmetic of forward_chunk row for row (the same kernels, or their
@@ -416,7 +450,6 @@ void LlamaModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t
     const int64_t units = attention_units(1, NH, NKV, 1), per_kv = units / NKV;  // attention units per kv head
 
     // per thread scratch: residual rows (B, C), normed rows (B, C), attention work
-    const int nt = num_threads();
     const int64_t per = round_up(2 * B * C, 16) + round_up(attention_thread_floats(HS), 16);
     const size_t need = size_t(int64_t(nt) * per + 16);
     if (dec_.size() < need) dec_.resize(need);

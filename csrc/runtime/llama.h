@@ -85,8 +85,10 @@ private:
 
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
     // One token for each of B sequences through every layer inside a single
-    // parallel region (weights packed); logits (B, V) or none.
-    void decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits);
+    // job of nt threads (weights packed); logits (B, V) or none.
+    void decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits, int nt);
+    // decode_rows on the thread count decode_threads_ picks, timed for it
+    void decode_timed(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits);
     void linear(float* out, const float* x, int64_t M, const Weight& w);
     void pack(Weight& w);
     void ensure_work();
@@ -122,6 +124,8 @@ private:
     bool decode_packed_ = false;
     // decode_rows scratch per thread: residual rows, their norm, attention work
     std::vector<float> dec_;
+    // per-call thread counts (one thread when the others do not pay)
+    ThreadChooser decode_threads_, prefill_threads_;
     ThreadPool pool_;  // decode_rows' threads (declared last: joined first)
 };
 

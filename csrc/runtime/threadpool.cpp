@@ -2,6 +2,10 @@
 // jobs (no spinning while Python runs between tokens). Not a general executor.
 #include "threadpool.h"
 
+#include <algorithm>
+
+#include "dispatch.h"
+
 namespace pyllm {
 
 ThreadPool::~ThreadPool() {
@@ -61,6 +65,41 @@ void ThreadPool::worker(int tid) {
             if (--pending_ == 0) done_.notify_one();
         }
     }
+}
+
+int ThreadChooser::pick(int max) {
+    if (max <= 1) return 1;
+    if (!adaptive_threads()) return max;
+    calls_++;
+    const int best = cost_[0] > 0.0 && (cost_[1] <= 0.0 || cost_[0] < cost_[1]) ? 0 : 1;
+    trying_ = -1;
+    if (calls_ >= next_try_) {
+        trying_ = 1 - best;
+        return trying_ == 0 ? 1 : max;
+    }
+    return best == 0 ? 1 : max;
+}
+
+void ThreadChooser::record(int n, double seconds, double units) {
+    if (units <= 0.0 || seconds < 0.0) return;
+    const int slot = n <= 1 ? 0 : 1;
+    const double c = seconds / units;
+    if (trying_ == slot) {
+        // a try: it wins if it beat the other's average; either way the try's
+        // figure replaces the stale one, and the next try is scheduled
+        const double other = cost_[1 - slot];
+        const bool won = other <= 0.0 || c < other;
+        interval_ = won ? kFirstInterval : std::min(kMaxInterval, interval_ * 2);
+        next_try_ = calls_ + interval_;
+        cost_[slot] = c;
+        trying_ = -1;
+        return;
+    }
+    if (cost_[slot] > 0.0 && c > 2.0 * cost_[slot]) {  // try the other count soon
+        interval_ = kFirstInterval;
+        next_try_ = std::min(next_try_, calls_ + 2);
+    }
+    cost_[slot] = cost_[slot] <= 0.0 ? c : 0.75 * cost_[slot] + 0.25 * c;
 }
 
 }  // namespace pyllm
