@@ -454,6 +454,8 @@ using Lanes = Lanes16;
 using Lanes = Lanes8;
 #endif
 
+constexpr int64_t kPrefetchRecords = 8;
+
 template <int TYPE>
 constexpr int64_t record_bytes() {
     return TYPE == kTypeQ8_0 ? 32 + 32 * kPackRows : TYPE == kTypeQ4_0 ? 32 + 16 * kPackRows : 64 + 16 * kPackRows;
@@ -516,8 +518,10 @@ inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const
             for (int gi = 0; gi < G; gi++) {
                 const uint8_t* r = Wp + ((g0 + gi) * nb + b) * RB;
 #if defined(PYLLM_ISA_AVX2)
-                _mm_prefetch(reinterpret_cast<const char*>(r + 4 * RB), _MM_HINT_T0);
-                _mm_prefetch(reinterpret_cast<const char*>(r + 4 * RB + 64 * ((RB / 64) / 2)), _MM_HINT_T0);
+                // weights stream from DRAM once per token: fetch the record
+                // kPrefetchRecords ahead (a group's records are contiguous)
+                for (int64_t line = 0; line < RB; line += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(r + kPrefetchRecords * RB + line), _MM_HINT_T0);
 #endif
                 rec[gi].load(r);
             }

@@ -245,8 +245,15 @@ void LlamaModel::ensure_work() {
 void LlamaModel::pack(Weight& w) {
     if (w.packed || !qpack_supported(int(w.type)) || w.cols % kQuantBlock != 0) return;
     const size_t bytes = size_t(qpack_bytes(int(w.type), w.rows, w.cols));
-    float* buf = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    // 2 MB aligned and advised as huge pages: the decode step streams every
+    // packed byte once per token, and with 4 KB pages each page costs a TLB miss
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t size = bytes >= kHuge ? (bytes + kHuge - 1) / kHuge * kHuge : (bytes + 63) / 64 * 64;
+    float* buf = static_cast<float*>(std::aligned_alloc(bytes >= kHuge ? kHuge : 64, size));
     if (!buf) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+    if (bytes >= kHuge) ::madvise(buf, size, MADV_HUGEPAGE);
+#endif
     packed_.emplace_back(buf);
     kernels().qpack_weights(buf, w.data, w.rows, w.cols, int(w.type));
     release_mapped(w.data, w.rows * w.row_bytes);
