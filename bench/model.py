@@ -370,6 +370,28 @@ def batched(path: Path, ids: np.ndarray, threads: int, repeats: int, with_transf
 
 # ---------------------------------------------------------------- output
 
+def roofline(path: Path) -> "tuple[float, float]":
+    """The machine's read bandwidth (bytes/s / 1e9, median of 5 sums over
+    512 MB) and the bytes of weights one decode step reads: every tensor of
+    the file once (a tied embedding is read whole as the output head), less
+    the token embedding's rows when the head is separate."""
+    import pyllm
+    from pyllm import _C
+
+    probe = np.ones(128 * 1024 * 1024, dtype=np.float32)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        _C.sum(probe)
+        times.append(time.perf_counter() - t0)
+    bw = probe.nbytes / statistics.median(times) / 1e9
+    tensors = pyllm.GGUFFile(str(path)).tensors
+    total = sum(t.nbytes for t in tensors.values())
+    if "output.weight" in tensors:
+        total -= tensors["token_embd.weight"].nbytes
+    return bw, float(total)
+
+
 def plot(path: str, systems: List[System], prefill: Dict[str, float], decode: Dict[str, float],
          title: str) -> None:
     import matplotlib
@@ -444,6 +466,10 @@ def main() -> int:
         ratios = "| | |" if s.name == base else \
             f"| {prefill[base] / prefill[s.name]:.2f}x | {decode[base] / decode[s.name]:.2f}x |"
         print(f"| {s.name} | {s.load:.2f} | {prefill[s.name]:.0f} | {decode[s.name]:.1f} | {s.ppl:.3f} {ratios}")
+    bw, per_token = roofline(path)
+    print(f"\nread bandwidth {bw:.1f} GB/s ({args.threads} threads, 512 MB sum); {per_token / 1e6:.1f} MB of weights "
+          f"read per decoded token: decode roofline {bw * 1e9 / per_token:.0f} tok/s, pyllm at "
+          f"{decode[base] * per_token / (bw * 1e9):.0%} of it")
     if args.plot:
         plot(args.plot, systems, prefill, decode, head)
         print(f"\n(plot written to {args.plot})")
