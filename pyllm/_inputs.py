@@ -75,9 +75,11 @@ def _check_array(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.size == 0 and arr.dtype.kind in "fO":
         return arr.astype(np.int64)  # np.asarray([]) is float64: an empty list holds no wrong type
     if arr.dtype == object:
-        for v in arr.reshape(-1):
+        for i, v in enumerate(arr.reshape(-1)):
             if not _is_int(v):
                 raise _kind_error(name, f"{type(v).__name__} {v!r}")
+            if not -2**63 <= v < 2**63:
+                raise ValueError(f"token id {v} at position {i} of {name} is out of range")
         return arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
         raise _kind_error(name, f"{arr.dtype} values")
@@ -162,7 +164,8 @@ def token_id_rows(x: Any, vocab_size: int, attention_mask: Any = None,
     side) selects each row's tokens.
     """
     x = to_numpy(x)
-    if isinstance(x, (list, tuple)) and x and not _is_int(x[0]) and isinstance(to_numpy(x[0]), (list, tuple, np.ndarray)):
+    nested = isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(to_numpy(x[0]), (list, tuple, np.ndarray))
+    if nested:
         rows = [token_ids(r, f"{name}[{b}]", vocab_size) for b, r in enumerate(x)]
         if attention_mask is not None:
             lengths = {len(r) for r in rows}

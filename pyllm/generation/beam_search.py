@@ -44,18 +44,24 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     m = x.max(axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, np.float32(0))
     z = x - m
-    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
+    out: np.ndarray = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
+    return out
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (ties: lower index first)."""
+    """Indices of the k largest scores, best first (ties: lower index first, also at the k-th)."""
     k = min(k, scores.size)
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-    return part[np.lexsort((part, -scores[part]))]
+    kth = np.partition(scores, scores.size - k)[scores.size - k]  # the k-th largest value
+    above = np.flatnonzero(scores > kth)
+    idx = np.concatenate([above, np.flatnonzero(scores == kth)[: k - above.size]])
+    return idx[np.lexsort((idx, -scores[idx]))]
 
 
-def beam_search(prompt: List[int], cfg: GenerationConfig, processors: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                caches: BeamCaches, stop: Optional[Callable[[List[int]], bool]] = None) -> List[Tuple[float, List[int]]]:
+Processors = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def beam_search(prompt: List[int], cfg: GenerationConfig, processors: Processors, caches: BeamCaches,
+                stop: Optional[Callable[[List[int]], bool]] = None) -> List[Tuple[float, List[int]]]:
     """The finished hypotheses of one prompt, best first: (score, new tokens), at most ``num_beams``.
 
     ``cfg.max_new_tokens`` must be resolved (an int); ``processors(ids (K, T), scores (K, V))`` are

@@ -50,7 +50,7 @@ class GenerationConfig:
         if unknown:
             raise TypeError(f"unknown generation arguments: {', '.join(unknown)}")
         # numpy integers are integers: store Python ints so every later check and use sees one type
-        kw = {k: int(v) if isinstance(v, np.integer) else v for k, v in kwargs.items() if v is not None}
+        kw: Dict[str, Any] = {k: int(v) if isinstance(v, np.integer) else v for k, v in kwargs.items() if v is not None}
         return dataclasses.replace(self, **kw)
 
     def new_tokens(self, prompt_length: int) -> int:
@@ -103,8 +103,9 @@ class GenerationConfig:
             bad(f"max_length must be a positive integer (prompt + new tokens), got {self.max_length!r}")
         if not is_int(self.min_new_tokens) or self.min_new_tokens < 0:
             bad(f"min_new_tokens must be a non-negative integer, got {self.min_new_tokens!r}")
-        if not isinstance(self.do_sample, (bool, np.bool_)):
-            bad(f"do_sample must be True or False, got {self.do_sample!r}")
+        do_sample: Any = self.do_sample
+        if not isinstance(do_sample, (bool, np.bool_)):
+            bad(f"do_sample must be True or False, got {do_sample!r}")
         if not is_real(self.temperature) or not self.temperature >= 0:
             bad(f"temperature must be a number > 0, got {self.temperature!r}")
         if self.do_sample and self.temperature == 0:

@@ -252,7 +252,8 @@ class GenerationMixin:
         a model take turns.
 
         >>> model.generate(tok.encode("Once upon a time"), max_new_tokens=8)   # doctest: +SKIP
-        >>> model.generate(**tok(["Hi", "Hello there"], padding=True, return_tensors="np"), num_beams=4)  # doctest: +SKIP
+        >>> inputs = tok(["Hi", "Hello there"], padding=True, return_tensors="np")   # doctest: +SKIP
+        >>> model.generate(**inputs, num_beams=4, max_new_tokens=8)                # doctest: +SKIP
         """
         if input_ids is None:
             raise TypeError("generate() needs input_ids (token ids: a list, numpy array or torch tensor)")
