@@ -82,8 +82,17 @@ def _check_array(arr: np.ndarray, name: str) -> np.ndarray:
                 raise ValueError(f"token id {v} at position {i} of {name} is out of range")
         return arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
-        raise _kind_error(name, f"{arr.dtype} values")
+        raise _kind_error(name, "str values" if arr.dtype.kind in "USOT" else f"{arr.dtype} values")
     return arr
+
+
+def _scan(x: Sequence[Any], name: str) -> None:
+    # numpy would read [True, 5] as [1, 5]: a Python list is looked at before it becomes an array
+    for v in x:
+        if isinstance(v, (bool, np.bool_)):
+            raise _kind_error(name, f"bool {v!r}")
+        if isinstance(v, (list, tuple)):
+            _scan(v, name)
 
 
 def _check_range(arr: np.ndarray, name: str, vocab_size: Optional[int], row_name: str = "row") -> None:
@@ -107,6 +116,8 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, (np.ndarray, Sequence)):
         raise TypeError(f"{name} must be token ids: a list, numpy array or torch tensor of integers, "
                         f"got {type(x).__name__}")
+    if isinstance(x, (list, tuple)):
+        _scan(x, name)
     try:
         arr = np.asarray(x)
     except ValueError:

@@ -456,12 +456,17 @@ class GPT2LMHeadModel(GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, "os.PathLike[str]"],
-                        tokenizer: Any = None) -> "GPT2LMHeadModel":
+                        tokenizer: Any = None, **kwargs: Any) -> "GPT2LMHeadModel":
         """Load a Hugging Face GPT-2 directory (config.json + model.safetensors,
         or a sharded model.safetensors.index.json), as written by
         ``save_pretrained`` here or in transformers. Tensor names may carry
         the ``transformer.`` prefix or not; ``lm_head.weight``, if present,
-        must equal the token embedding (tied)."""
+        must equal the token embedding (tied). transformers' ``torch_dtype`` /
+        ``dtype`` / ``device_map`` are accepted as in AutoModelForCausalLM."""
+        from .auto import check_name_or_path, hf_loading_kwargs
+
+        check_name_or_path(pretrained_model_name_or_path)
+        hf_loading_kwargs(kwargs)
         d = Path(pretrained_model_name_or_path)
         if not d.is_dir():
             raise ValueError(f"{d} is not a directory holding config.json and model.safetensors")
