@@ -115,8 +115,9 @@ def test_decode_and_batch_decode_of_arrays_and_tensors(tokenizer, hf_tok):
 # ---- 2. generate
 
 def test_generate_takes_the_tokenizer_output(smollm, tokenizer, hf_tok):
-    inputs = tokenizer("The capital of France is", return_tensors="pt")
-    outputs = smollm.generate(**inputs, max_new_tokens=8)
+    model = smollm.eval()
+    inputs = tokenizer("The capital of France is", return_tensors="pt").to(model.device)
+    outputs = model.generate(**inputs, max_new_tokens=8)
     assert isinstance(outputs, torch.Tensor) and outputs.shape == (1, inputs.input_ids.shape[1] + 8)
     want = smollm.generate(tokenizer.encode("The capital of France is"), max_new_tokens=8)
     np.testing.assert_array_equal(outputs.numpy(), want)
@@ -124,6 +125,11 @@ def test_generate_takes_the_tokenizer_output(smollm, tokenizer, hf_tok):
         hf_tok.batch_decode(outputs, skip_special_tokens=True)
     # plain lists, as tokenizer(text) returns them
     np.testing.assert_array_equal(smollm.generate(**tokenizer("The capital of France is"), max_new_tokens=8), want)
+    assert model.to("cpu") is model
+    with pytest.raises(ValueError, match="device"):
+        model.to("cuda")
+    with pytest.raises(ValueError, match="device"):
+        inputs.to("cuda:0")
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

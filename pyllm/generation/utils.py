@@ -81,6 +81,23 @@ class GenerationMixin:
         def reset(self) -> None:
             """Empty the KV cache."""
 
+    # ---- transformers' model-object idioms that have one answer on the CPU
+    @property
+    def device(self) -> str:
+        """``"cpu"``, for ``inputs.to(model.device)``."""
+        return "cpu"
+
+    def to(self, device: Any) -> Any:
+        """``model.to("cpu")`` returns the model; any other device raises ValueError."""
+        from ..models.auto import check_device
+
+        check_device(device, "device")
+        return self
+
+    def eval(self) -> Any:
+        """``model.eval()`` returns the model (inference needs no mode switch here)."""
+        return self
+
     def _config(self, generation_config: Optional[GenerationConfig], kwargs: Dict[str, Any]) -> GenerationConfig:
         base = generation_config or getattr(self, "generation_config", None) or GenerationConfig()
         cfg = base.update(**kwargs)
