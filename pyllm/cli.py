@@ -6,20 +6,64 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _warn(msg: str) -> None:
+    _err(f"pyllm: warning: {msg}")
+
+
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _trained_context(name_or_path: str) -> Optional[int]:
+    """The context the model was trained for (GGUF context_length, GPT-2 n_positions), or None."""
+    from . import hub
+    from .models import GGUFFile
+    from .models.auto import _hf_dir
+
+    d = _hf_dir(name_or_path)
+    if d is not None:
+        n = json.loads((d / "config.json").read_text(encoding="utf-8")).get("n_positions")
+        return int(n) if isinstance(n, int) else None
+    md = GGUFFile(hub.resolve_model_file(name_or_path)).metadata
+    arch = md.get("general.architecture")
+    n = md.get(f"{arch}.context_length")
+    return int(n) if isinstance(n, int) else None
+
+
 def _load(args: argparse.Namespace) -> Any:
     from .models import AutoModelForCausalLM
 
+    if args.threads is not None and args.threads > _cores():
+        _warn(f"--threads {args.threads} is more than the {_cores()} cores this process may use; "
+              "extra threads only wait for each other")
+    n_ctx = args.n_ctx
+    if n_ctx is not None:
+        if n_ctx <= 0:
+            raise ValueError(f"--n-ctx must be positive, got {n_ctx}")
+        trained = _trained_context(args.model)
+        if trained is not None and n_ctx > trained:
+            _warn(f"--n-ctx {n_ctx} is above the context the model was trained for ({trained} tokens); "
+                  f"using {trained}")
+            n_ctx = trained
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(args.model, n_threads=args.threads, n_ctx=args.n_ctx)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.model, n_threads=args.threads, n_ctx=n_ctx)
+    except (RuntimeError, UnicodeDecodeError, KeyError) as e:  # a malformed file, said as such
+        raise ValueError(f"cannot load {args.model}: {e}") from e
     if getattr(args, "verbose", False):
         _err(f"[loaded {args.model} in {time.perf_counter() - t0:.2f} s]")
     return model
@@ -36,16 +80,35 @@ def _gen_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     return kw
 
 
+def _fit_new_tokens(model: Any, n_prompt: int, args: argparse.Namespace, kw: Dict[str, Any],
+                    quiet: bool = False) -> Dict[str, Any]:
+    """``kw`` with max_new_tokens set: the one asked for, or the command's default clamped to what
+    the context leaves after the prompt (a prompt that fills the context is an error)."""
+    room = model.n_ctx - n_prompt
+    if room <= 0:
+        raise ValueError(f"the prompt is {n_prompt} tokens and the model's context is n_ctx={model.n_ctx} "
+                         "(what it was trained for, or --n-ctx): no room for new tokens; shorten the prompt")
+    if args.max_new_tokens is not None:
+        return kw  # the caller's choice; generate says if it does not fit
+    n = min(args.default_new_tokens, room)
+    if n < args.default_new_tokens and not quiet:
+        _err(f"[generating up to {n} tokens: the {n_prompt}-token prompt leaves {room} of the context's "
+             f"{model.n_ctx}]")
+    return {**kw, "max_new_tokens": n}
+
+
 def _generate(args: argparse.Namespace) -> int:
     model = _load(args)
     prompt: Any = args.prompt
     if args.chat:
         prompt = [{"role": "user", "content": args.prompt}]
     ids = model.encode_prompt(prompt)
+    kw = _fit_new_tokens(model, len(ids), args, _gen_kwargs(args), quiet=args.quiet)
+    pieces = model.stream(ids, **kw)  # checks the arguments before anything is printed
     if not args.chat:
         print(args.prompt, end="", flush=True)
     t0 = time.perf_counter()
-    for piece in model.stream(ids, **_gen_kwargs(args)):
+    for piece in pieces:
         print(piece, end="", flush=True)
     print(flush=True)
     dt = time.perf_counter() - t0
@@ -55,40 +118,69 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chat(args: argparse.Namespace) -> int:
-    model = _load(args)
+CHAT_HELP = ("type a message; /reset clears the history, /exit (or Ctrl-D, or Ctrl-C here) quits; "
+             "Ctrl-C during a reply stops it and keeps the part shown in the history.")
+
+
+def chat_repl(model: Any, gen_kwargs: Dict[str, Any], args: argparse.Namespace,
+              read_line: Callable[[], str], write: Callable[[str], None], interactive: bool) -> int:
+    """The chat loop: ``read_line()`` returns a line ("" at the end of input); a KeyboardInterrupt
+    while a reply streams stops that reply, keeps what was shown of it in the history and returns
+    to the prompt; anywhere else (at the prompt) it quits, as the end of input does."""
     messages: List[Dict[str, str]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
-    interactive = sys.stdin.isatty()
-    if interactive:
-        _err("pyllm chat: type a message; /reset clears the history, /exit (or Ctrl-D) quits.")
-    while True:
-        if interactive:
-            print("> ", end="", flush=True)
-        line = sys.stdin.readline()
-        if not line:
-            break
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        if line.strip() in ("/exit", "/quit"):
-            break
-        if line.strip() == "/reset":
-            messages = messages[:1] if args.system else []
-            continue
-        messages.append({"role": "user", "content": line})
-        reply = []
-        t0 = time.perf_counter()
-        for piece in model.stream(messages, **_gen_kwargs(args)):
-            reply.append(piece)
-            print(piece, end="", flush=True)
-        print(flush=True)
-        text = "".join(reply).strip()
-        messages.append({"role": "assistant", "content": text})
-        if args.verbose:
-            _err(f"[{time.perf_counter() - t0:.2f} s]")
-    return 0
+    try:
+        if interactive or args.verbose:
+            _err(f"pyllm chat: {CHAT_HELP}")
+        while True:
+            if interactive:
+                write("> ")
+            line = read_line()
+            if not line:
+                if interactive:
+                    write("\n")
+                return 0
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.strip() in ("/exit", "/quit"):
+                return 0
+            if line.strip() == "/reset":
+                messages = messages[:1] if args.system else []
+                continue
+            messages.append({"role": "user", "content": line})
+            t0 = time.perf_counter()
+            ids = model.encode_prompt(messages)
+            kw = _fit_new_tokens(model, len(ids), args, gen_kwargs, quiet=not args.verbose)
+            reply: List[str] = []
+            pieces = model.stream(ids, **kw)
+            try:
+                for piece in pieces:
+                    reply.append(piece)
+                    write(piece)
+            except KeyboardInterrupt:
+                pieces.close()
+                write(" [stopped]")
+            messages.append({"role": "assistant", "content": "".join(reply).strip()})
+            write("\n")
+            if args.verbose:
+                _err(f"[{time.perf_counter() - t0:.2f} s]")
+    except KeyboardInterrupt:
+        write("\n")
+        return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .generation import GenerationConfig
+
+    GenerationConfig().update(**_gen_kwargs(args)).validate()  # bad sampling flags stop before loading
+    model = _load(args)
+
+    def write(text: str) -> None:
+        print(text, end="", flush=True)
+
+    return chat_repl(model, _gen_kwargs(args), args, sys.stdin.readline, write, sys.stdin.isatty())
 
 
 def _perplexity(args: argparse.Namespace) -> int:
@@ -340,10 +432,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new: int) -> None:
-    p.add_argument("--max-new-tokens", "-n", type=int, default=max_new)
+    p.add_argument("--max-new-tokens", "-n", type=int, default=None,
+                   help=f"tokens to generate (default: {max_new}, or what the context leaves after the prompt)")
+    p.set_defaults(default_new_tokens=max_new)
     p.add_argument("--min-new-tokens", type=int, default=0)
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="with --do-sample; must be > 0 there")
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--min-p", type=float, default=None)
@@ -357,7 +451,10 @@ def _sampling_args(p: argparse.ArgumentParser, max_new: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="pyllm", description="Run transformer language models on the CPU.")
+    parser.add_argument("--version", action="version", version=f"pyllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="continue a prompt, streaming the text")
@@ -368,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(p, 128)
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("chat", help="an interactive chat using the model's chat template")
+    p = sub.add_parser("chat", help="an interactive chat using the model's chat template",
+                       description=f"An interactive chat using the model's chat template: {CHAT_HELP}")
     p.add_argument("--system", default=None, help="a system message")
     _model_args(p)
     _sampling_args(p, 256)
@@ -440,12 +538,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
-        _err(f"pyllm: error: {e}")
-        return 1
-    except OSError as e:
-        if args.command != "train":
-            raise
+    except (ValueError, OSError, FloatingPointError) as e:
         _err(f"pyllm: error: {e}")
         return 1
     except KeyboardInterrupt:

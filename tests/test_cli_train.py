@@ -108,3 +108,26 @@ def test_bad_input(trained, tmp_path, capsys):
     assert "brings its own tokenizer" in capsys.readouterr().err
     assert cli.main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "y")] + SMALL) == 1
     assert "is not a file, a directory" in capsys.readouterr().err
+
+
+def test_the_readme_pair_works_as_written(trained, capsys, monkeypatch):
+    # README: `pyllm train --data play.txt --out my-model` then
+    # `pyllm generate --model my-model "ROMEO:" --do-sample` (trained here with a 32-token context)
+    d, out = trained
+    monkeypatch.chdir(d)
+    shutil.copytree(out, d / "my-model", dirs_exist_ok=True)
+    assert cli.main(["generate", "--model", "my-model", "ROMEO:", "--do-sample"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ROMEO:")
+    # the default of 128 new tokens is clamped to what the context leaves after the prompt, and said
+    assert "[generating up to 26 tokens: the 6-token prompt leaves 26 of the context's 32]" in captured.err
+    assert len(captured.out.rstrip("\n")) <= 32
+    # a prompt that fills the context is a clear error, as is asking for more than fits
+    assert cli.main(["generate", "--model", "my-model", "ROMEO: " * 6, "--do-sample"]) == 1
+    assert "no room for new tokens" in capsys.readouterr().err
+    assert cli.main(["generate", "--model", "my-model", "ROMEO:", "-n", "40"]) == 1
+    assert "exceeds the context n_ctx=32" in capsys.readouterr().err
+    # --n-ctx beyond the trained context warns and uses the trained one
+    assert cli.main(["generate", "--model", "my-model", "ROMEO:", "--n-ctx", "4096", "-n", "4", "-q"]) == 0
+    assert "pyllm: warning: --n-ctx 4096 is above the context the model was trained for (32 tokens); using 32" \
+        in capsys.readouterr().err

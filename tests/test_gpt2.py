@@ -381,19 +381,24 @@ def test_bad_inputs_raise_value_errors():
         (lambda: model.forward_backward(ids - 1, ids), "out of range"),
         (lambda: model(np.array([[1, 2, 25]])), "out of range"),
         (lambda: model.forward_backward(np.zeros((1, 9), np.int64), np.zeros((1, 9), np.int64)), "n_positions"),
-        (lambda: model.forward_backward(ids.astype(np.float32), ids), "integer"),
-        (lambda: model.forward_backward(ids, ids.astype(np.float64)), "integer"),
         (lambda: model.forward_backward(ids, ids[:, :3]), "shape"),
         (lambda: model.forward_backward(ids, ids + 20), "labels"),
         (lambda: model.forward_backward(ids, np.full_like(ids, -100)), "-100"),
-        (lambda: model.forward_backward(np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64)), "non-empty"),
+        (lambda: model.forward_backward(np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64)), "empty"),
         (lambda: model.step([1, 2, 99]), "out of range"),
-        (lambda: model.generate([1, 2, 20], max_new_tokens=2), "not in"),
+        (lambda: model.generate([1, 2, 20], max_new_tokens=2), "out of range"),
         (lambda: GPT2LMHeadModel("config"), "GPT2Config"),
     ]
+    # ids of the wrong type (floats are never truncated to ids) raise TypeError naming the argument
+    cases += [
+        (lambda: model.forward_backward(ids.astype(np.float32), ids), "input_ids must hold integer"),
+        (lambda: model.forward_backward(ids, ids.astype(np.float64)), "labels must be an integer"),
+        (lambda: model(np.array([[1.0, 2.0]])), "input_ids must hold integer"),
+    ]
     for fn, message in cases:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises((TypeError, ValueError), match=message) as e:
             fn()
+        assert e.type is (TypeError if "must" in message else ValueError)
     assert not any(g.any() for _, g in model.named_gradients())  # nothing half-done
 
 

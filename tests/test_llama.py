@@ -173,7 +173,7 @@ def test_bad_inputs(tmp_path):
         model([-1])
     with pytest.raises(ValueError, match="empty"):
         model([])
-    with pytest.raises(ValueError, match="integers"):
+    with pytest.raises(TypeError, match="integer token ids"):
         model([1.5, 2.0])
     with pytest.raises(ValueError, match="longer than the context"):
         model(list(range(17)))

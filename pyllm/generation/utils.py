@@ -4,12 +4,15 @@ here; per-vocabulary work is in the Cython sampler. Not model code."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager, Dict, Iterator, List, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
 from .. import ops
+from .._inputs import like_input, to_numpy, token_id_rows, token_ids
+from .beam_search import ReplayCaches, SequenceCaches, beam_search
 from .configuration import GenerationConfig
 from .logits_process import LogitsProcessorList, ProcessorLike, build_logits_processors
 
@@ -23,35 +26,6 @@ class ScoreResult:
     @property
     def nll(self) -> float:
         return float(-self.logprobs.mean())
-
-
-def _rows(input_ids: Any, attention_mask: Any, vocab_size: int) -> List[List[int]]:
-    """Prompts as lists of ids: a list of ints, a list of lists (any lengths),
-    or a 1-D / 2-D array with an optional attention mask (0 = padding)."""
-    if isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], (list, tuple, np.ndarray)):
-        rows = [list(np.asarray(r).reshape(-1)) for r in input_ids]
-        if attention_mask is not None:
-            raise ValueError("attention_mask goes with a 2-D array of ids, not a list of lists")
-    else:
-        arr = np.asarray(input_ids)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2:
-            raise ValueError(f"input_ids must be 1-D or 2-D, got shape {arr.shape}")
-        if attention_mask is not None:
-            mask = np.asarray(attention_mask)
-            if mask.shape != arr.shape:
-                raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {arr.shape}")
-            rows = [list(arr[b][mask[b] != 0]) for b in range(arr.shape[0])]
-        else:
-            rows = [list(r) for r in arr]
-    for b, r in enumerate(rows):
-        if not r:
-            raise ValueError(f"prompt {b} is empty: generation needs at least one token")
-        for t, tok in enumerate(r):
-            if isinstance(tok, (float, np.floating)) or not (0 <= int(tok) < vocab_size):
-                raise ValueError(f"token id {tok!r} at position {t} of prompt {b} is not in [0, {vocab_size})")
-    return [[int(t) for t in r] for r in rows]
 
 
 class _StopStrings:
@@ -107,17 +81,50 @@ class GenerationMixin:
         def reset(self) -> None:
             """Empty the KV cache."""
 
+    # ---- transformers' model-object idioms that have one answer on the CPU
+    @property
+    def device(self) -> str:
+        """``"cpu"``, for ``inputs.to(model.device)``."""
+        return "cpu"
+
+    def to(self, device: Any) -> Any:
+        """``model.to("cpu")`` returns the model; any other device raises ValueError."""
+        from ..models.auto import check_device
+
+        check_device(device, "device")
+        return self
+
+    def eval(self) -> Any:
+        """``model.eval()`` returns the model (inference needs no mode switch here)."""
+        return self
+
     def _config(self, generation_config: Optional[GenerationConfig], kwargs: Dict[str, Any]) -> GenerationConfig:
         base = generation_config or getattr(self, "generation_config", None) or GenerationConfig()
         cfg = base.update(**kwargs)
         cfg.validate()
         return cfg
 
+    def _resolve_length(self, cfg: GenerationConfig, width: int) -> GenerationConfig:
+        """``cfg`` with ``max_new_tokens`` set for prompts ``width`` tokens wide (see
+        GenerationConfig.new_tokens); the default 20 is clamped to what fits the context."""
+        if width >= self.n_ctx:
+            raise ValueError(f"the prompt is {width} tokens long and the context holds n_ctx={self.n_ctx}: no room "
+                             "for new tokens; shorten the prompt or load the model with a larger n_ctx")
+        n = cfg.new_tokens(width)
+        if cfg.max_new_tokens is None and cfg.max_length is None:
+            n = min(n, self.n_ctx - width)
+        return dataclasses.replace(cfg, max_new_tokens=n, max_length=None)
+
     def _check_length(self, prompt: List[int], cfg: GenerationConfig) -> None:
-        if len(prompt) + cfg.max_new_tokens > self.n_ctx:
+        n_new = int(cfg.max_new_tokens or 0)
+        if len(prompt) >= self.n_ctx:
+            raise ValueError(f"the prompt is {len(prompt)} tokens long and the context holds n_ctx={self.n_ctx}: "
+                             "no room for new tokens; shorten the prompt or load the model with a larger n_ctx")
+        if len(prompt) + n_new > self.n_ctx:
             raise ValueError(
-                f"prompt of {len(prompt)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds the context "
-                f"n_ctx={self.n_ctx}; shorten the prompt, lower max_new_tokens or load with a larger n_ctx"
+                f"prompt of {len(prompt)} tokens + max_new_tokens={n_new} exceeds the context "
+                f"n_ctx={self.n_ctx}; shorten the prompt, lower max_new_tokens (at most {self.n_ctx - len(prompt)} "
+                "fit) or load with a larger n_ctx"
             )
 
     def _tokens(self, prompt: List[int], cfg: GenerationConfig, procs: LogitsProcessorList,
@@ -125,18 +132,19 @@ class GenerationMixin:
         """Yields the new tokens of one sequence; the caller holds the lock."""
         self._check_length(prompt, cfg)
         eos = set(cfg.eos_ids())
-        ids = np.empty((1, len(prompt) + cfg.max_new_tokens), dtype=np.int64)  # (1, T) history buffer
+        n_new = int(cfg.max_new_tokens or 0)
+        ids = np.empty((1, len(prompt) + n_new), dtype=np.int64)  # (1, T) history buffer
         ids[0, : len(prompt)] = prompt
         n = len(prompt)
         logits = self._prefill(prompt)
         out: List[int] = []
-        for i in range(cfg.max_new_tokens):
+        for i in range(n_new):
             tok = int(procs.sample(ids[:, :n], logits[None, :], rng, do_sample=not cfg.greedy)[0])
             ids[0, n] = tok
             n += 1
             out.append(tok)
             yield tok
-            if tok in eos or stops.hit(out) or i == cfg.max_new_tokens - 1:
+            if tok in eos or stops.hit(out) or i == n_new - 1:
                 return
             logits = self._step_token(tok)
 
@@ -162,6 +170,27 @@ class GenerationMixin:
     def _batch_end(self) -> None:
         raise NotImplementedError
 
+    def _batch_copy(self, src: int, dst: int) -> None:
+        """Make sequence ``dst``'s cache a copy of sequence ``src``'s (beam search)."""
+        raise NotImplementedError
+
+    def _max_sequences(self) -> int:
+        """How many KV caches the model can hold at once (1: one cache, no _batch_* methods)."""
+        return 1
+
+    def _beams(self, prompt: List[int], cfg: GenerationConfig, procs: LogitsProcessorList,
+               stops: _StopStrings) -> List[List[int]]:
+        """The new tokens of the best ``num_return_sequences`` beams for one prompt."""
+        self._check_length(prompt, cfg)
+        K = cfg.num_beams
+        caches: Union[SequenceCaches, ReplayCaches]
+        caches = SequenceCaches(self, K) if self._max_sequences() > K else ReplayCaches(self, K)
+        try:
+            hyps = beam_search(prompt, cfg, procs, caches, stops.hit if stops.stops else None)
+        finally:
+            caches.end()
+        return [tokens for _, tokens in hyps[: cfg.num_return_sequences]]
+
     def _tokens_batch(self, prompts: List[List[int]], cfg: GenerationConfig, procs: List[LogitsProcessorList],
                       rngs: List[np.random.Generator], stops: _StopStrings) -> List[List[int]]:
         """The new tokens of several sequences, decoded in steps that run every
@@ -169,7 +198,8 @@ class GenerationMixin:
         for p in prompts:
             self._check_length(p, cfg)
         eos = set(cfg.eos_ids())
-        hist = [np.empty((1, len(p) + cfg.max_new_tokens), dtype=np.int64) for p in prompts]  # (1, T) each
+        n_new = int(cfg.max_new_tokens or 0)
+        hist = [np.empty((1, len(p) + n_new), dtype=np.int64) for p in prompts]  # (1, T) each
         n = [len(p) for p in prompts]
         outs: List[List[int]] = [[] for _ in prompts]
         self._batch_begin(len(prompts))
@@ -179,7 +209,7 @@ class GenerationMixin:
                 hist[s][0, :n[s]] = p
                 logits.append(self._batch_prefill(p, s))
             active = list(range(len(prompts)))
-            for i in range(cfg.max_new_tokens):
+            for i in range(n_new):
                 feed: List[int] = []
                 for s in active:
                     tok = int(procs[s].sample(hist[s][:, :n[s]], logits[s][None, :], rngs[s],
@@ -187,7 +217,7 @@ class GenerationMixin:
                     hist[s][0, n[s]] = tok
                     n[s] += 1
                     outs[s].append(tok)
-                    if not (tok in eos or stops.hit(outs[s]) or i == cfg.max_new_tokens - 1):
+                    if not (tok in eos or stops.hit(outs[s]) or i == n_new - 1):
                         feed.append(s)
                 active = feed
                 if not active:
@@ -210,35 +240,56 @@ class GenerationMixin:
             logits_processor=logits_processor or (),
         )
 
-    def generate(self, input_ids: Any, attention_mask: Any = None, generation_config: Optional[GenerationConfig] = None,
+    def generate(self, input_ids: Any = None, attention_mask: Any = None,
+                 generation_config: Optional[GenerationConfig] = None,
                  logits_processor: Optional[Sequence[ProcessorLike]] = None, streamer: Any = None,
-                 tokenizer: Any = None, **kwargs: Any) -> np.ndarray:
+                 tokenizer: Any = None, **kwargs: Any) -> Any:
         """Generate continuations, as transformers' ``generate``.
 
         ``input_ids``: a list of ids, a list of prompts of any lengths, or a
-        (B, T) array (with ``attention_mask`` marking left padding). Returns
-        an int64 array (B * num_return_sequences, prompt + new): each row is
-        its prompt left-padded to the longest one, then the new tokens,
-        right-padded with ``pad_token_id`` after an early stop. Any
-        :class:`GenerationConfig` field may be passed as a keyword. Sampling
+        (B, T) array or torch tensor, with ``attention_mask`` marking padding
+        (on either side: each row's unmasked tokens are its prompt), so
+        ``model.generate(**tokenizer(texts, padding=True))`` works. Returns an
+        int64 array (a torch tensor for torch input) of shape
+        (B * num_return_sequences, width + new): each row is its prompt
+        left-padded to the input's width, then the new tokens, right-padded
+        with ``pad_token_id`` after an early stop. Any
+        :class:`GenerationConfig` field may be passed as a keyword:
+        ``max_new_tokens``, or ``max_length`` counting the prompt (when both
+        are given ``max_new_tokens`` wins, with a warning, as in transformers);
+        ``num_beams > 1`` runs beam search (``length_penalty``,
+        ``early_stopping``, ``num_return_sequences <= num_beams``). Sampling
         with a ``seed`` is reproducible: with several sequences (prompts x
         ``num_return_sequences``), sequence r draws from its own generator,
-        ``np.random.default_rng([seed, r])``. Each sequence has its own KV
-        cache; models that can (llama over block-quantized weights) decode
-        up to 32 of them together, one step running every unfinished one
-        (the same tokens as one at a time, faster), others one after
-        another. The model's lock is held throughout, so threads sharing a
-        model take turns.
+        ``np.random.default_rng([seed, r])``. Each sequence (and each beam)
+        has its own KV cache; models that can (llama over block-quantized
+        weights) decode up to 32 of them together, one step running every
+        unfinished one (the same tokens as one at a time, faster), others one
+        after another. The model's lock is held throughout, so threads sharing
+        a model take turns.
 
         >>> model.generate(tok.encode("Once upon a time"), max_new_tokens=8)   # doctest: +SKIP
+        >>> inputs = tok(["Hi", "Hello there"], padding=True, return_tensors="np")   # doctest: +SKIP
+        >>> model.generate(**inputs, num_beams=4, max_new_tokens=8)                # doctest: +SKIP
         """
+        if input_ids is None:
+            raise TypeError("generate() needs input_ids (token ids: a list, numpy array or torch tensor)")
         cfg = self._config(generation_config, kwargs)
-        rows = _rows(input_ids, attention_mask, self.config.vocab_size)
+        rows, width = token_id_rows(input_ids, self.config.vocab_size, attention_mask)
+        cfg = self._resolve_length(cfg, width)
         tokenizer = tokenizer if tokenizer is not None else (self.tokenizer if cfg.stop_list() else None)
         if streamer is not None and (len(rows) > 1 or cfg.num_return_sequences > 1):
             raise ValueError("a streamer follows one sequence: pass one prompt and num_return_sequences=1")
+        if streamer is not None and cfg.num_beams > 1:
+            raise ValueError("a streamer cannot follow beam search (num_beams > 1): the best beam is known at the end")
         stops = _StopStrings(tokenizer, cfg.stop_list())
         prompts = [prompt for prompt in rows for _ in range(cfg.num_return_sequences)]
+        outs: List[List[int]] = []
+        if cfg.num_beams > 1:
+            with self._lock:
+                for prompt in rows:
+                    outs += self._beams(prompt, cfg, self._processors(cfg, len(prompt), logits_processor), stops)
+            return like_input(input_ids, self._assemble(prompts, outs, width, cfg))
         # one generator per sequence: a sequence samples the same tokens whether
         # it runs alone, after others or batched with them
         if len(prompts) == 1:
@@ -246,7 +297,6 @@ class GenerationMixin:
         else:
             rngs = [np.random.default_rng(None if cfg.seed is None else [cfg.seed, r]) for r in range(len(prompts))]
         procs = [self._processors(cfg, len(p), logits_processor) for p in prompts]
-        outs: List[List[int]] = []
         with self._lock:
             batch = self._batch_size() if streamer is None else 1
             if batch > 1 and len(prompts) > 1:
@@ -265,13 +315,17 @@ class GenerationMixin:
                     if streamer is not None:
                         streamer.end()
                     outs.append(new)
+        return like_input(input_ids, self._assemble(prompts, outs, width, cfg))
+
+    @staticmethod
+    def _assemble(prompts: List[List[int]], outs: List[List[int]], width: int, cfg: GenerationConfig) -> np.ndarray:
+        """(rows, width + longest output) int64: prompts left-padded to ``width``, outputs right-padded."""
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else (cfg.eos_ids() or [0])[0]
-        width_p = max(len(p) for p in prompts)
         width_n = max(len(o) for o in outs)
-        result = np.full((len(outs), width_p + width_n), pad, dtype=np.int64)
+        result = np.full((len(outs), width + width_n), pad, dtype=np.int64)
         for r, (p, o) in enumerate(zip(prompts, outs)):
-            result[r, width_p - len(p): width_p] = p
-            result[r, width_p: width_p + len(o)] = o
+            result[r, width - len(p): width] = p
+            result[r, width: width + len(o)] = o
         return result
 
     def stream(self, prompt: Union[str, List[Dict[str, str]], Sequence[int]], tokenizer: Any = None,
@@ -280,25 +334,33 @@ class GenerationMixin:
         """Yield the generated text piece by piece (whole characters and words).
 
         ``prompt``: a string, chat messages (the chat template is applied with
-        a generation prompt) or token ids. The model stays locked until the
-        iterator is exhausted or closed.
+        a generation prompt) or a sequence of token ids. The model stays
+        locked until the iterator is exhausted or closed. Arguments are
+        checked when ``stream`` is called, before the first piece.
 
         >>> for piece in model.stream("The capital of France is", max_new_tokens=10):  # doctest: +SKIP
         ...     print(piece, end="")
         """
-        from .streamers import TextDecodeBuffer
-
         tok = tokenizer if tokenizer is not None else self.tokenizer
         ids = self.encode_prompt(prompt, tok)
         cfg = self._config(generation_config, kwargs)
         if cfg.num_return_sequences != 1:
             raise ValueError("stream() produces one sequence: num_return_sequences must be 1")
-        rows = _rows(ids, None, self.config.vocab_size)
+        if cfg.num_beams != 1:
+            raise ValueError("stream() cannot follow beam search: num_beams must be 1 (use generate)")
+        cfg = self._resolve_length(cfg, len(ids))
+        self._check_length(ids, cfg)
+        return self._stream(ids, tok, cfg, logits_processor)
+
+    def _stream(self, ids: List[int], tok: Any, cfg: GenerationConfig,
+                logits_processor: Optional[Sequence[ProcessorLike]]) -> Iterator[str]:
+        from .streamers import TextDecodeBuffer
+
         buf = TextDecodeBuffer(tok, skip_special_tokens=True)
         with self._lock:
-            procs = self._processors(cfg, len(rows[0]), logits_processor)
+            procs = self._processors(cfg, len(ids), logits_processor)
             stops = _StopStrings(tok, cfg.stop_list())
-            for t in self._tokens(rows[0], cfg, procs, np.random.default_rng(cfg.seed), stops):
+            for t in self._tokens(ids, cfg, procs, np.random.default_rng(cfg.seed), stops):
                 piece = buf.push([t])
                 if piece:
                     yield piece
@@ -308,19 +370,24 @@ class GenerationMixin:
 
     def encode_prompt(self, prompt: Any, tokenizer: Any = None) -> List[int]:
         """Token ids for a string (the tokenizer's special tokens added), chat
-        messages (chat template with a generation prompt) or ids (as given)."""
-        tok = tokenizer if tokenizer is not None else self.tokenizer
+        messages (chat template with a generation prompt) or a sequence of
+        token ids (checked, as given)."""
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("the prompt is empty")
-            ids = tok.encode(prompt)
+            tok = tokenizer if tokenizer is not None else self.tokenizer
+            ids = list(tok.encode(prompt))
         elif isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict):
-            ids = tok.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
+            tok = tokenizer if tokenizer is not None else self.tokenizer
+            ids = list(tok.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True))
+        elif isinstance(to_numpy(prompt), (list, tuple, np.ndarray)):
+            ids = token_ids(prompt, "prompt", self.config.vocab_size)
         else:
-            ids = [int(t) for t in np.asarray(prompt).reshape(-1)]
+            raise TypeError(f"prompt must be a string, chat messages (a list of dicts) or a sequence of token ids, "
+                            f"got {type(prompt).__name__}")
         if not ids:
             raise ValueError("the prompt is empty")
-        return list(ids)
+        return ids
 
     def score(self, text: Union[str, Sequence[int]], tokenizer: Any = None, stride: Optional[int] = None,
               add_special_tokens: bool = False) -> ScoreResult:
@@ -334,12 +401,11 @@ class GenerationMixin:
         """
         if isinstance(text, str):
             tok = tokenizer if tokenizer is not None else self.tokenizer
-            ids = tok.encode(text, add_special_tokens=add_special_tokens)
+            ids = list(tok.encode(text, add_special_tokens=add_special_tokens))
         else:
-            ids = [int(t) for t in np.asarray(text).reshape(-1)]
+            ids = token_ids(text, "text", self.config.vocab_size)
         if len(ids) < 2:
             raise ValueError("scoring needs at least two tokens")
-        _rows([ids], None, self.config.vocab_size)
         n_ctx = self.n_ctx
         stride = stride or max(1, n_ctx // 2)
         if not 0 < stride <= n_ctx:

@@ -16,9 +16,11 @@ import numpy as np
 
 from .. import _C
 from .._fileio import atomic_write, write_text_atomic
+from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin, reusable_prefix
-from .llama import CausalLMOutput
+from .base import CausalLMOutput, lm_output
+from .llama import no_extra_args
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -147,7 +149,7 @@ def _views(flat: np.ndarray, shapes: List[Tuple[str, Tuple[int, ...]]]) -> Dict[
 def _int_array(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype == object or a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be an integer array, got dtype {a.dtype}")
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
     return a
 
 
@@ -281,18 +283,9 @@ class GPT2LMHeadModel(GenerationMixin):
     # ---- training
 
     def _check_ids(self, input_ids: Any, name: str = "input_ids") -> np.ndarray:
-        ids = _int_array(input_ids, name)
-        if ids.ndim == 1:
-            ids = ids[None, :]
-        if ids.ndim != 2 or ids.size == 0:
-            raise ValueError(f"{name} must be a non-empty (batch, time) array, got shape {ids.shape}")
+        ids = id_batch(input_ids, name, self.config.vocab_size)
         if ids.shape[1] > self.config.n_positions:
             raise ValueError(f"{name} has {ids.shape[1]} positions, more than n_positions={self.config.n_positions}")
-        bad = (ids < 0) | (ids >= self.config.vocab_size)
-        if bad.any():
-            b, t = np.argwhere(bad)[0]
-            raise ValueError(f"{name}: token id {int(ids[b, t])} at row {int(b)}, position {int(t)} "
-                             f"is out of range [0, {self.config.vocab_size})")
         return np.ascontiguousarray(ids, dtype=np.int64)
 
     def _check_labels(self, labels: Any, shape: Tuple[int, ...]) -> np.ndarray:
@@ -417,14 +410,30 @@ class GPT2LMHeadModel(GenerationMixin):
             targets = self._check_labels(labels, ids.shape)
             return self._mean_loss(self._forward(ids), targets)[0]
 
-    def __call__(self, input_ids: Any) -> CausalLMOutput:
+    def __call__(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
+                 **kwargs: Any) -> CausalLMOutput:
         """Logits for every position, as transformers' ``model(input_ids).logits``:
-        (B, T, V) float32 (a 1-D input is a batch of one)."""
+        (B, T, V) float32 (a 1-D input is a batch of one; torch in, torch out).
+        With an ``attention_mask`` (0 = padding, on one side) each row's real
+        tokens run alone from position 0 and padded positions get zero logits;
+        with ``labels``, ``.loss`` is transformers' shifted mean cross-entropy
+        (-100 ignored). Training uses :meth:`forward_backward` (no shift)."""
+        no_extra_args(kwargs)
         with self._lock:
             ids = self._check_ids(input_ids)
             B, T = ids.shape
-            a = self._forward(ids)
-            return CausalLMOutput(logits=a.logits.reshape(B, T, -1).copy())
+            if attention_mask is None or np.all(np.asarray(to_numpy(attention_mask)) != 0):
+                logits = self._forward(ids).logits.reshape(B, T, -1).copy()
+            else:
+                mask = np.asarray(to_numpy(attention_mask)).reshape(B, T)
+                logits = np.zeros((B, T, self.config.vocab_size), dtype=np.float32)
+                for b in range(B):
+                    cols = np.flatnonzero(mask[b])
+                    if cols.size and cols[-1] - cols[0] + 1 != cols.size:
+                        raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
+                    if cols.size:
+                        logits[b, cols] = self._forward(ids[b:b + 1, cols]).logits
+            return lm_output(input_ids, logits, labels, self.config.vocab_size)
 
     forward = __call__
 
@@ -447,12 +456,17 @@ class GPT2LMHeadModel(GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, "os.PathLike[str]"],
-                        tokenizer: Any = None) -> "GPT2LMHeadModel":
+                        tokenizer: Any = None, **kwargs: Any) -> "GPT2LMHeadModel":
         """Load a Hugging Face GPT-2 directory (config.json + model.safetensors,
         or a sharded model.safetensors.index.json), as written by
         ``save_pretrained`` here or in transformers. Tensor names may carry
         the ``transformer.`` prefix or not; ``lm_head.weight``, if present,
-        must equal the token embedding (tied)."""
+        must equal the token embedding (tied). transformers' ``torch_dtype`` /
+        ``dtype`` / ``device_map`` are accepted as in AutoModelForCausalLM."""
+        from .auto import check_name_or_path, hf_loading_kwargs
+
+        check_name_or_path(pretrained_model_name_or_path)
+        hf_loading_kwargs(kwargs)
         d = Path(pretrained_model_name_or_path)
         if not d.is_dir():
             raise ValueError(f"{d} is not a directory holding config.json and model.safetensors")

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
 from .. import _C
+from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin, reusable_prefix
+from .base import CausalLMOutput, lm_output
 from .gguf import GGUFFile
+
+__all__ = ["CausalLMOutput", "LlamaConfig", "LlamaForCausalLM"]
 
 
 @dataclass
@@ -84,36 +88,18 @@ class LlamaConfig:
         return asdict(self)
 
 
-@dataclass
-class CausalLMOutput:
-    logits: np.ndarray  # (B, T, V) float32
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+def as_batch(input_ids: Any, vocab_size: int) -> np.ndarray:
+    """list / 1-D / 2-D integer ids (numpy or torch) -> (B, T) int32, with type and range checks."""
+    return id_batch(input_ids, "input_ids", vocab_size).astype(np.int32)
 
 
-def as_batch(input_ids: Union[Sequence[int], Sequence[Sequence[int]], np.ndarray], vocab_size: int) -> np.ndarray:
-    """list / 1-D / 2-D integer ids -> (B, T) int32, with range checks."""
-    try:
-        ids = np.asarray(input_ids)
-    except ValueError:
-        ids = np.asarray(input_ids, dtype=object)
-    if ids.dtype == object:
-        raise ValueError("input_ids rows must all have the same length (pad them and pass attention_mask)")
-    if ids.size == 0:
-        raise ValueError("input_ids is empty")
-    if ids.dtype.kind not in "iu":
-        raise ValueError(f"input_ids must be integers, got dtype {ids.dtype}")
-    if ids.ndim == 1:
-        ids = ids[None, :]
-    if ids.ndim != 2:
-        raise ValueError(f"input_ids must be 1-D or 2-D (batch, time), got shape {ids.shape}")
-    bad = (ids < 0) | (ids >= vocab_size)
-    if bad.any():
-        b, t = np.argwhere(bad)[0]
-        raise ValueError(f"token id {int(ids[b, t])} at position {int(t)} of row {int(b)} "
-                         f"is out of range [0, {vocab_size})")
-    return ids.astype(np.int32)
+def no_extra_args(kwargs: Dict[str, Any]) -> None:
+    """transformers' forward takes cache and output switches pyllm has no use for: accept the
+    harmless ones, refuse the rest by name."""
+    harmless = {"use_cache", "return_dict"}
+    unknown = sorted(k for k in kwargs if k not in harmless)
+    if unknown:
+        raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
 
 
 class LlamaForCausalLM(GenerationMixin):
@@ -147,23 +133,35 @@ class LlamaForCausalLM(GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, name_or_path: Any, n_threads: Optional[int] = None,
-                        n_ctx: Optional[int] = None) -> "LlamaForCausalLM":
+                        n_ctx: Optional[int] = None, **kwargs: Any) -> "LlamaForCausalLM":
+        """As :meth:`AutoModelForCausalLM.from_pretrained` (``torch_dtype``, ``dtype`` and
+        ``device_map`` accepted likewise), for llama files only."""
         from .auto import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, n_threads=n_threads, n_ctx=n_ctx)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, n_threads=n_threads, n_ctx=n_ctx, **kwargs)
         if not isinstance(model, cls):
             raise ValueError(f"{name_or_path} is not a llama model")
         return model
 
-    def __call__(self, input_ids: Any, attention_mask: Optional[Any] = None) -> CausalLMOutput:
+    def __call__(self, input_ids: Any, attention_mask: Optional[Any] = None, labels: Optional[Any] = None,
+                 **kwargs: Any) -> CausalLMOutput:
         """Logits for every position, as HF's ``model(input_ids).logits``:
-        (B, T, V) float32. Each row is run from an empty cache; with an
-        ``attention_mask`` (1 = token, 0 = padding, padding on one side) only
-        the real tokens run and padded positions get zero logits."""
+        (B, T, V) float32 (a torch tensor for torch input). Each row is run
+        from an empty cache; with an ``attention_mask`` (1 = token, 0 =
+        padding, padding on one side) only the real tokens run and padded
+        positions get zero logits. With ``labels`` (same shape; -100 is
+        ignored) ``.loss`` is transformers' mean next-token cross-entropy
+        (logits at t against labels at t + 1).
+
+        >>> out = model(ids, labels=ids); out.loss, out.logits.shape   # doctest: +SKIP
+        """
+        no_extra_args(kwargs)
         ids = as_batch(input_ids, self.config.vocab_size)
         B, T = ids.shape
         if attention_mask is not None:
-            mask = np.asarray(attention_mask)
+            mask = np.asarray(to_numpy(attention_mask))
+            if mask.ndim == 1 and B == 1:
+                mask = mask[None, :]
             if mask.shape != ids.shape:
                 raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}")
         if T > self.n_ctx:
@@ -180,7 +178,7 @@ class LlamaForCausalLM(GenerationMixin):
                 self._cached = []
                 out[b, cols] = self._live().forward(np.ascontiguousarray(ids[b, cols]), True)
                 self._cached = ids[b, cols].tolist()
-        return CausalLMOutput(logits=out)
+        return lm_output(input_ids, out, labels, self.config.vocab_size)
 
     forward = __call__
 
@@ -236,10 +234,22 @@ class LlamaForCausalLM(GenerationMixin):
         return live.forward(np.asarray(ids, dtype=np.int32), False, seq)
 
     def _batch_step(self, tokens: List[int], seqs: List[int]) -> np.ndarray:
-        logits = self._live().decode_batch(np.asarray(tokens, dtype=np.int32), np.asarray(seqs, dtype=np.int64))
+        live = self._live()
+        if live.decode_batch_supported:
+            logits = live.decode_batch(np.asarray(tokens, dtype=np.int32), np.asarray(seqs, dtype=np.int64))
+        else:  # one sequence at a time (beam search over weights the batched path does not take)
+            logits = np.stack([live.forward(np.array((t,), dtype=np.int32), False, s) for t, s in zip(tokens, seqs)])
         if seqs and seqs[0] == 0:
             self._cached.append(tokens[0])
         return logits
+
+    def _batch_copy(self, src: int, dst: int) -> None:
+        if dst == 0:
+            raise ValueError("sequence 0 is the model's own cache; copy into sequences 1..n-1")
+        self._live().copy_seq(src, dst)
+
+    def _max_sequences(self) -> int:
+        return self._MAX_BATCH
 
     def _batch_end(self) -> None:
         if self._model is not None:

@@ -46,6 +46,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import _bpe
+from .base import TokenizerMixin
 from .bytelevel import bytes_to_unicode
 
 if TYPE_CHECKING:
@@ -57,8 +58,9 @@ CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values that become add
 GPT2_REGEX_PRE = ("smollm", "gpt2", "default", "starcoder")
 
 
-class BPETokenizer:
-    """Byte-level BPE tokenizer with the ``transformers`` tokenizer API.
+class BPETokenizer(TokenizerMixin):
+    """Byte-level BPE tokenizer with the ``transformers`` tokenizer API (calls, padding,
+    truncation and tensors from :class:`~pyllm.tokenizers.base.TokenizerMixin`).
 
     ``tokens`` are the vocabulary in id order (byte-level spelling, ``"Ġhi"`` for
     ``" hi"``), ``merges`` the ``"left right"`` pairs in rank order, ``token_types``
@@ -195,22 +197,17 @@ class BPETokenizer:
         return [self._tokens[i] for i in self.all_special_ids]
 
     # ---- encoding
-    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
-        """Token ids of text. Added tokens such as ``<|im_start|>`` written in the text
-        are single ids whatever ``add_special_tokens`` says; that flag only adds BOS/EOS
-        when the model asks for them.
+    def _encode_plain(self, text: str) -> List[int]:
+        """Ids of ``text`` without BOS/EOS; added tokens such as ``<|im_start|>`` in the text
+        are single ids.
 
-        >>> smollm2.encode("Hello world<|im_end|>")             # doctest: +SKIP
+        >>> smollm2._encode_plain("Hello world<|im_end|>")       # doctest: +SKIP
         [19556, 905, 2]
         """
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects str, got {type(text).__name__}; use encode_batch for a list")
-        bos = self.bos_token_id if add_special_tokens and self.add_bos_token else None
-        eos = self.eos_token_id if add_special_tokens and self.add_eos_token else None
         matches = list(self._added_re.finditer(text)) if self._added_re is not None else []
-        if not (matches or bos is not None or eos is not None):
+        if not matches:
             return self._core.encode(text)  # the common case: no copying
-        ids: List[int] = [bos] if bos is not None else []
+        ids: List[int] = []
         pos = 0
         for m in matches:
             if m.start() > pos:
@@ -219,51 +216,35 @@ class BPETokenizer:
             pos = m.end()
         if pos < len(text):
             ids += self._core.encode(text[pos:])
-        if eos is not None:
-            ids.append(eos)
         return ids
+
+    def _encode_many(self, texts: Sequence[str], add_special_tokens: bool, max_length: Optional[int],
+                     num_threads: Optional[int] = None) -> List[List[int]]:
+        # the core releases the GIL, so documents really run in parallel
+        texts = list(texts)
+        threads = min(num_threads or os.cpu_count() or 1, len(texts))
+        if threads <= 1:
+            return [self._encode_one(t, add_special_tokens, max_length) for t in texts]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda t: self._encode_one(t, add_special_tokens, max_length), texts))
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True,
                      num_threads: Optional[int] = None) -> List[List[int]]:
-        """Ids of each text, encoded on ``num_threads`` threads (default: CPU count);
-        the core releases the GIL, so documents really run in parallel.
+        """Ids of each text, encoded on ``num_threads`` threads (default: CPU count).
 
         >>> smollm2.encode_batch(["Hello", " world"])            # doctest: +SKIP
         [[19556], [905]]
         """
         texts = list(texts)
-        threads = min(num_threads or os.cpu_count() or 1, len(texts))
-        if threads <= 1:
-            return [self.encode(t, add_special_tokens) for t in texts]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            return list(pool.map(lambda t: self.encode(t, add_special_tokens), texts))
-
-    def __call__(self, text: Union[str, Sequence[str]], add_special_tokens: bool = True,
-                 num_threads: Optional[int] = None) -> Dict[str, Any]:
-        """``{"input_ids": ..., "attention_mask": ...}`` for a text or a list of texts.
-
-        >>> smollm2(["Hello", "Hi there"])["input_ids"]          # doctest: +SKIP
-        [[19556], [26843, 665]]
-        """
-        if isinstance(text, str):
-            ids = self.encode(text, add_special_tokens)
-            return {"input_ids": ids, "attention_mask": [1] * len(ids)}
-        batch = self.encode_batch(text, add_special_tokens, num_threads)
-        return {"input_ids": batch, "attention_mask": [[1] * len(ids) for ids in batch]}
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"texts must be strings, got {type(t).__name__}")
+        return self._encode_many(texts, add_special_tokens, None, num_threads)
 
     # ---- decoding and lookups
-    def decode(self, ids: Union[int, Iterable[int]], skip_special_tokens: bool = False) -> str:
-        """Text of ids; bytes that do not form valid UTF-8 become U+FFFD, as in HF.
-
-        >>> smollm2.decode([19556, 905, 2])                      # doctest: +SKIP
-        'Hello world<|im_end|>'
-        """
-        if isinstance(ids, int):
-            ids = [ids]
-        return self._core.decode(ids, skip_special_tokens).decode("utf-8", errors="replace")
-
-    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> List[str]:
-        return [self.decode(ids, skip_special_tokens) for ids in sequences]
+    def _decode_ids(self, ids: List[int], skip_special_tokens: bool) -> str:
+        # bytes that do not form valid UTF-8 become U+FFFD, as in HF
+        return str(self._core.decode(ids, skip_special_tokens).decode("utf-8", errors="replace"))
 
     def convert_ids_to_tokens(self, ids: Union[int, Iterable[int]]) -> Union[str, List[str]]:
         """Byte-level spelling of ids (``"Ġworld"`` for ``" world"``)."""

@@ -18,16 +18,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
+
+from .base import TokenizerMixin
 
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"
 FORMAT = "pyllm-char"
 
 
-class CharTokenizer:
-    """One token per character of ``chars`` (ids in the given order)."""
+class CharTokenizer(TokenizerMixin):
+    """One token per character of ``chars`` (ids in the given order). There is no padding
+    token: set ``pad_token_id`` to pad a batch."""
 
     bos_token_id: Optional[int] = None
     eos_token_id: Optional[int] = None
@@ -94,38 +97,17 @@ class CharTokenizer:
                 f"{self.vocab_size} characters")
         return self._sorted_ids[pos]
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
-        """Ids of ``text``; a character outside the vocabulary raises ValueError.
-        ``add_special_tokens`` is accepted for interface parity (there are none)."""
+    def _encode_plain(self, text: str) -> List[int]:
+        """Ids of ``text``; a character outside the vocabulary raises ValueError."""
         return [int(i) for i in self.encode_array(text)]
 
-    def __call__(self, text: Union[str, Sequence[str]], add_special_tokens: bool = True) -> Dict[str, Any]:
-        if isinstance(text, str):
-            ids = self.encode(text)
-            return {"input_ids": ids, "attention_mask": [1] * len(ids)}
-        batch = [self.encode(t) for t in text]
-        return {"input_ids": batch, "attention_mask": [[1] * len(ids) for ids in batch]}
-
-    def decode(self, ids: Union[int, Iterable[int]], skip_special_tokens: bool = False) -> str:
-        """Text of ``ids``; an id outside the vocabulary raises ValueError."""
-        if isinstance(ids, (int, np.integer)):
-            ids = [int(ids)]
-        out = []
-        n = len(self.chars)
-        for i in ids:
-            i = int(i)
-            if not 0 <= i < n:
-                raise ValueError(f"token id {i} is out of range for a vocabulary of {n} characters")
-            out.append(self.chars[i])
-        return "".join(out)
-
-    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> List[str]:
-        return [self.decode(ids) for ids in sequences]
+    def _decode_ids(self, ids: List[int], skip_special_tokens: bool) -> str:
+        return "".join(self.chars[i] for i in ids)
 
     def convert_ids_to_tokens(self, ids: Union[int, Iterable[int]]) -> Union[str, List[str]]:
         if isinstance(ids, (int, np.integer)):
-            return self.decode([int(ids)])
-        return [self.decode([int(i)]) for i in ids]
+            return str(self.decode([int(ids)]))
+        return [str(self.decode([int(i)])) for i in ids]
 
     # ---- files
     def to_json(self) -> str:

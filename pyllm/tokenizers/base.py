@@ -1,0 +1,268 @@
+# The transformers tokenizer call shared by pyllm's tokenizers: batching, padding, truncation, tensors
+# (numpy or torch), decoding of arrays. Not an encoder: subclasses turn one text into ids and back.
+"""``TokenizerMixin`` and ``BatchEncoding``.
+
+A tokenizer class provides ``_encode_plain(text) -> ids`` (no special tokens
+added), ``_decode_ids(ids, skip_special_tokens) -> str`` and the
+``*_token_id`` attributes; the mixin gives it transformers' surface:
+``tok(texts, padding=True, truncation=True, max_length=..., return_tensors="np")``
+returning a :class:`BatchEncoding` that ``model.generate(**inputs)`` takes,
+``encode(..., return_tensors=...)``, ``decode`` / ``batch_decode`` of lists,
+numpy arrays and torch tensors, and ``pad``.
+
+Padding is on ``padding_side`` (``"right"``, as transformers' tokenizer for
+the GGUF files pyllm reads) with ``pad_token_id``; truncation cuts on
+``truncation_side`` (``"right"``) and keeps the special tokens
+``add_special_tokens`` adds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .._inputs import to_numpy, token_ids
+
+__all__ = ["BatchEncoding", "TokenizerMixin"]
+
+PaddingArg = Union[bool, str]
+_PADDING = {True: "longest", "longest": "longest", False: "do_not_pad", "do_not_pad": "do_not_pad",
+            "max_length": "max_length"}
+_TRUNCATION = {True: True, "longest_first": True, "only_first": True, False: False, "do_not_truncate": False}
+
+
+def _tensor(rows: Any, return_tensors: Optional[str], name: str) -> Any:
+    """Lists of ids as ``return_tensors`` asks: None (lists), "np" or "pt" (int64, 2-D)."""
+    if return_tensors is None:
+        return rows
+    if return_tensors not in ("np", "pt"):
+        raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'np', 'pt' or None (lists)")
+    if rows and isinstance(rows[0], list) and len({len(r) for r in rows}) > 1:
+        raise ValueError(f"cannot make one tensor of {name} rows of different lengths: pass padding=True "
+                         "(or truncation=True with max_length) to make them equal")
+    arr = np.asarray(rows if rows and isinstance(rows[0], list) else [rows], dtype=np.int64)  # (B, T)
+    if return_tensors == "pt":
+        try:
+            import torch
+        except ImportError:
+            raise ImportError("return_tensors='pt' needs PyTorch (pip install torch); "
+                              "return_tensors='np' gives numpy arrays without it") from None
+        return torch.from_numpy(arr)
+    return arr
+
+
+class BatchEncoding(Dict[str, Any]):
+    """What a tokenizer call returns, as transformers' ``BatchEncoding``: a dict
+    (``model.generate(**enc)``) whose keys are also attributes (``enc.input_ids``).
+
+    >>> enc = BatchEncoding({"input_ids": [[5, 6]], "attention_mask": [[1, 1]]})
+    >>> enc.input_ids, enc["attention_mask"]
+    ([[5, 6]], [[1, 1]])
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no {name!r}; keys: {', '.join(self)}") from None
+
+    def to(self, device: Any) -> "BatchEncoding":
+        """``enc.to("cpu")`` as in transformers; pyllm runs on the CPU only."""
+        if str(device) not in ("cpu", "-1"):
+            raise ValueError(f"device={device!r}: pyllm runs on the CPU only; use 'cpu'")
+        return self
+
+    def convert_to_tensors(self, tensor_type: Optional[str] = None) -> "BatchEncoding":
+        for key in list(self):
+            self[key] = _tensor(self[key], tensor_type, key)
+        return self
+
+
+class TokenizerMixin:
+    """transformers' tokenizer calls over ``_encode_plain`` / ``_decode_ids``."""
+
+    bos_token_id: Optional[int]
+    eos_token_id: Optional[int]
+    pad_token_id: Optional[int]
+    add_bos_token: bool = False
+    add_eos_token: bool = False
+    padding_side: str = "right"  # where padding goes: "right" (transformers' default here) or "left"
+    truncation_side: str = "right"  # which end truncation cuts
+    model_max_length: int = 1_000_000_000  # transformers' "no limit" stand-in; max_length= sets one per call
+
+    def _encode_plain(self, text: str) -> List[int]:
+        raise NotImplementedError
+
+    def _decode_ids(self, ids: List[int], skip_special_tokens: bool) -> str:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    # ---- special tokens around a sequence
+    def build_inputs_with_special_tokens(self, ids: List[int]) -> List[int]:
+        """``ids`` with the BOS / EOS the tokenizer adds (``add_bos_token``, ``add_eos_token``)."""
+        bos = [self.bos_token_id] if self.add_bos_token and self.bos_token_id is not None else []
+        eos = [self.eos_token_id] if self.add_eos_token and self.eos_token_id is not None else []
+        return bos + list(ids) + eos
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        if pair:
+            raise ValueError("pairs of sequences are not supported")
+        return len(self.build_inputs_with_special_tokens([]))
+
+    # ---- encoding
+    def _encode_one(self, text: str, add_special_tokens: bool, max_length: Optional[int]) -> List[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
+        ids = self._encode_plain(text)
+        n_special = self.num_special_tokens_to_add() if add_special_tokens else 0
+        if max_length is not None:
+            keep = max(max_length - n_special, 0)
+            if len(ids) > keep:
+                ids = ids[:keep] if self.truncation_side == "right" else ids[len(ids) - keep:]
+        return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
+
+    def _encode_many(self, texts: Sequence[str], add_special_tokens: bool, max_length: Optional[int],
+                     num_threads: Optional[int] = None) -> List[List[int]]:
+        return [self._encode_one(t, add_special_tokens, max_length) for t in texts]
+
+    def encode(self, text: str, add_special_tokens: bool = True, truncation: Union[bool, str] = False,
+               max_length: Optional[int] = None, return_tensors: Optional[str] = None, **kwargs: Any) -> Any:
+        """Token ids of ``text`` (a list; a (1, T) array / tensor with ``return_tensors="np"`` / ``"pt"``).
+        Added tokens such as ``<|im_start|>`` written in the text are single ids whatever
+        ``add_special_tokens`` says; that flag only adds BOS/EOS when the model asks for them.
+        ``padding`` / ``padding_side`` are accepted as in :meth:`__call__`.
+
+        >>> tok.encode("Hello world", return_tensors="np")     # doctest: +SKIP
+        array([[19556,   905]])
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}; use tokenizer(texts) or "
+                            "encode_batch for a list")
+        if return_tensors is None and not truncation and max_length is None and not kwargs:
+            return self._encode_one(text, add_special_tokens, None)  # the common case, no copies
+        enc = self(text, add_special_tokens=add_special_tokens, truncation=truncation, max_length=max_length,
+                   return_tensors=return_tensors, return_attention_mask=False, **kwargs)
+        return enc["input_ids"]
+
+    def __call__(self, text: Union[str, Sequence[str]], add_special_tokens: bool = True,
+                 padding: PaddingArg = False, truncation: Union[bool, str, None] = None,
+                 max_length: Optional[int] = None, return_tensors: Optional[str] = None,
+                 return_attention_mask: bool = True, padding_side: Optional[str] = None,
+                 pad_to_multiple_of: Optional[int] = None, num_threads: Optional[int] = None) -> BatchEncoding:
+        """``input_ids`` and ``attention_mask`` of a text or a list of texts, as transformers'
+        tokenizer call: ``padding`` True / ``"longest"`` (to the longest in the batch) or
+        ``"max_length"``, ``truncation=True`` with ``max_length``, ``padding_side`` for this call,
+        ``return_tensors`` None (lists), ``"np"`` or ``"pt"``.
+
+        >>> tok(["Hello", "Hi there you"], padding=True)["input_ids"]   # doctest: +SKIP
+        [[19556, 2, 2], [26843, 665, 346]]
+        """
+        single = isinstance(text, str)
+        if not single and not (isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text)):
+            what = type(text).__name__ if not isinstance(text, (list, tuple)) else \
+                f"a list holding {type(next(t for t in text if not isinstance(t, str))).__name__}"
+            raise TypeError(f"text must be a string or a list of strings, got {what}")
+        if padding not in _PADDING:
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False/'do_not_pad'")
+        if truncation is not None and truncation not in _TRUNCATION:
+            raise ValueError(f"truncation={truncation!r}: use True/'longest_first' or False")
+        if max_length is not None:
+            from .._inputs import as_int
+
+            max_length = as_int(max_length, "max_length", minimum=1)
+        pad_mode = _PADDING[padding]
+        # as transformers: max_length alone truncates (with a warning there); truncation=False never does
+        cut = max_length if (truncation is None or _TRUNCATION[truncation]) else None
+        if truncation and max_length is None:
+            cut = self.model_max_length
+        texts: Sequence[str] = [text] if single else text  # type: ignore[list-item]
+        rows = self._encode_many(texts, add_special_tokens, cut, num_threads) if len(texts) > 1 else \
+            [self._encode_one(t, add_special_tokens, cut) for t in texts]
+        enc = self._pad_rows(rows, pad_mode, max_length, pad_to_multiple_of, padding_side, return_attention_mask)
+        if single:
+            for key in enc:
+                enc[key] = enc[key][0]
+        return enc.convert_to_tensors(return_tensors)
+
+    def pad(self, encoded_inputs: Dict[str, Any], padding: PaddingArg = True, max_length: Optional[int] = None,
+            pad_to_multiple_of: Optional[int] = None, padding_side: Optional[str] = None,
+            return_attention_mask: bool = True, return_tensors: Optional[str] = None) -> BatchEncoding:
+        """Pad ``{"input_ids": rows}`` (lists of ids) as transformers' ``tokenizer.pad``."""
+        if padding not in _PADDING:
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False/'do_not_pad'")
+        rows = [token_ids(r, f"input_ids[{i}]", self.vocab_size) for i, r in enumerate(encoded_inputs["input_ids"])]
+        enc = self._pad_rows(rows, _PADDING[padding], max_length, pad_to_multiple_of, padding_side,
+                             return_attention_mask)
+        return enc.convert_to_tensors(return_tensors)
+
+    def _pad_rows(self, rows: List[List[int]], mode: str, max_length: Optional[int], pad_to_multiple_of: Optional[int],
+                  padding_side: Optional[str], return_attention_mask: bool) -> BatchEncoding:
+        masks = [[1] * len(r) for r in rows]
+        side = padding_side or self.padding_side
+        if side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+        if mode != "do_not_pad" and rows:
+            if mode == "max_length":
+                if max_length is None:
+                    raise ValueError("padding='max_length' needs max_length")
+                width = max_length
+            else:
+                width = max(len(r) for r in rows)
+            if pad_to_multiple_of:
+                width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+            if any(len(r) < width for r in rows):
+                if self.pad_token_id is None:
+                    raise ValueError("this tokenizer has no padding token (pad_token_id is None): set "
+                                     "tokenizer.pad_token_id (for example to eos_token_id) to pad")
+                pad = int(self.pad_token_id)
+                for i, r in enumerate(rows):
+                    n = width - len(r)
+                    if n > 0:
+                        rows[i] = r + [pad] * n if side == "right" else [pad] * n + r
+                        masks[i] = masks[i] + [0] * n if side == "right" else [0] * n + masks[i]
+        out = BatchEncoding({"input_ids": rows})
+        if return_attention_mask:
+            out["attention_mask"] = masks
+        return out
+
+    # ---- decoding
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> Any:
+        """Text of ids: an int, a list, a 1-D numpy array or torch tensor; a batch (2-D) gives a
+        list of texts, as in transformers 5. Float, bool and string ids raise TypeError.
+
+        >>> tok.decode(model.generate(ids)[0], skip_special_tokens=True)   # doctest: +SKIP
+        """
+        _decode_kwargs(kwargs)
+        arr = to_numpy(token_ids)
+        batched = (isinstance(arr, np.ndarray) and arr.ndim == 2) or (
+            isinstance(arr, (list, tuple)) and len(arr) > 0 and isinstance(to_numpy(arr[0]), (list, tuple, np.ndarray)))
+        if batched:
+            return self.batch_decode(arr, skip_special_tokens)
+        return self._decode_ids(_checked(self, arr, "token_ids"), skip_special_tokens)
+
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False, **kwargs: Any) -> List[str]:
+        """Texts of a batch of id sequences: a list of lists, a 2-D array or tensor (generate's output)."""
+        _decode_kwargs(kwargs)
+        arr = to_numpy(sequences)
+        if isinstance(arr, np.ndarray) and arr.ndim != 2:
+            raise ValueError(f"sequences must be 2-D (batch, time), got shape {arr.shape}")
+        return [self._decode_ids(_checked(self, row, f"sequences[{i}]"), skip_special_tokens)
+                for i, row in enumerate(arr)]
+
+
+def _checked(tok: Any, ids: Any, name: str) -> List[int]:
+    return token_ids(ids, name, tok.vocab_size)
+
+
+def _decode_kwargs(kwargs: Dict[str, Any]) -> None:
+    # transformers' clean_up_tokenization_spaces is off for these tokenizers; asking for it is refused
+    if kwargs.get("clean_up_tokenization_spaces"):
+        raise ValueError("clean_up_tokenization_spaces=True is not supported (byte-level BPE decodes exactly)")
+    unknown = sorted(k for k in kwargs if k != "clean_up_tokenization_spaces")
+    if unknown:
+        raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
+
