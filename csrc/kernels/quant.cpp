@@ -454,7 +454,9 @@ using Lanes = Lanes16;
 using Lanes = Lanes8;
 #endif
 
-constexpr int64_t kPrefetchRecords = 8;
+#if defined(PYLLM_ISA_AVX2)
+constexpr int64_t kPrefetchRecords = 8;  // how far ahead the decode product fetches records
+#endif
 
 template <int TYPE>
 constexpr int64_t record_bytes() {
