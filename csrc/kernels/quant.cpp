@@ -352,6 +352,7 @@ void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
     uint8_t* out = static_cast<uint8_t*>(dst);
     const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), bb = quant_block_bytes(type);
     const int64_t row_bytes = nb * bb, groups = ceil_div(N, kPackRows), sb = qpack_scale_bytes(type);
+    if (groups <= 0 || nb <= 0) return;  // nothing to pack (and dst may be null)
     std::memset(out, 0, size_t(groups * nb * rb));
     for (int64_t g = 0; g < groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
