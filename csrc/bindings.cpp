@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -12,7 +13,7 @@
 
 #include "runtime/dispatch.h"
 #include "runtime/gguf.h"
-#include "runtime/llama.h"
+#include "runtime/decoder.h"
 #include "runtime/workspace.h"
 
 namespace py = pybind11;
@@ -226,7 +227,7 @@ F32 rope(const py::object& x_obj, const py::object& pos_obj, float theta, bool i
     std::vector<float> cos_t(size_t(T * HS / 2)), sin_t(size_t(T * HS / 2));
     py::gil_scoped_release nogil;
     kernels().rope_cache(cos_t.data(), sin_t.data(), pos.data(), T, HS, theta);
-    kernels().rope_forward(out.mutable_data(), x.data(), cos_t.data(), sin_t.data(), N, T, 1, HS,
+    kernels().rope_forward(out.mutable_data(), x.data(), cos_t.data(), sin_t.data(), N, T, 1, HS, HS,
                            interleaved);
     return out;
 }
@@ -255,7 +256,8 @@ std::vector<int64_t> row_strides(const py::array& a) {
 }
 
 F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj,
-              const py::object& mask_obj, bool causal, float scale, int64_t q_offset) {
+              const py::object& mask_obj, bool causal, float scale, int64_t q_offset, float softcap,
+              int64_t window) {
     F32 q = f32(q_obj, "query", 4), k = f32(k_obj, "key", 4), v = f32(v_obj, "value", 4);
     const int64_t B = q.shape(0), NH = q.shape(1), T = q.shape(2), HS = q.shape(3);
     const int64_t NKV = k.shape(1), S = k.shape(2);
@@ -267,6 +269,8 @@ F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object
     expect(NKV > 0 && NH % NKV == 0, "attention: query heads (" + std::to_string(NH) +
                                          ") must be a multiple of key/value heads (" +
                                          std::to_string(NKV) + ")");
+    expect(softcap >= 0.0f && std::isfinite(softcap), "attention: softcap must be finite and >= 0 (0: none)");
+    expect(window >= 0, "attention: window must be >= 0 (0: none)");
     const float* mask = nullptr;
     std::vector<int64_t> ms{0, 0, 0};
     py::array m;
@@ -288,7 +292,7 @@ F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object
     float* work = pyllm::thread_workspace(pyllm::attention_work_floats(HS, pyllm::num_threads()));
     kernels().attention_forward(out.mutable_data(), q.data(), k.data(), v.data(), mask, os.data(),
                                 qs.data(), ks.data(), vs.data(), ms.data(), B, NH, NKV, T, S, HS,
-                                scale, causal, q_offset, work);
+                                scale, causal, q_offset, softcap, window, work);
     return out;
 }
 
@@ -386,28 +390,172 @@ py::array gguf_tensor_bytes(const GGUFPtr& f, const std::string& name) {
     return out;
 }
 
-// ---- llama runtime
+// ---- the decoder runtime
 
-using LlamaPtr = std::shared_ptr<pyllm::LlamaModel>;
+using DecoderPtr = std::shared_ptr<pyllm::DecoderModel>;
 
-LlamaPtr make_llama(const GGUFPtr& file, const py::dict& c) {
-    pyllm::LlamaConfig cfg;
-    auto get = [&](const char* key) -> py::object {
-        if (!c.contains(key)) throw py::value_error(std::string("llama config lacks '") + key + "'");
-        return c[key];
+template <typename T>
+T spec_get(const py::dict& d, const char* key) {
+    if (!d.contains(key)) throw py::value_error(std::string("decoder spec lacks '") + key + "'");
+    return d[key].cast<T>();
+}
+
+template <typename E>
+E spec_enum(const py::dict& d, const char* key, std::initializer_list<std::pair<const char*, E>> names) {
+    const std::string v = spec_get<std::string>(d, key);
+    std::string known;
+    for (const auto& n : names) {
+        if (v == n.first) return n.second;
+        known += (known.empty() ? "" : ", ") + std::string(n.first);
+    }
+    throw py::value_error("decoder spec: " + std::string(key) + " '" + v + "' is not one of " + known);
+}
+
+pyllm::DecoderSpec decoder_spec(const py::dict& d) {
+    using namespace pyllm;
+    DecoderSpec s;
+    s.vocab_size = spec_get<int64_t>(d, "vocab_size");
+    s.hidden_size = spec_get<int64_t>(d, "hidden_size");
+    s.n_layer = spec_get<int64_t>(d, "n_layer");
+    s.n_head = spec_get<int64_t>(d, "n_head");
+    s.n_kv_head = spec_get<int64_t>(d, "n_kv_head");
+    s.head_dim = spec_get<int64_t>(d, "head_dim");
+    s.ffn_size = spec_get<int64_t>(d, "ffn_size");
+    s.n_ctx = spec_get<int64_t>(d, "n_ctx");
+    s.norm = spec_enum<NormKind>(d, "norm", {{"rms", NormKind::RMS}, {"layer", NormKind::Layer}});
+    s.norm_eps = spec_get<float>(d, "norm_eps");
+    s.act = spec_enum<Activation>(
+        d, "act", {{"silu_glu", Activation::SiluGLU}, {"gelu_glu", Activation::GeluGLU}, {"gelu", Activation::Gelu}});
+    s.rope = spec_enum<RopeKind>(
+        d, "rope", {{"none", RopeKind::None}, {"interleaved", RopeKind::Interleaved}, {"neox", RopeKind::Neox}});
+    s.rope_dim = spec_get<int64_t>(d, "rope_dim");
+    s.attn_scale = spec_get<float>(d, "attn_scale");
+    s.attn_softcap = spec_get<float>(d, "attn_softcap");
+    s.final_softcap = spec_get<float>(d, "final_softcap");
+    s.embed_scale = spec_get<float>(d, "embed_scale");
+    s.window = spec_get<std::vector<int64_t>>(d, "window");
+    s.rope_table = spec_get<std::vector<int>>(d, "rope_table");
+    return s;
+}
+
+// The runtime's weight slots: per layer "blk.N.<slot>", and the model's own.
+const char* const kLayerMatrices[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+const char* const kLayerVectors[] = {"attn_norm", "attn_norm.bias", "post_attention_norm", "attn_q_norm",
+                                     "attn_k_norm", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                                     "attn_output.bias", "ffn_norm", "ffn_norm.bias", "post_ffw_norm",
+                                     "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
+
+// (array, type id, rows, cols): rows of quant_row_bytes(type, cols) bytes
+pyllm::Weight matrix_arg(const py::handle& v, const std::string& name) {
+    py::tuple t;
+    if (!py::isinstance<py::tuple>(v) || (t = py::reinterpret_borrow<py::tuple>(v)).size() != 4)
+        throw py::value_error("weight '" + name + "' must be (array, type, rows, cols)");
+    if (!py::isinstance<py::array>(t[0])) throw py::value_error("weight '" + name + "': not a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(t[0]);
+    if (!(a.flags() & py::array::c_style)) throw py::value_error("weight '" + name + "' must be C-contiguous");
+    pyllm::Weight w;
+    const int type = t[1].cast<int>();
+    w.rows = t[2].cast<int64_t>();
+    w.cols = t[3].cast<int64_t>();
+    if (w.rows <= 0 || w.cols <= 0) throw py::value_error("weight '" + name + "' must have positive rows and cols");
+    if (type < 0 || pyllm::quant_block_elems(type) == 0)
+        throw py::value_error("unsupported tensor type id " + std::to_string(type) + " in '" + name +
+                              "'; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1");
+    if (w.cols % pyllm::quant_block_elems(type) != 0)
+        throw py::value_error("weight '" + name + "' has " + std::to_string(w.cols) +
+                              " columns, not a multiple of its type's block");
+    w.type = uint32_t(type);
+    w.row_bytes = pyllm::quant_row_bytes(type, w.cols);
+    if (int64_t(a.nbytes()) != w.rows * w.row_bytes)
+        throw py::value_error("weight '" + name + "' holds " + std::to_string(a.nbytes()) + " bytes, (" +
+                              std::to_string(w.rows) + ", " + std::to_string(w.cols) + ") of its type needs " +
+                              std::to_string(w.rows * w.row_bytes));
+    w.data = a.data();
+    return w;
+}
+
+pyllm::Vector vector_weight(const py::handle& v, const std::string& name) {
+    if (!py::isinstance<py::array>(v)) throw py::value_error("vector '" + name + "' must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(v);
+    if (!a.dtype().is(py::dtype::of<float>()) || a.ndim() != 1 || !(a.flags() & py::array::c_style))
+        throw py::value_error("vector '" + name + "' must be a C-contiguous 1-D float32 array");
+    return pyllm::Vector{static_cast<const float*>(a.data()), int64_t(a.shape(0))};
+}
+
+DecoderPtr make_decoder(const py::dict& spec_d, const py::dict& tensors, const py::list& rope, bool release_source) {
+    using namespace pyllm;
+    const DecoderSpec spec = decoder_spec(spec_d);
+    if (spec.n_layer <= 0 || spec.n_layer > 100000) throw py::value_error("decoder spec: bad n_layer");
+    DecoderWeights w;
+    w.release_packed_source = release_source;
+    w.layers.resize(size_t(spec.n_layer));
+    py::list keep;
+    size_t used = 0;
+    const auto take = [&](const std::string& key) -> py::object {
+        if (!tensors.contains(key)) return py::none();
+        used++;
+        py::object v = tensors[py::str(key)];
+        keep.append(v);
+        return v;
     };
-    cfg.vocab_size = get("vocab_size").cast<int64_t>();
-    cfg.hidden_size = get("hidden_size").cast<int64_t>();
-    cfg.n_layer = get("num_hidden_layers").cast<int64_t>();
-    cfg.n_head = get("num_attention_heads").cast<int64_t>();
-    cfg.n_kv_head = get("num_key_value_heads").cast<int64_t>();
-    cfg.head_dim = get("head_dim").cast<int64_t>();
-    cfg.ffn_size = get("intermediate_size").cast<int64_t>();
-    cfg.rms_eps = get("rms_norm_eps").cast<float>();
-    cfg.rope_theta = get("rope_theta").cast<float>();
-    cfg.n_ctx = get("n_ctx").cast<int64_t>();
+    const auto matrix = [&](const std::string& key, Weight& dst) {
+        py::object v = take(key);
+        if (!v.is_none()) dst = matrix_arg(v, key);
+    };
+    const auto vec = [&](const std::string& key, Vector& dst) {
+        py::object v = take(key);
+        if (!v.is_none()) dst = vector_weight(v, key);
+    };
+    matrix("token_embd", w.tok_embd);
+    matrix("position_embd", w.pos_embd);
+    matrix("output", w.output);
+    vec("output_norm", w.output_norm);
+    vec("output_norm.bias", w.output_norm_b);
+    for (int64_t l = 0; l < spec.n_layer; l++) {
+        DecoderLayer& L = w.layers[size_t(l)];
+        const std::string p = "blk." + std::to_string(l) + ".";
+        Weight* ms[] = {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down};
+        for (size_t i = 0; i < 7; i++) matrix(p + kLayerMatrices[i], *ms[i]);
+        Vector* vs[] = {&L.attn_norm, &L.attn_norm_b, &L.attn_post_norm, &L.q_norm, &L.k_norm, &L.bq, &L.bk, &L.bv,
+                        &L.bo, &L.ffn_norm, &L.ffn_norm_b, &L.ffn_post_norm, &L.b_gate, &L.b_up, &L.b_down};
+        for (size_t i = 0; i < 15; i++) vec(p + kLayerVectors[i], *vs[i]);
+    }
+    if (used != size_t(py::len(tensors))) {
+        // name the first key the runtime has no slot for
+        for (auto item : tensors) {
+            const std::string key = item.first.cast<std::string>();
+            bool known = key == "token_embd" || key == "position_embd" || key == "output" || key == "output_norm" ||
+                         key == "output_norm.bias";
+            for (int64_t l = 0; l < spec.n_layer && !known; l++) {
+                const std::string p = "blk." + std::to_string(l) + ".";
+                for (const char* m : kLayerMatrices) known = known || key == p + m;
+                for (const char* v : kLayerVectors) known = known || key == p + v;
+            }
+            if (!known) throw py::value_error("the decoder runtime has no slot for '" + key + "'");
+        }
+    }
+    const size_t half = size_t(spec.rope_dim > 0 ? spec.rope_dim / 2 : 0);
+    for (const py::handle& t : rope) {
+        py::tuple cs = t.cast<py::tuple>();
+        if (cs.size() != 2) throw py::value_error("each rope table must be (cos, sin)");
+        std::vector<float> tabs[2];
+        for (int i = 0; i < 2; i++) {
+            F32 a = f32(cs[size_t(i)], i ? "rope sin" : "rope cos", 2);
+            if (a.shape(0) != spec.n_ctx || size_t(a.shape(1)) != half)
+                throw py::value_error("rope tables must be (n_ctx, rope_dim / 2) = (" + std::to_string(spec.n_ctx) +
+                                      ", " + std::to_string(half) + "), got " + shape_str(a));
+            tabs[i].assign(a.data(), a.data() + a.size());
+        }
+        w.rope_cos.push_back(std::move(tabs[0]));
+        w.rope_sin.push_back(std::move(tabs[1]));
+    }
+    auto* held = new py::object(std::move(keep));
+    std::shared_ptr<void> owner(held, [](void* p) {
+        py::gil_scoped_acquire gil;
+        delete static_cast<py::object*>(p);
+    });
     py::gil_scoped_release nogil;
-    return std::make_shared<pyllm::LlamaModel>(file, cfg);
+    return std::make_shared<DecoderModel>(spec, std::move(w), std::move(owner));
 }
 
 // a C-contiguous 1-D array of dtype T, else ValueError naming it
@@ -421,9 +569,9 @@ py::array vector_arg(const py::object& obj, const char* what) {
     return a;
 }
 
-py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool all_logits, int64_t seq) {
+py::array decoder_forward(pyllm::DecoderModel& m, const py::object& tokens_obj, bool all_logits, int64_t seq) {
     py::array a = vector_arg<int32_t>(tokens_obj, "tokens");
-    const int64_t T = a.shape(0), V = m.config().vocab_size;
+    const int64_t T = a.shape(0), V = m.spec().vocab_size;
     py::array_t<float> out = all_logits ? py::array_t<float>(std::vector<py::ssize_t>{T, V})
                                         : py::array_t<float>(std::vector<py::ssize_t>{V});
     const int32_t* tokens = static_cast<const int32_t*>(a.data());
@@ -437,10 +585,10 @@ py::array llama_forward(pyllm::LlamaModel& m, const py::object& tokens_obj, bool
     return std::move(out);
 }
 
-py::array llama_decode_batch(pyllm::LlamaModel& m, const py::object& tokens_obj, const py::object& seqs_obj) {
+py::array decoder_decode_batch(pyllm::DecoderModel& m, const py::object& tokens_obj, const py::object& seqs_obj) {
     py::array a = vector_arg<int32_t>(tokens_obj, "tokens");
     py::array s = vector_arg<int64_t>(seqs_obj, "seqs");
-    const int64_t B = a.shape(0), V = m.config().vocab_size;
+    const int64_t B = a.shape(0), V = m.spec().vocab_size;
     if (s.shape(0) != B)
         throw py::value_error("seqs has " + std::to_string(s.shape(0)) + " entries, tokens " + std::to_string(B));
     py::array_t<float> out(std::vector<py::ssize_t>{B, V});
@@ -948,44 +1096,46 @@ PYBIND11_MODULE(_C, m) {
         .def("metadata", &gguf_metadata)
         .def("tensors", &gguf_tensors)
         .def("tensor_bytes", &gguf_tensor_bytes, py::arg("name"));
-    py::class_<pyllm::LlamaModel, LlamaPtr>(m, "LlamaModel")
-        .def(py::init(&make_llama), py::arg("file"), py::arg("config"))
-        .def("forward", &llama_forward, py::arg("tokens"), py::arg("all_logits") = false, py::arg("seq") = 0)
-        .def("decode_batch", &llama_decode_batch, py::arg("tokens"), py::arg("seqs"))
-        .def_property_readonly("decode_batch_supported", &pyllm::LlamaModel::decode_batch_supported)
-        .def_property_readonly("n_past", [](pyllm::LlamaModel& mm) {
+    py::class_<pyllm::DecoderModel, DecoderPtr>(m, "DecoderModel")
+        .def(py::init(&make_decoder), py::arg("spec"), py::arg("tensors"), py::arg("rope"),
+             py::arg("release_source") = false)
+        .def("forward", &decoder_forward, py::arg("tokens"), py::arg("all_logits") = false, py::arg("seq") = 0)
+        .def("decode_batch", &decoder_decode_batch, py::arg("tokens"), py::arg("seqs"))
+        .def_property_readonly("decode_batch_supported", &pyllm::DecoderModel::decode_batch_supported)
+        .def_property_readonly("n_past", [](pyllm::DecoderModel& mm) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.select_seq(0);
             return mm.n_past();
         })
-        .def("seq_n_past", [](pyllm::LlamaModel& mm, int64_t seq) {
+        .def("seq_n_past", [](pyllm::DecoderModel& mm, int64_t seq) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.select_seq(seq);
             return mm.n_past();
         }, py::arg("seq"))
-        .def_property_readonly("n_ctx", [](const pyllm::LlamaModel& mm) { return mm.config().n_ctx; })
-        .def_property_readonly("n_seq", [](pyllm::LlamaModel& mm) {
+        .def_property_readonly("n_ctx", [](const pyllm::DecoderModel& mm) { return mm.spec().n_ctx; })
+        .def_property_readonly("n_seq", [](pyllm::DecoderModel& mm) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             return mm.n_seq();
         })
-        .def("set_n_seq", [](pyllm::LlamaModel& mm, int64_t n) {
+        .def("set_n_seq", [](pyllm::DecoderModel& mm, int64_t n) {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.set_n_seq(n);
         }, py::arg("n"))
-        .def("copy_seq", [](pyllm::LlamaModel& mm, int64_t src, int64_t dst) {
+        .def("copy_seq", [](pyllm::DecoderModel& mm, int64_t src, int64_t dst) {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.copy_seq(src, dst);
         }, py::arg("src"), py::arg("dst"))
-        .def("truncate", [](pyllm::LlamaModel& mm, int64_t n, int64_t seq) {
+        .def("truncate", [](pyllm::DecoderModel& mm, int64_t n, int64_t seq) {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.select_seq(seq);
             mm.truncate(n);
         }, py::arg("n"), py::arg("seq") = 0);
     m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
-          py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0);
+          py::arg("causal"), py::arg("scale"), py::arg("q_offset") = 0, py::arg("softcap") = 0.0f,
+          py::arg("window") = 0);
     m.def("dequantize", &dequantize, py::arg("raw"), py::arg("type"), py::arg("n"),
           py::arg("ref") = false);
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"));

@@ -370,8 +370,7 @@ def _model_info(name_or_path: str, as_json: bool) -> int:
     from collections import Counter
 
     from . import hub
-    from .models import GGUFFile
-    from .models.llama import LlamaConfig
+    from .models import GGUFFile, registry
 
     path = hub.resolve_model_file(name_or_path)
     f = GGUFFile(path)
@@ -385,8 +384,8 @@ def _model_info(name_or_path: str, as_json: bool) -> int:
         "tensor_types": dict(Counter(t.type_name for t in f.tensors.values())),
         "parameters": sum(math.prod(t.shape) for t in f.tensors.values()),
     }
-    if info["architecture"] == "llama":
-        info["config"] = LlamaConfig.from_gguf(f).to_dict()
+    arch = registry.for_gguf(info["architecture"], str(path))
+    info["config"] = arch.from_gguf(f).config.to_dict()
     if as_json:
         print(json.dumps(info))
         return 0

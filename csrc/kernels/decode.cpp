@@ -16,9 +16,26 @@ void rmsnorm_rows(float* out, const float* inp, const float* weight, int64_t row
 }
 
 void rope_rows(float* out, const float* inp, const float* cos_t, const float* sin_t, int64_t H, int64_t HS,
-               bool interleaved) {
-    // inp (H, HS), cos/sin (HS/2) of one step -> out (H, HS), as rope_forward
-    for (int64_t h = 0; h < H; h++) rope_row(out + h * HS, inp + h * HS, cos_t, sin_t, HS, interleaved);
+               int64_t rot, bool interleaved) {
+    // inp (H, HS), cos/sin (rot/2) of one step -> out (H, HS), as rope_forward
+    for (int64_t h = 0; h < H; h++) rope_row(out + h * HS, inp + h * HS, cos_t, sin_t, HS, rot, interleaved);
+}
+
+void layernorm_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t rows, int64_t C,
+                    float eps) {
+    // inp (rows, C) -> out (rows, C), as layernorm_forward
+    for (int64_t r = 0; r < rows; r++)
+        layernorm_row(out + r * C, inp + r * C, weight, bias, C, eps, nullptr, nullptr);
+}
+
+void gelu_rows(float* out, const float* inp, int64_t n) {
+    // inp (n) -> out (n), as gelu_forward (tanh) over a span starting at a multiple of 8
+    gelu_tanh_span(out, inp, n);
+}
+
+void geglu_rows(float* out, const float* gate, const float* up, int64_t n) {
+    // as geglu_forward over a span starting at a multiple of 8
+    geglu_span(out, gate, up, n);
 }
 
 void swiglu_rows(float* out, const float* gate, const float* up, int64_t n) {

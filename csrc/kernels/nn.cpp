@@ -61,29 +61,9 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
                        const float* bias, int64_t rows, int64_t C, float eps) {
     // inp (rows, C), weight/bias (C) or null -> out (rows, C); mean, rstd (rows) or null
 #pragma omp parallel for num_threads(threads_for(rows * C)) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float* x = inp + r * C;
-        float* y = out + r * C;
-        const float mu = float(row_sum(x, C) / double(C));
-        const float var = float(row_sumsq(x, C, mu) / double(C));
-        const float rs = 1.0f / std::sqrt(var + eps);
-        if (mean) mean[r] = mu;
-        if (rstd) rstd[r] = rs;
-        const vf mv = vset1(mu), rv = vset1(rs);
-        int64_t j = 0;
-        for (; j + 8 <= C; j += 8) {
-            vf n = vmul(vsub(vload(x + j), mv), rv);
-            if (weight) n = vmul(n, vload(weight + j));
-            if (bias) n = vadd(n, vload(bias + j));
-            vstore(y + j, n);
-        }
-        for (; j < C; j++) {
-            float n = (x[j] - mu) * rs;
-            if (weight) n *= weight[j];
-            if (bias) n += bias[j];
-            y[j] = n;
-        }
-    }
+    for (int64_t r = 0; r < rows; r++)
+        layernorm_row(out + r * C, inp + r * C, weight, bias, C, eps, mean ? mean + r : nullptr,
+                      rstd ? rstd + r : nullptr);
 }
 
 void gelu_forward(float* out, const float* inp, int64_t n, bool tanh_approx) {
@@ -96,22 +76,20 @@ void gelu_forward(float* out, const float* inp, int64_t n, bool tanh_approx) {
             out[i] = 0.5f * inp[i] * (1.0f + std::erf(inp[i] * float(M_SQRT1_2)));
         return;
     }
-    // 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), tanh(u) = 1 - 2 / (exp(2u) + 1)
-    const float kBeta = 0.7978845608028654f, kKappa = 0.044715f;
+    // the tanh approximation, in blocks of 8 (rows.h's gelu_tanh8), the tail element by element
     const int64_t blocks = n / 8;
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        const vf x = vload(inp + b * 8);
-        const vf u = vmul(vset1(kBeta), vfma(vmul(vset1(kKappa), x), vmul(x, x), x));
-        const vf e = vexp(vadd(u, u));
-        const vf t = vsub(vset1(1.0f), vdiv(vset1(2.0f), vadd(e, vset1(1.0f))));
-        vstore(out + b * 8, vmul(vmul(vset1(0.5f), x), vadd(vset1(1.0f), t)));
-    }
-    for (int64_t i = blocks * 8; i < n; i++) {
-        const float x = inp[i];
-        const float u = kBeta * (x + kKappa * x * x * x);
-        out[i] = 0.5f * x * (1.0f + std::tanh(u));
-    }
+    for (int64_t b = 0; b < blocks; b++) vstore(out + b * 8, gelu_tanh8(vload(inp + b * 8)));
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = gelu_tanh1(inp[i]);
+}
+
+void geglu_forward(float* out, const float* gate, const float* up, int64_t n) {
+    // gate, up (n) -> out (n) = gelu_tanh(gate) * up
+    const int64_t blocks = n / 8;
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t b = 0; b < blocks; b++)
+        vstore(out + b * 8, vmul(gelu_tanh8(vload(gate + b * 8)), vload(up + b * 8)));
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = gelu_tanh1(gate[i]) * up[i];
 }
 
 void silu_forward(float* out, const float* inp, int64_t n) {
@@ -158,13 +136,13 @@ void rope_cache(float* cos_out, float* sin_out, const int64_t* pos, int64_t T, i
 }
 
 void rope_forward(float* out, const float* inp, const float* cos_t, const float* sin_t, int64_t N,
-                  int64_t T, int64_t H, int64_t HS, bool interleaved) {
-    // inp (N,T,H,HS), cos/sin (T,HS/2) -> out (N,T,H,HS)
-    const int64_t half = HS / 2;
+                  int64_t T, int64_t H, int64_t HS, int64_t rot, bool interleaved) {
+    // inp (N,T,H,HS), cos/sin (T,rot/2) -> out (N,T,H,HS), the first rot dimensions of each head rotated
+    const int64_t half = rot / 2;
 #pragma omp parallel for num_threads(threads_for(N * T * H * HS)) schedule(static)
     for (int64_t row = 0; row < N * T * H; row++) {
         const int64_t t = (row / H) % T;
-        rope_row(out + row * HS, inp + row * HS, cos_t + t * half, sin_t + t * half, HS, interleaved);
+        rope_row(out + row * HS, inp + row * HS, cos_t + t * half, sin_t + t * half, HS, rot, interleaved);
     }
 }
 

@@ -82,9 +82,11 @@ inline void rmsnorm_row(float* y, const float* x, const float* weight, int64_t C
     for (; j < C; j++) y[j] = (x[j] * rstd) * weight[j];
 }
 
-// one head x (HS) rotated by the angles of cos/sin (HS/2) -> y (HS); y may be x
-inline void rope_row(float* y, const float* x, const float* c, const float* s, int64_t HS, bool interleaved) {
-    const int64_t half = HS / 2;
+// one head x (HS) with its first `rot` dimensions rotated by the angles of
+// cos/sin (rot/2) -> y (HS), the others copied (partial rotary); y may be x
+inline void rope_row(float* y, const float* x, const float* c, const float* s, int64_t HS, int64_t rot,
+                     bool interleaved) {
+    const int64_t half = rot / 2;
     if (interleaved) {
         // pairs (x[2i], x[2i+1]) rotate by angle i
         for (int64_t i = 0; i < half; i++) {
@@ -107,7 +109,61 @@ inline void rope_row(float* y, const float* x, const float* c, const float* s, i
             y[half + i] = x1 * c[i] + x0 * s[i];
         }
     }
-    if (HS % 2) y[HS - 1] = x[HS - 1];
+    if (y != x)
+        for (int64_t j = 2 * half; j < HS; j++) y[j] = x[j];
+}
+
+// x (C) -> y (C) = (x - mean) / sqrt(var + eps) * weight + bias (weight,
+// bias or null); mean and rstd stored when not null
+inline void layernorm_row(float* y, const float* x, const float* weight, const float* bias, int64_t C, float eps,
+                          float* mean, float* rstd) {
+    const float mu = float(row_sum(x, C) / double(C));
+    const float var = float(row_sumsq(x, C, mu) / double(C));
+    const float rs = 1.0f / std::sqrt(var + eps);
+    if (mean) *mean = mu;
+    if (rstd) *rstd = rs;
+    const vf mv = vset1(mu), rv = vset1(rs);
+    int64_t j = 0;
+    for (; j + 8 <= C; j += 8) {
+        vf n = vmul(vsub(vload(x + j), mv), rv);
+        if (weight) n = vmul(n, vload(weight + j));
+        if (bias) n = vadd(n, vload(bias + j));
+        vstore(y + j, n);
+    }
+    for (; j < C; j++) {
+        float n = (x[j] - mu) * rs;
+        if (weight) n *= weight[j];
+        if (bias) n += bias[j];
+        y[j] = n;
+    }
+}
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+// tanh(u) = 1 - 2 / (exp(2u) + 1) on 8 lanes; std::tanh on single elements
+constexpr float kGeluBeta = 0.7978845608028654f, kGeluKappa = 0.044715f;
+inline vf gelu_tanh8(vf x) {
+    const vf u = vmul(vset1(kGeluBeta), vfma(vmul(vset1(kGeluKappa), x), vmul(x, x), x));
+    const vf e = vexp(vadd(u, u));
+    const vf t = vsub(vset1(1.0f), vdiv(vset1(2.0f), vadd(e, vset1(1.0f))));
+    return vmul(vmul(vset1(0.5f), x), vadd(vset1(1.0f), t));
+}
+inline float gelu_tanh1(float x) {
+    const float u = kGeluBeta * (x + kGeluKappa * x * x * x);
+    return 0.5f * x * (1.0f + std::tanh(u));
+}
+
+// y[0:n] = gelu_tanh(x[0:n]) (blocks of 8 from the start, then single elements)
+inline void gelu_tanh_span(float* y, const float* x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vstore(y + i, gelu_tanh8(vload(x + i)));
+    for (; i < n; i++) y[i] = gelu_tanh1(x[i]);
+}
+
+// y[0:n] = gelu_tanh(gate[0:n]) * up[0:n] (GeGLU)
+inline void geglu_span(float* y, const float* gate, const float* up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vstore(y + i, vmul(gelu_tanh8(vload(gate + i)), vload(up + i)));
+    for (; i < n; i++) y[i] = gelu_tanh1(gate[i]) * up[i];
 }
 
 // 8 elements of silu(gate) * up

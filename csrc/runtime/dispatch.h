@@ -23,6 +23,7 @@
     X(rope_cache)            \
     X(rope_forward)          \
     X(swiglu_forward)        \
+    X(geglu_forward)         \
     X(residual_forward)      \
     X(embedding_forward)     \
     X(sum_forward)           \
@@ -39,6 +40,9 @@
     X(rmsnorm_rows)          \
     X(rope_rows)             \
     X(swiglu_rows)           \
+    X(layernorm_rows)        \
+    X(gelu_rows)             \
+    X(geglu_rows)            \
     X(bias_add)              \
     X(bias_backward)         \
     X(encoder_forward)       \

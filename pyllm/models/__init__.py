@@ -1,10 +1,13 @@
-"""Model files and architectures: GGUF reading, llama configs and models,
-GPT-2 (trainable), and the AutoModel entry point."""
+"""Model files and architectures: GGUF and Hugging Face directory reading, the
+architecture registry, the decoder model every architecture runs as, GPT-2
+(trainable), and the AutoModel entry point."""
 
 from .auto import AutoModelForCausalLM, AutoTokenizer
+from .base import CausalLMOutput
+from .decoder import DecoderConfig, DecoderForCausalLM
 from .gguf import GGUFFile, TensorInfo
 from .gpt2 import GPT2Config, GPT2LMHeadModel
-from .llama import CausalLMOutput, LlamaConfig, LlamaForCausalLM
+from .llama import LlamaConfig, LlamaForCausalLM
 
-__all__ = ["AutoModelForCausalLM", "AutoTokenizer", "CausalLMOutput", "GGUFFile", "GPT2Config", "GPT2LMHeadModel",
+__all__ = ["AutoModelForCausalLM", "AutoTokenizer", "CausalLMOutput", "DecoderConfig", "DecoderForCausalLM", "GGUFFile", "GPT2Config", "GPT2LMHeadModel",
            "LlamaConfig", "LlamaForCausalLM", "TensorInfo"]

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from .. import hub
+from . import registry
 from .gguf import GGUFFile
-
-SUPPORTED_ARCHITECTURES = ("llama",)
-SUPPORTED_MODEL_TYPES = ("gpt2",)  # directories with config.json + model.safetensors
+from .hfdir import HFCheckpoint
 
 
 def _hf_dir(name_or_path: Any) -> Optional[Path]:
@@ -32,20 +31,22 @@ def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> Any:
         model_type = json.loads((d / "config.json").read_text(encoding="utf-8")).get("model_type")
     except ValueError as e:
         raise ValueError(f"{d / 'config.json'} is not valid JSON: {e}") from None
-    if model_type != "gpt2":
-        raise ValueError(f"unsupported model_type {model_type!r} in {d / 'config.json'}; supported: "
-                         f"{', '.join(SUPPORTED_MODEL_TYPES)} "
-                         f"(and GGUF files for {', '.join(SUPPORTED_ARCHITECTURES)})")
-    from ..tokenizers.files import find_tokenizer, load_tokenizer
-    from .gpt2 import GPT2LMHeadModel
+    except AttributeError:
+        raise ValueError(f"{d / 'config.json'} does not hold a JSON object") from None
+    if model_type == "gpt2":
+        from ..tokenizers.files import find_tokenizer, load_tokenizer
+        from .gpt2 import GPT2LMHeadModel
 
-    tok = load_tokenizer(d) if find_tokenizer(d) is not None else None
-    model = GPT2LMHeadModel.from_pretrained(d, tokenizer=tok)
-    if n_ctx is not None:
-        if not 0 < n_ctx <= model.config.n_positions:
-            raise ValueError(f"n_ctx={n_ctx} is outside [1, {model.config.n_positions}] (the model's n_positions)")
-        model.n_ctx = int(n_ctx)
-    return model
+        tok = load_tokenizer(d) if find_tokenizer(d) is not None else None
+        model = GPT2LMHeadModel.from_pretrained(d, tokenizer=tok)
+        if n_ctx is not None:
+            if not 0 < n_ctx <= model.config.n_positions:
+                raise ValueError(f"n_ctx={n_ctx} is outside [1, {model.config.n_positions}] "
+                                 "(the model's n_positions)")
+            model.n_ctx = int(n_ctx)
+        return model
+    arch = registry.for_model_type(model_type, str(d / "config.json"))
+    return arch.build(arch.from_hf(HFCheckpoint(d)), n_ctx)
 
 
 def check_name_or_path(value: Any, name: str = "pretrained_model_name_or_path") -> None:
@@ -134,14 +135,8 @@ class AutoModelForCausalLM:
             return _load_hf_dir(d, n_ctx)
         path = hub.resolve_model_file(name_or_path)
         f = GGUFFile(path)
-        arch = f.metadata.get("general.architecture")
-        if arch == "llama":
-            from .llama import LlamaConfig, LlamaForCausalLM
-
-            return LlamaForCausalLM(f, LlamaConfig.from_gguf(f), n_ctx=n_ctx)
-        raise ValueError(
-            f"unsupported architecture {arch!r} in {path}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
+        arch = registry.for_gguf(f.metadata.get("general.architecture"), str(path))
+        return arch.build(arch.from_gguf(f), n_ctx)
 
 
 class AutoTokenizer:

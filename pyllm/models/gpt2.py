@@ -20,7 +20,7 @@ from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin, reusable_prefix
 from .base import CausalLMOutput, lm_output
-from .llama import no_extra_args
+from .decoder import no_extra_args
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

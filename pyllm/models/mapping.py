@@ -1,0 +1,282 @@
+"""What the architecture modules share: reading a GGUF file's metadata and
+tensors onto the runtime's slots (decoder.py), and a Hugging Face
+directory's tensors by their names. Every metadata key under the
+architecture's prefix and every tensor must be understood: whatever is
+left over raises, so a file that needs something pyllm does not do fails
+at load instead of answering wrongly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from .gguf import GGUFFile
+from .hfdir import HFCheckpoint
+
+Matrix = Tuple[np.ndarray, int, int, int]  # (bytes or values, ggml type id, rows, cols)
+
+_REQUIRED = object()
+# the matrix types the runtime computes with (csrc/kernels/common.h)
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+_TYPE_NAMES = {0: "F32", 1: "F16", 30: "BF16"}
+
+
+def split_rows(m: Matrix, sizes: Sequence[int], name: str) -> List[Matrix]:
+    """A fused matrix (q|k|v, gate|up) as consecutive blocks of rows."""
+    arr, typ, rows, cols = m
+    if sum(sizes) != rows:
+        raise ValueError(f"{name} has {rows} rows, expected {' + '.join(map(str, sizes))} = {sum(sizes)}")
+    flat = arr.reshape(rows, -1)
+    out, r0 = [], 0
+    for n in sizes:
+        out.append((np.ascontiguousarray(flat[r0:r0 + n]), typ, n, cols))
+        r0 += n
+    return out
+
+
+def split_vector(v: np.ndarray, sizes: Sequence[int], name: str) -> List[np.ndarray]:
+    if sum(sizes) != v.shape[0]:
+        raise ValueError(f"{name} has {v.shape[0]} elements, expected {sum(sizes)}")
+    return [np.ascontiguousarray(p) for p in np.split(v, np.cumsum(sizes)[:-1])]
+
+
+class GGUFSource:
+    """A GGUF file read for one architecture: ``key`` takes metadata under
+    ``<arch>.``, ``take`` a tensor; ``finish`` maps every tensor not taken
+    onto the slot of its name (``blk.N.attn_q.weight`` -> ``blk.N.attn_q``)
+    and raises for keys and tensors nobody understood."""
+
+    # metadata under <arch>. that carries nothing the runtime needs
+    IGNORED = ("vocab_size", "tensor_data_layout")
+
+    def __init__(self, f: GGUFFile, arch: str):
+        self.f, self.arch, self.md = f, arch, f.metadata
+        self._keys: Set[str] = set()
+        self._taken: Set[str] = set()
+
+    def key(self, name: str, default: Any = _REQUIRED) -> Any:
+        full = f"{self.arch}.{name}"
+        self._keys.add(full)
+        if full in self.md:
+            return self.md[full]
+        if default is _REQUIRED:
+            raise ValueError(f"GGUF metadata lacks {full} ({self.f.path})")
+        return default
+
+    def has(self, name: str) -> bool:
+        return name in self.f.tensors
+
+    def take(self, name: str) -> Any:
+        """The tensor as a matrix (2-D) or a float32 vector (1-D), marked as understood."""
+        info = self.f.tensors.get(name)
+        if info is None:
+            raise ValueError(f"the GGUF file has no tensor {name!r} ({self.arch} architecture)")
+        self._taken.add(name)
+        raw = self.f.tensor_bytes(name)
+        if len(info.shape) == 1 or (len(info.shape) == 2 and info.shape[0] == 1 and name.endswith(".bias")):
+            if info.type_name == "F32":
+                return raw.view(np.float32)
+            if info.type_name == "F16":
+                return raw.view(np.float16).astype(np.float32)
+            raise ValueError(f"vector tensor {name} has type {info.type_name}; vectors must be F32 or F16")
+        if len(info.shape) != 2:
+            raise ValueError(f"tensor {name} has shape {info.shape}; expected a matrix or a vector")
+        if info.type_name not in SUPPORTED_TYPES:
+            raise ValueError(f"unsupported GGUF tensor type {info.type_name} in {name}; supported: "
+                             f"{', '.join(SUPPORTED_TYPES)}")
+        return (raw, info.type, info.shape[0], info.shape[1])
+
+    def finish(self, slots: Dict[str, Any]) -> Dict[str, Any]:
+        for name in self.f.tensors:
+            if name in self._taken:
+                continue
+            slot = name[:-len(".weight")] if name.endswith(".weight") else name
+            if slot in slots:
+                raise ValueError(f"tensor {name} maps onto slot {slot}, already filled")
+            slots[slot] = self.take(name)
+        prefix = f"{self.arch}."
+        unknown = sorted(k for k in self.md if k.startswith(prefix) and k not in self._keys
+                         and k[len(prefix):] not in self.IGNORED)
+        if unknown:
+            raise ValueError(f"GGUF metadata key {unknown[0]} is not understood by pyllm's {self.arch} loader "
+                             f"({self.f.path}); refusing to run the model without it")
+        return slots
+
+    def types(self) -> List[str]:
+        return sorted({t.type_name for t in self.f.tensors.values()})
+
+    def common(self) -> Dict[str, Any]:
+        """The sizes every architecture stores under the same keys."""
+        C = int(self.key("embedding_length"))
+        NH = int(self.key("attention.head_count"))
+        NKV = int(self.key("attention.head_count_kv", NH))
+        HS = int(self.key("attention.key_length", C // NH if NH else 0))
+        if NH <= 0 or HS <= 0:
+            raise ValueError(f"bad head count {NH} / head size {HS} in {self.f.path}")
+        vs = int(self.key("attention.value_length", HS))
+        if vs != HS:
+            raise ValueError(f"value heads of {vs} dimensions beside key heads of {HS} are not supported")
+        emb = self.f.tensors.get("token_embd.weight")
+        if emb is None:
+            raise ValueError(f"the GGUF file has no tensor 'token_embd.weight' ({self.f.path})")
+        return dict(vocab_size=int(emb.shape[0]), hidden_size=C, n_layer=int(self.key("block_count")), n_head=NH,
+                    n_kv_head=NKV, head_dim=HS, ffn_size=int(self.key("feed_forward_length")),
+                    context=int(self.key("context_length")))
+
+    def special_ids(self) -> Dict[str, Optional[int]]:
+        md = self.md
+        return dict(bos_token_id=md.get("tokenizer.ggml.bos_token_id"),
+                    eos_token_id=md.get("tokenizer.ggml.eos_token_id"),
+                    pad_token_id=md.get("tokenizer.ggml.padding_token_id"))
+
+
+_LAYER = re.compile(r"^(?:model\.)?layers\.(\d+)\.(.+)$")
+
+
+class HFSource:
+    """A Hugging Face directory read for one architecture: tensors renamed
+    onto runtime slots by a table of suffixes (``self_attn.q_proj.weight``
+    -> ``attn_q``), leftovers raise."""
+
+    def __init__(self, ckpt: HFCheckpoint):
+        self.ckpt, self.config = ckpt, ckpt.config
+
+    def get(self, key: str, default: Any = _REQUIRED) -> Any:
+        if key in self.config and self.config[key] is not None:
+            return self.config[key]
+        if default is _REQUIRED:
+            raise ValueError(f"{self.ckpt.path}/config.json lacks {key!r}")
+        return default
+
+    def matrix(self, name: str) -> Matrix:
+        shape = self.ckpt.shape(name)
+        if len(shape) != 2:
+            raise ValueError(f"tensor {name} has shape {shape}; expected a matrix")
+        return (np.ascontiguousarray(self.ckpt.array(name)), self.ckpt.type_of(name), shape[0], shape[1])
+
+    def vector(self, name: str, offset: float = 0.0) -> np.ndarray:
+        v = self.ckpt.float32(name).reshape(-1)
+        return (v + np.float32(offset)).astype(np.float32) if offset else np.ascontiguousarray(v)
+
+    def map(self, global_names: Dict[str, str], layer_names: Dict[str, str], ignore: Iterable[str] = (),
+            vector_offset: Callable[[str], float] = lambda slot: 0.0) -> Dict[str, Any]:
+        """Every tensor onto its slot: 2-D ones as matrices, 1-D as float32 vectors
+        (plus ``vector_offset(slot)``, e.g. Gemma's 1 + w norms)."""
+        slots: Dict[str, Any] = {}
+        skip = re.compile("|".join(f"(?:{p})" for p in ignore)) if ignore else None
+        for name in self.ckpt.names:
+            if skip is not None and skip.search(name):
+                continue
+            m = _LAYER.match(name)
+            slot = None
+            if m and m.group(2) in layer_names:
+                slot = f"blk.{int(m.group(1))}.{layer_names[m.group(2)]}"
+            elif name in global_names:
+                slot = global_names[name]
+            if slot is None:
+                raise ValueError(f"tensor {name} in {self.ckpt.path} is not understood by pyllm's "
+                                 f"{self.config.get('model_type')} loader")
+            if len(self.ckpt.shape(name)) == 1:
+                slots[slot] = self.vector(name, vector_offset(slot))
+            else:
+                slots[slot] = self.matrix(name)
+        return slots
+
+    def types(self) -> List[str]:
+        return sorted({_TYPE_NAMES[self.ckpt.type_of(n)] for n in self.ckpt.names})
+
+
+# the names transformers' llama-family checkpoints use (LlamaForCausalLM and
+# the architectures that copy its layout), by runtime slot
+LLAMA_GLOBAL = {"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm",
+                "lm_head.weight": "output"}
+LLAMA_LAYER = {
+    "input_layernorm.weight": "attn_norm",
+    "post_attention_layernorm.weight": "ffn_norm",
+    "self_attn.q_proj.weight": "attn_q", "self_attn.k_proj.weight": "attn_k",
+    "self_attn.v_proj.weight": "attn_v", "self_attn.o_proj.weight": "attn_output",
+    "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias", "self_attn.o_proj.bias": "attn_output.bias",
+    "self_attn.q_norm.weight": "attn_q_norm", "self_attn.k_norm.weight": "attn_k_norm",
+    "mlp.gate_proj.weight": "ffn_gate", "mlp.up_proj.weight": "ffn_up", "mlp.down_proj.weight": "ffn_down",
+}
+# buffers some checkpoints store that are recomputed here
+LLAMA_IGNORED = (r"rotary_emb\.inv_freq$",)
+
+
+def tie_output(slots: Dict[str, Any], tied: bool) -> None:
+    """A tied head reads the token embedding; an untied model must store its own."""
+    if "output" not in slots:
+        if not tied:
+            raise ValueError("the model has no output head (lm_head.weight / output.weight) and does not tie it")
+        slots["output"] = slots["token_embd"]
+
+
+def spec(sizes: Dict[str, Any], *, eps: float, norm: str = "rms", act: str = "silu_glu", rope: str = "neox",
+         rope_dim: Optional[int] = None, attn_scale: float = 0.0, attn_softcap: float = 0.0,
+         final_softcap: float = 0.0, embed_scale: float = 1.0, window: Any = 0,
+         rope_table: Optional[List[int]] = None) -> Dict[str, Any]:
+    """The runtime spec (decoder.h's DecoderSpec, n_ctx added by the model) from the sizes and the
+    architecture's choices; ``window`` is one length for every layer or a list per layer."""
+    L = int(sizes["n_layer"])
+    windows = [int(w or 0) for w in window] if isinstance(window, (list, tuple)) else [int(window or 0)] * L
+    if len(windows) != L:
+        raise ValueError(f"{len(windows)} sliding-window entries for {L} layers")
+    return dict(vocab_size=int(sizes["vocab_size"]), hidden_size=int(sizes["hidden_size"]), n_layer=L,
+                n_head=int(sizes["n_head"]), n_kv_head=int(sizes["n_kv_head"]), head_dim=int(sizes["head_dim"]),
+                ffn_size=int(sizes["ffn_size"]), norm=norm, norm_eps=float(eps), act=act, rope=rope,
+                rope_dim=int(rope_dim if rope_dim is not None else sizes["head_dim"]) if rope != "none" else 0,
+                attn_scale=float(attn_scale), attn_softcap=float(attn_softcap or 0.0),
+                final_softcap=float(final_softcap or 0.0), embed_scale=float(embed_scale), window=windows,
+                rope_table=list(rope_table) if rope_table is not None else [0] * L)
+
+
+def hf_sizes(src: HFSource) -> Dict[str, Any]:
+    """The sizes of a llama-family config.json."""
+    C, NH = int(src.get("hidden_size")), int(src.get("num_attention_heads"))
+    return dict(vocab_size=int(src.get("vocab_size")), hidden_size=C, n_layer=int(src.get("num_hidden_layers")),
+                n_head=NH, n_kv_head=int(src.get("num_key_value_heads", NH)),
+                head_dim=int(src.get("head_dim", C // NH)), ffn_size=int(src.get("intermediate_size")),
+                context=int(src.get("max_position_embeddings", 2048)))
+
+
+def hf_rope(src: HFSource) -> Tuple[float, Dict[str, Any]]:
+    """(theta, scaling parameters) from ``rope_parameters`` (transformers 5) or ``rope_theta`` +
+    ``rope_scaling``; the parameters' ``rope_type`` is "default" when unscaled."""
+    params = dict(src.get("rope_parameters", None) or src.get("rope_scaling", None) or {})
+    theta = float(params.get("rope_theta", src.get("rope_theta", 10000.0)))
+    params["rope_type"] = params.get("rope_type", params.get("type", "default"))
+    return theta, params
+
+
+def hf_activation(src: HFSource, allowed: Sequence[str]) -> str:
+    act = src.get("hidden_act", None) or src.get("hidden_activation", None) or src.get("activation_function", None)
+    if act not in allowed:
+        raise ValueError(f"activation {act!r} in {src.ckpt.path}/config.json is not supported here; "
+                         f"supported: {', '.join(allowed)}")
+    return str(act)
+
+
+def config_fields(sizes: Dict[str, Any], model_type: str, eps: float, theta: float, tied: bool,
+                  ids: Dict[str, Optional[int]], **extra: Any) -> Dict[str, Any]:
+    """DecoderConfig's fields (transformers' names) from the sizes."""
+    window = extra.pop("sliding_window", None)
+    return dict(vocab_size=sizes["vocab_size"], hidden_size=sizes["hidden_size"],
+                intermediate_size=sizes["ffn_size"], num_hidden_layers=sizes["n_layer"],
+                num_attention_heads=sizes["n_head"], num_key_value_heads=sizes["n_kv_head"],
+                head_dim=sizes["head_dim"], max_position_embeddings=sizes["context"], rms_norm_eps=eps,
+                rope_theta=theta, tie_word_embeddings=tied, model_type=model_type, sliding_window=window,
+                extra=extra, **ids)
+
+
+def hf_ids(src: HFSource) -> Dict[str, Optional[int]]:
+    def one(key: str) -> Optional[int]:
+        v = src.get(key, None)
+        if isinstance(v, list):
+            v = v[0] if v else None
+        return None if v is None else int(v)
+
+    return dict(bos_token_id=one("bos_token_id"), eos_token_id=one("eos_token_id"), pad_token_id=one("pad_token_id"))
