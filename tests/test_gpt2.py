@@ -409,3 +409,31 @@ def test_batch_shape_changes_reuse_and_reallocate_activations():
     lb = model.loss(a[:1, :5], a[:1, :5])
     assert model.loss(a, a) == la and np.isfinite(lb)
     assert pyllm.GPT2LMHeadModel is GPT2LMHeadModel
+
+
+def test_runtime_logits_equal_the_training_forward():
+    # generation runs on the decoder runtime, training on the forward/backward kernels: the same logits
+    cfg = GPT2Config(vocab_size=50, n_positions=32, n_embd=48, n_layer=2, n_head=4)
+    model = random_model(cfg, seed=5, noise=0.3)
+    ids = np.random.default_rng(2).integers(0, 50, size=(1, 24))
+    train = model(ids).logits[0]
+    model.reset()
+    run = model.step(ids[0], all_logits=True)
+    np.testing.assert_allclose(run, train, atol=1e-5 * np.abs(train).max())
+    # one token at a time: the same bits as the runtime's prefill
+    model.reset()
+    steps = np.stack([model.step([int(t)]) for t in ids[0]])
+    assert np.array_equal(steps, run)
+    # after a training step the runtime follows the new parameters
+    opt = AdamW(model, lr=1e-2)
+    model.forward_backward(ids[:, :-1], ids[:, 1:])
+    opt.step()
+    after = model(ids).logits[0]
+    assert not np.allclose(after, train)
+    # no reset: the runtime notices the changed parameters itself
+    np.testing.assert_allclose(model._prefill([int(t) for t in ids[0]]), after[-1], atol=1e-5 * np.abs(after).max())
+    model.reset()
+    np.testing.assert_allclose(model.step(ids[0], all_logits=True), after, atol=1e-5 * np.abs(after).max())
+    changed = GPT2LMHeadModel(cfg, seed=6)
+    changed.load_state_dict(model.state_dict())
+    np.testing.assert_allclose(changed.step(ids[0], all_logits=True), after, atol=1e-5 * np.abs(after).max())

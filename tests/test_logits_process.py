@@ -109,7 +109,28 @@ def test_processor_matches_reference_and_transformers(name, ours, reference, the
     np.testing.assert_array_equal(scores, before)  # input untouched
     assert_same_scores(got, reference(scores, ids))
     if theirs is not None and scores.shape[1] > 1:
-        assert_same_scores(got, run_hf(theirs, scores, ids))
+        want = run_hf(theirs, scores, ids)
+        if name.startswith("typical"):
+            want = typical_near_ties_as_ours(got, want, scores)
+        assert_same_scores(got, want)
+
+
+def typical_near_ties_as_ours(got, want, scores):
+    """The typical warper ranks tokens by |-log p - entropy|; where two tokens' distances agree
+    to float32 rounding (1e-6 relative), torch's float order and ours may keep a different one of
+    them at the cut: such swaps are taken as agreement, any other difference is kept."""
+    want = want.copy()
+    for b in range(scores.shape[0]):
+        diff = np.flatnonzero(np.isneginf(got[b]) != np.isneginf(want[b]))
+        if diff.size == 0:
+            continue
+        logp = scores[b].astype(np.float64) - np.log(np.exp(scores[b].astype(np.float64)).sum())
+        dist = np.abs(-logp - (-(np.exp(logp) * logp).sum()))
+        kept_ours, kept_theirs = diff[~np.isneginf(got[b, diff])], diff[~np.isneginf(want[b, diff])]
+        if kept_ours.size == kept_theirs.size and np.allclose(np.sort(dist[kept_ours]), np.sort(dist[kept_theirs]),
+                                                              rtol=1e-6, atol=0):
+            want[b, diff] = got[b, diff]
+    return want
 
 
 @pytest.mark.parametrize("name,ours,reference,theirs", CASES, ids=[c[0] for c in CASES])

@@ -484,13 +484,19 @@ void DecoderModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits
         if (gated) {
             linear(gate, h, T, L.w_gate, L.b_gate);  // (T, FF)
             linear(up, h, T, L.w_up, L.b_up);
-            if (s.act == Activation::SiluGLU)
-                k.swiglu_forward(gate, gate, up, T * FF);
-            else
-                k.geglu_forward(gate, gate, up, T * FF);
         } else {
             linear(gate, h, T, L.w_up, L.b_up);
-            k.gelu_forward(gate, gate, T * FF, true);
+        }
+        // the activation over all T rows at once when rows start at a
+        // multiple of 8 (the kernels' vector blocks), else row by row, so a
+        // row's bits never depend on T
+        for (int64_t r0 = 0, n = FF % 8 == 0 ? T * FF : FF; r0 < T * FF; r0 += n) {
+            if (s.act == Activation::SiluGLU)
+                k.swiglu_forward(gate + r0, gate + r0, up + r0, n);
+            else if (s.act == Activation::GeluGLU)
+                k.geglu_forward(gate + r0, gate + r0, up + r0, n);
+            else
+                k.gelu_forward(gate + r0, gate + r0, n, true);
         }
         linear(h, gate, T, L.w_down, L.b_down);  // (T, C)
         if (L.ffn_post_norm.data) norm(h, h, T, L.ffn_post_norm, Vector{});

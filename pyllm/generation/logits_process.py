@@ -590,9 +590,10 @@ def build_logits_processors(
         procs.append(FrequencyPresencePenaltyLogitsProcessor(frequency_penalty or 0.0, presence_penalty or 0.0))
     if no_repeat_ngram_size is not None and _count("no_repeat_ngram_size", no_repeat_ngram_size, 0) > 0:
         procs.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
-    if min_new_tokens is not None and _count("min_new_tokens", min_new_tokens, 0) > 0:
-        if eos_token_id is None or prompt_length is None:
-            raise ValueError("min_new_tokens needs eos_token_id and prompt_length (the prompt's token count)")
+    # min_new_tokens holds back the end-of-sequence token; a model without one has nothing to hold back
+    if min_new_tokens is not None and _count("min_new_tokens", min_new_tokens, 0) > 0 and eos_token_id is not None:
+        if prompt_length is None:
+            raise ValueError("min_new_tokens needs prompt_length (the prompt's token count)")
         procs.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos_token_id))
     procs.extend(logits_processor)
     if do_sample:

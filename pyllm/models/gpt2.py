@@ -21,6 +21,7 @@ from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin, reusable_prefix
 from .base import CausalLMOutput, lm_output
 from .decoder import no_extra_args
+from .mapping import spec
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -229,9 +230,10 @@ class GPT2LMHeadModel(GenerationMixin):
         self.grads = _views(self._grads, self._shapes)
         self._acts: Optional[_Activations] = None
         self._init_weights(seed)
-        # inference KV cache: (L, NH, n_ctx, HS) keys and values, filled up to _n_past
-        self._kcache: Optional[np.ndarray] = None
-        self._vcache: Optional[np.ndarray] = None
+        # inference runs on the decoder runtime (its own KV cache), built from
+        # the parameters when first needed and again after they change
+        self._runtime: Optional[_C.DecoderModel] = None
+        self._runtime_key: Any = None  # (n_ctx, a sample of the parameters) it was built from
         self._cached: List[int] = []  # the token ids whose keys/values are in the cache
         self._tokenizer = tokenizer
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -540,9 +542,11 @@ class GPT2LMHeadModel(GenerationMixin):
         return len(self._cached)
 
     def reset(self) -> None:
-        """Empty the KV cache."""
+        """Empty the KV cache (and rebuild the inference weights from the parameters on next use:
+        call it after editing parameters by hand)."""
         with self._lock:
             self._cached = []
+            self._runtime = None
 
     def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
         """Append tokens (1-D) to the cached sequence and return the logits of
@@ -553,54 +557,71 @@ class GPT2LMHeadModel(GenerationMixin):
         with self._lock:
             if self.n_past + ids.shape[1] > self.n_ctx:
                 raise ValueError(f"{self.n_past} cached + {ids.shape[1]} new tokens exceed n_positions={self.n_ctx}")
-            logits = self._decode(ids[0], all_logits)
+            logits = self._live().forward(np.ascontiguousarray(ids[0], dtype=np.int32), all_logits)
             self._cached.extend(int(t) for t in ids[0])
+            return logits
+
+    def _step_token(self, token: int) -> np.ndarray:
+        with self._lock:
+            assert self._runtime is not None  # generation prefills first
+            logits = self._runtime.forward(np.array((token,), dtype=np.int32), False)
+            self._cached.append(token)
             return logits
 
     def _prefill(self, ids: List[int]) -> np.ndarray:
         """Logits after ``ids`` (V,), running only what the cache lacks."""
         with self._lock:
+            live = self._live()
             common = reusable_prefix(ids, self._cached)
+            live.truncate(common)
             self._cached = self._cached[:common]
             return self.step(ids[common:])
 
-    def _decode(self, ids: np.ndarray, all_logits: bool) -> np.ndarray:
-        # ids (T,) at positions n_past.. -> logits (V,) or (T, V); fills the cache
-        cfg, p = self.config, self.params
-        C, NH = cfg.n_embd, cfg.n_head
-        HS = C // NH
-        T, P = len(ids), self.n_past
-        S = P + T
-        if self._kcache is None or self._vcache is None:
-            self._kcache = np.zeros((cfg.n_layer, NH, self.n_ctx, HS), np.float32)  # (L, NH, n_ctx, HS)
-            self._vcache = np.zeros_like(self._kcache)
-        eps = float(cfg.layer_norm_epsilon)
-        x = p["transformer.wte.weight"][ids] + p["transformer.wpe.weight"][P:S]  # (T, C)
-        for i in range(cfg.n_layer):
-            h = f"transformer.h.{i}."
-            ln = _C.layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)
-            qkv = _C.matmul(ln, p[h + "attn.c_attn.weight"]) + p[h + "attn.c_attn.bias"]  # (T, 3C)
-            q, kk, v = (qkv[:, j * C:(j + 1) * C].reshape(T, NH, HS).transpose(1, 0, 2) for j in range(3))
-            self._kcache[i, :, P:S] = kk
-            self._vcache[i, :, P:S] = v
-            att = _C.attention(np.ascontiguousarray(q)[None], np.ascontiguousarray(self._kcache[i, :, :S])[None],
-                               np.ascontiguousarray(self._vcache[i, :, :S])[None], None, True,
-                               1.0 / math.sqrt(HS), P)  # (1, NH, T, HS)
-            y = np.ascontiguousarray(att[0].transpose(1, 0, 2)).reshape(T, C)
-            x = x + _C.matmul(y, p[h + "attn.c_proj.weight"]) + p[h + "attn.c_proj.bias"]
-            ln = _C.layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)
-            ff = _C.gelu(_C.matmul(ln, p[h + "mlp.c_fc.weight"]) + p[h + "mlp.c_fc.bias"], True)
-            x = x + _C.matmul(ff, p[h + "mlp.c_proj.weight"]) + p[h + "mlp.c_proj.bias"]
-        if not all_logits:
-            x = x[-1:]
-        x = _C.layer_norm(np.ascontiguousarray(x), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)
-        logits = _C.matmul(x, p["transformer.wte.weight"], trans_b=True)  # (T, V)
-        return logits if all_logits else logits[0]
+    def _live(self) -> _C.DecoderModel:
+        """The runtime over the current parameters: rebuilt (cache emptied) when n_ctx or the
+        parameters changed since it was built (training steps change nearly every parameter; a
+        strided sample of them tells)."""
+        key = (self.n_ctx, self._params[::257].tobytes())
+        if self._runtime is None or key != self._runtime_key:
+            self._runtime = _C.DecoderModel(*runtime_weights(self.config, self.params, self.n_ctx))
+            self._runtime_key = key
+            self._cached = []
+        return self._runtime
 
     def __repr__(self) -> str:
         c = self.config
         return (f"GPT2LMHeadModel(layers={c.n_layer}, n_embd={c.n_embd}, heads={c.n_head}, "
                 f"vocab={c.vocab_size}, n_positions={c.n_positions}, parameters={self.num_parameters():,})")
+
+
+def runtime_weights(cfg: GPT2Config, p: Dict[str, np.ndarray], n_ctx: int
+                    ) -> Tuple[Dict[str, Any], Dict[str, Any], List[Any], bool]:
+    """(spec, tensors, rope tables, release) of the decoder runtime for these parameters: the
+    Conv1D matrices (in, out) transposed into (out, in) copies, the rest used in place."""
+    C, F, L = cfg.n_embd, cfg.inner_size, cfg.n_layer
+
+    def mat(a: np.ndarray) -> Tuple[np.ndarray, int, int, int]:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return (a, 0, a.shape[0], a.shape[1])
+
+    wte = mat(p["transformer.wte.weight"])
+    t: Dict[str, Any] = {"token_embd": wte, "output": wte, "position_embd": mat(p["transformer.wpe.weight"][:n_ctx]),
+                         "output_norm": p["transformer.ln_f.weight"], "output_norm.bias": p["transformer.ln_f.bias"]}
+    for i in range(L):
+        h, b = f"transformer.h.{i}.", f"blk.{i}."
+        qkv, qkv_b = p[h + "attn.c_attn.weight"].T, p[h + "attn.c_attn.bias"]
+        for j, slot in enumerate(("attn_q", "attn_k", "attn_v")):
+            t[b + slot] = mat(qkv[j * C:(j + 1) * C])
+            t[b + slot + ".bias"] = np.ascontiguousarray(qkv_b[j * C:(j + 1) * C])
+        t[b + "attn_output"], t[b + "attn_output.bias"] = mat(p[h + "attn.c_proj.weight"].T), p[h + "attn.c_proj.bias"]
+        t[b + "ffn_up"], t[b + "ffn_up.bias"] = mat(p[h + "mlp.c_fc.weight"].T), p[h + "mlp.c_fc.bias"]
+        t[b + "ffn_down"], t[b + "ffn_down.bias"] = mat(p[h + "mlp.c_proj.weight"].T), p[h + "mlp.c_proj.bias"]
+        t[b + "attn_norm"], t[b + "attn_norm.bias"] = p[h + "ln_1.weight"], p[h + "ln_1.bias"]
+        t[b + "ffn_norm"], t[b + "ffn_norm.bias"] = p[h + "ln_2.weight"], p[h + "ln_2.bias"]
+    sizes = dict(vocab_size=cfg.vocab_size, hidden_size=C, n_layer=L, n_head=cfg.n_head, n_kv_head=cfg.n_head,
+                 head_dim=C // cfg.n_head, ffn_size=F)
+    s = spec(sizes, eps=float(cfg.layer_norm_epsilon), norm="layer", act="gelu", rope="none")
+    return {**s, "n_ctx": n_ctx}, t, [], False
 
 
 def _read_safetensors(d: Path) -> Dict[str, np.ndarray]:

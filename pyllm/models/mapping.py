@@ -246,7 +246,8 @@ def hf_sizes(src: HFSource) -> Dict[str, Any]:
 def hf_rope(src: HFSource) -> Tuple[float, Dict[str, Any]]:
     """(theta, scaling parameters) from ``rope_parameters`` (transformers 5) or ``rope_theta`` +
     ``rope_scaling``; the parameters' ``rope_type`` is "default" when unscaled."""
-    params = dict(src.get("rope_parameters", None) or src.get("rope_scaling", None) or {})
+    params = dict(src.get("rope_parameters", None) or {})
+    params.update(src.get("rope_scaling", None) or {})  # the older name, as transformers still reads it
     theta = float(params.get("rope_theta", src.get("rope_theta", 10000.0)))
     params["rope_type"] = params.get("rope_type", params.get("type", "default"))
     return theta, params

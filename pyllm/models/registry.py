@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .hfdir import HFCheckpoint
 
 # the modules that register architectures (pyllm.models.<name>)
-MODULES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+MODULES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2_arch")
 
 
 @dataclass(frozen=True)

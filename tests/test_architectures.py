@@ -1,0 +1,156 @@
+"""Every registered architecture from a Hugging Face directory against
+transformers fp32 on the same weights: seeded tiny random models of each
+config class (GQA, biases, q/k norms, sandwich norms, soft-capping,
+sliding windows shorter than the prompt, Llama 3 RoPE scaling, fused
+projections), saved by transformers and loaded by pyllm. Logits within
+float32 error, greedy generation identical, the decode step's logits the
+prefill's bit for bit; bfloat16/float16 and sharded checkpoints; the
+registry's errors."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import pyllm  # noqa: E402
+from pyllm.models import registry  # noqa: E402
+
+V = 256
+BASE = dict(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2)
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 32}
+GEMMA = dict(head_dim=16, sliding_window=8, query_pre_attn_scalar=16, attn_implementation="eager")
+# name -> (config class, model class, settings beyond BASE)
+CASES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "llama3_scaled": ("LlamaConfig", "LlamaForCausalLM", dict(rope_scaling=LLAMA3, tie_word_embeddings=True)),
+    "mistral_window": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=8)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=32)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", GEMMA),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(GEMMA, sliding_window_pattern=2,
+                                                               rope_local_base_freq=100.0)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0, eos_token_id=1, bos_token_id=2)),
+    "phi3_partial": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0, eos_token_id=1, bos_token_id=2,
+                                                             partial_rotary_factor=0.5)),
+}
+IDS = np.random.default_rng(0).integers(3, V, size=40)  # longer than every sliding window here
+
+
+def make(name, directory, dtype=torch.float32, **save):
+    cfg_cls, model_cls, extra = CASES[name]
+    torch.manual_seed(zlib.crc32(name.encode()) % 1000)
+    cfg = getattr(transformers, cfg_cls)(**{**BASE, **extra})
+    model = getattr(transformers, model_cls)(cfg).float().eval()
+    model.to(dtype).save_pretrained(directory, **save)
+    # the reference runs in fp32 on exactly the weights the directory stores
+    return getattr(transformers, model_cls).from_pretrained(directory, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def pair(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(request.param)
+    ref = make(request.param, d)
+    return request.param, ref, pyllm.AutoModelForCausalLM.from_pretrained(d)
+
+
+def reference_logits(ref, ids):
+    with torch.no_grad():
+        return ref(torch.tensor(np.asarray(ids)[None])).logits[0].numpy()
+
+
+def test_logits_match_transformers(pair):
+    name, ref, model = pair
+    want = reference_logits(ref, IDS)
+    got = model(IDS[None]).logits[0]
+    err = np.abs(got - want).max()
+    assert err <= 1e-4 * max(1.0, np.abs(want).max()), f"{name}: max |diff| {err:.2e}"
+
+
+def test_greedy_generation_matches_transformers(pair):
+    name, ref, model = pair
+    prompt = IDS[:7]
+    with torch.no_grad():
+        want = ref.generate(torch.tensor(prompt[None]), max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                            pad_token_id=0)[0, len(prompt):].tolist()
+    model.reset()
+    got = model.generate(prompt.tolist(), max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    assert np.asarray(got).reshape(-1)[len(prompt):].tolist() == want, name
+
+
+def test_decode_steps_give_the_prefill_bits(pair):
+    name, _, model = pair
+    full = model(IDS[None]).logits[0]
+    model.reset()
+    model.step(IDS[:20])
+    steps = np.stack([model.step([int(t)]) for t in IDS[20:]])
+    assert np.array_equal(steps, full[20:]), name
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_checkpoints(tmp_path, dtype):
+    ref = make("qwen2", tmp_path, getattr(torch, dtype))
+    model = pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert set(model.tensor_types()) == {"F32", "BF16" if dtype == "bfloat16" else "F16"} or \
+        set(model.tensor_types()) == {"BF16" if dtype == "bfloat16" else "F16"}
+    want = reference_logits(ref, IDS)
+    np.testing.assert_allclose(model(IDS[None]).logits[0], want, atol=1e-4 * np.abs(want).max())
+
+
+def test_sharded_checkpoint(tmp_path):
+    ref = make("llama", tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    want = reference_logits(ref, IDS)
+    got = pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)(IDS[None]).logits[0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_registry_lists_every_architecture():
+    assert {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2"} <= set(registry.names())
+    assert {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"} <= set(registry.model_types())
+
+
+def test_unknown_model_type_names_the_supported_ones(tmp_path):
+    make("llama", tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "model_type": "mamba"}))
+    with pytest.raises(ValueError, match=r"unsupported model_type 'mamba'.*supported: .*gemma2.*qwen3"):
+        pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_a_tensor_no_slot_takes_raises(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    make("llama", tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    tensors["model.layers.0.mlp.extra_proj.weight"] = np.zeros((4, 4), np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="model.layers.0.mlp.extra_proj.weight.*not understood"):
+        pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["rope_scaling", "rope_parameters"])
+def test_unsupported_settings_raise(tmp_path, key):
+    make("qwen2", tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, key: {"rope_type": "yarn", "factor": 4.0,
+                                                                    "rope_theta": 10000.0}}))
+    with pytest.raises(ValueError, match="rope_type 'yarn'"):
+        pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header"])
+def test_corrupt_safetensors_raise(tmp_path, damage):
+    make("llama", tmp_path)
+    f = tmp_path / "model.safetensors"
+    raw = f.read_bytes()
+    f.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else raw[:8] + b"{not json" + raw[17:])
+    with pytest.raises(ValueError, match="truncated|not valid JSON|outside the file"):
+        pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
