@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 
@@ -371,7 +372,17 @@ def _model_info(name_or_path: str, as_json: bool) -> int:
 
     from . import hub
     from .models import GGUFFile, registry
+    from .models.hfdir import HFCheckpoint
 
+    d = Path(name_or_path)
+    if d.is_dir() and (d / "config.json").is_file() and not any(d.glob("*.gguf")):
+        ckpt = HFCheckpoint(d)
+        model_type = ckpt.config.get("model_type")
+        hf_info: Dict[str, Any] = {"path": str(d), "model_type": model_type, "tensors": len(ckpt.names),
+                                   "parameters": sum(math.prod(ckpt.shape(n)) for n in ckpt.names)}
+        if model_type != "gpt2":
+            hf_info["config"] = registry.for_model_type(model_type, str(d)).from_hf(ckpt).config.to_dict()
+        return _print_info(hf_info, as_json)
     path = hub.resolve_model_file(name_or_path)
     f = GGUFFile(path)
     md = f.metadata
@@ -386,6 +397,10 @@ def _model_info(name_or_path: str, as_json: bool) -> int:
     }
     arch = registry.for_gguf(info["architecture"], str(path))
     info["config"] = arch.from_gguf(f).config.to_dict()
+    return _print_info(info, as_json)
+
+
+def _print_info(info: Dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(info))
         return 0

@@ -154,3 +154,13 @@ def test_corrupt_safetensors_raise(tmp_path, damage):
     f.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else raw[:8] + b"{not json" + raw[17:])
     with pytest.raises(ValueError, match="truncated|not valid JSON|outside the file"):
         pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_info_reads_a_directory_through_the_registry(tmp_path, capsys):
+    from pyllm import cli
+
+    make("gemma2", tmp_path)
+    assert cli.main(["info", str(tmp_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model_type"] == "gemma2" and info["config"]["final_logit_softcapping"] == 30.0
+    assert info["config"]["num_hidden_layers"] == 3
