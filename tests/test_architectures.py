@@ -164,3 +164,39 @@ def test_info_reads_a_directory_through_the_registry(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["model_type"] == "gemma2" and info["config"]["final_logit_softcapping"] == 30.0
     assert info["config"]["num_hidden_layers"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_quantized_weights_take_the_batched_decode_path_with_the_prefill_bits(tmp_path, name, isa):
+    # every matrix quantized to Q8_0 (packed at load): the decode step runs in the runtime's own
+    # threads over the packed rows, with each architecture's norms, biases, activations, windows
+    # and soft-caps; its logits must be the prefill's bit for bit, alone or beside other sequences
+    from pyllm import quant
+    from pyllm.models.decoder import DecoderForCausalLM
+    from pyllm.models.hfdir import HFCheckpoint
+
+    make(name, tmp_path)
+    arch = registry.for_model_type(json.loads((tmp_path / "config.json").read_text())["model_type"], name)
+    loaded = arch.from_hf(HFCheckpoint(tmp_path))
+    for slot, t in list(loaded.tensors.items()):
+        if isinstance(t, tuple):
+            w = np.ascontiguousarray(t[0], dtype=np.float32)
+            loaded.tensors[slot] = (quant.quantize(w, "Q8_0"), 8, t[2], t[3])
+    model = DecoderForCausalLM(loaded, n_ctx=64)
+    live = model._live()
+    assert live.decode_batch_supported
+    full = model(IDS[None]).logits[0]
+    model.reset()
+    model.step(IDS[:20])
+    steps = np.stack([model.step([int(t)]) for t in IDS[20:]])
+    assert np.array_equal(steps, full[20:])
+    live.set_n_seq(3)
+    for s, n in ((1, 9), (2, 14)):
+        live.truncate(0, s)
+        live.forward(np.ascontiguousarray(IDS[:n], dtype=np.int32), False, s)
+    model.reset()
+    model.step(IDS[:20])
+    batch = live.decode_batch(np.array([IDS[20], IDS[9], IDS[14]], np.int32), np.array([0, 1, 2], np.int64))
+    assert np.array_equal(batch[0], full[20])
+    assert np.array_equal(batch[1], full[9]) and np.array_equal(batch[2], full[14])
+    live.set_n_seq(1)
