@@ -311,27 +311,35 @@ class SentencePieceBPETokenizer(VocabTokenizer):
 
 # ---- merges of a vocabulary
 
-def merges_from_vocab(tokens: Sequence[str], scores: Sequence[float]) -> List[Tuple[str, str]]:
-    """The merges a vocabulary with scores implies, in rank order, as transformers derives
-    them for a GGUF file (``generate_merges`` with the scores): every split of a token into
-    two tokens, best score first, then the longer left part, then the longer right part;
-    ties keep the order of the tokens and, within a token, the order of the parts' ids.
+def merges_from_vocab(tokens: Sequence[str], scores: Optional[Sequence[float]] = None) -> List[Tuple[str, str]]:
+    """The merges a vocabulary implies, in rank order, as transformers derives them
+    (``generate_merges``): every split of a token into two tokens. With ``scores`` (a GGUF
+    file's): best score first, then the longer left part, then the longer right part.
+    Without (a tokenizer.model): lowest token id first, then the shorter left part, then
+    the shorter right part. Ties keep the order of the tokens and, within a token, the
+    order of the parts' ids.
 
     >>> merges_from_vocab(["a", "b", "c", "ab", "abc", "bc"], [0, 0, 0, -1, -2, -3])
     [('a', 'b'), ('ab', 'c'), ('a', 'bc'), ('b', 'c')]
+    >>> merges_from_vocab(["a", "b", "c", "ab", "abc", "bc"])
+    [('a', 'b'), ('a', 'bc'), ('ab', 'c'), ('b', 'c')]
     """
-    if len(scores) != len(tokens):
+    if scores is not None and len(scores) != len(tokens):
         raise ValueError(f"{len(scores)} scores for {len(tokens)} tokens")
     vocab = {t: i for i, t in enumerate(tokens)}  # a later duplicate wins
-    best: Dict[str, float] = {}
-    for t, s in zip(tokens, scores):
-        best[t] = s  # the last score of a duplicate, at its first position
+    keys: Dict[str, float] = {}
+    if scores is None:
+        keys = {t: float(i) for t, i in vocab.items()}
+    else:
+        for t, s in zip(tokens, scores):
+            keys[t] = s  # the last score of a duplicate, at its first position
     found: List[Tuple[str, str, float]] = []
-    for token, score in best.items():
+    for token, key in keys.items():
         parts = [(token[:k], token[k:]) for k in range(1, len(token)) if token[:k] in vocab and token[k:] in vocab]
         parts.sort(key=lambda p: (vocab[p[0]], vocab[p[1]]))
-        found += [(a, b, score) for a, b in parts]
-    found.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)  # stable: ties keep their order
+        found += [(a, b, key) for a, b in parts]
+    # stable sorts: ties keep their order (reverse=True keeps it too)
+    found.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=scores is not None)
     return [(a, b) for a, b, _ in found]
 
 
