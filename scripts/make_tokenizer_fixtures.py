@@ -70,7 +70,8 @@ EXTRA = [
     "Hello world! How are you?", "hello\nworld", "HELLO World", "ALLCAPS and camelCase and snake_case",
     "https://example.com/path?q=1&r=2#frag", "user@example.com", "C:\\Windows\\path", "$ pip install -e .[test]",
     "def f(x):\n    return x ** 2  # square\n", "if (a && b || !c) { return -1; }",
-    "\u4f60\u597d\u4e16\u754c", "\u3053\u3093\u306b\u3061\u306f", "\ud55c\uad6d\uc5b4", "\U0001f600\U0001f44d\U0001f3fd",
+    "\u4f60\u597d\u4e16\u754c", "\u3053\u3093\u306b\u3061\u306f", "\ud55c\uad6d\uc5b4",
+    "\U0001f600\U0001f44d\U0001f3fd",
     "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u00a0\u2009\u202f\u3000", "\ufeffBOM", "\x00nul\x7fdel",
     "\U000f0000 \U0010ffff \ue000", "x" * 3000, " " * 300, "ab" * 1500, "\n" * 100, "word " * 500,
 ]

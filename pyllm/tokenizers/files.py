@@ -149,8 +149,8 @@ def _class_name(config: Dict[str, Any], source: str) -> Optional[str]:
     cls = config.get("tokenizer_class")
     if cls is not None and not isinstance(cls, str):
         raise ValueError(f"{source}: tokenizer_class is {cls!r}, expected a string")
-    if cls not in _FILE_CLASSES and cls.endswith("Fast") and cls[:-4] in _CLASS_DEFAULTS:  # type: ignore[union-attr]
-        cls = cls[:-4]  # type: ignore[index]
+    if cls is not None and cls.endswith("Fast") and cls[:-4] in _CLASS_DEFAULTS:
+        cls = cls[:-4]
     if cls not in _FILE_CLASSES and cls not in _CLASS_DEFAULTS:
         supported = ", ".join([c for c in _FILE_CLASSES if c] + list(_CLASS_DEFAULTS))
         raise ValueError(f"{source}: tokenizer_class {cls!r} is not supported; supported: {supported} "

@@ -42,7 +42,7 @@ import os
 import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _spm
 from .base import AddedToken, VocabTokenizer
@@ -245,7 +245,7 @@ class SentencePieceBPETokenizer(VocabTokenizer):
             elif kind == "lowercase":
                 text = text.lower()
             else:
-                text = unicodedata.normalize(kind.upper(), text)  # type: ignore[arg-type]
+                text = unicodedata.normalize(kind.upper(), text)
         return text
 
     def _normalize(self, text: str, offset: int) -> str:
@@ -417,8 +417,9 @@ def _metaspace(pieces: List[str], prefix: str) -> List[str]:
     return [p.replace(SPACE, "" if i == 0 and prefix != "never" else " ") for i, p in enumerate(pieces)]
 
 
-_DECODERS = {"replace": _replace, "byte_fallback": _byte_fallback, "fuse": _fuse, "strip": _strip,
-             "metaspace": _metaspace}
+_DECODERS: Dict[str, Callable[..., List[str]]] = {
+    "replace": _replace, "byte_fallback": _byte_fallback, "fuse": _fuse, "strip": _strip,
+    "metaspace": _metaspace}
 _DECODER_ARGS = {"replace": 2, "byte_fallback": 0, "fuse": 0, "strip": 3, "metaspace": 1}
 
 
