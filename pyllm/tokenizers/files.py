@@ -607,9 +607,9 @@ def _load_spm_model(d: Path) -> Union[BPETokenizer, SentencePieceBPETokenizer]:
     spm = read_sentencepiece_model(path.read_bytes(), str(path))
     config = _read_config(d)
     config.setdefault("tokenizer_class", "LlamaTokenizer")
-    if _class_name(config, str(path)) != "LlamaTokenizer":
-        raise ValueError(f"{path}: a tokenizer.model without tokenizer.json loads as LlamaTokenizer only; "
-                         f"tokenizer_config.json says {config['tokenizer_class']!r}")
+    if _class_name(config, str(path)) not in ("LlamaTokenizer", "GemmaTokenizer"):
+        raise ValueError(f"{path}: a tokenizer.model without tokenizer.json loads as LlamaTokenizer or "
+                         f"GemmaTokenizer; tokenizer_config.json says {config['tokenizer_class']!r}")
     return tokenizer_from_hf_json(_spm_tokenizer_json(spm, str(path)), config, str(path))
 
 
