@@ -120,6 +120,7 @@ class SentencePieceBPETokenizer(VocabTokenizer):
         self._merges = [(str(a), str(b)) for a, b in merges]
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
         self.pad_token_id, self.unk_token_id = pad_token_id, unk_token_id
+        self.model_unk_token_id = model_unk_token_id
         self.add_bos_token, self.add_eos_token = add_bos_token, add_eos_token
         self.chat_template = chat_template
         self.normalizers = [tuple(s) for s in normalizers]
