@@ -61,7 +61,7 @@ def test_fixture_split_modes(llama, gemma):
 def test_core_matches_reference_on_fixture_texts(name, llama, gemma):
     tok = {"llama": llama, "gemma": gemma}[name]
     ref = _reference(tok)
-    for text in TEXTS[:400]:
+    for text in [t for t in TEXTS if len(t) < 600]:  # the reference is quadratic in a word's length
         norm = _normalized(tok, text)
         assert tok._core.encode(norm) == ref.encode(norm), repr(text[:60])
         assert tok._core.merge(norm) == ref.encode(norm), repr(text[:60])

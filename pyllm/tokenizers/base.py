@@ -357,6 +357,15 @@ class VocabTokenizer(TokenizerMixin):
     _vocab: Dict[str, int]
     unk_token_id: Optional[int]
     chat_template: Optional[str] = None
+    # ids a post-processor puts around a sequence when they are not just the bos / eos tokens
+    # (a tokenizer.json TemplateProcessing naming other tokens); None: add_bos_token / add_eos_token
+    special_template: Optional[Tuple[List[int], List[int]]] = None
+
+    def build_inputs_with_special_tokens(self, ids: List[int]) -> List[int]:
+        if self.special_template is not None:
+            before, after = self.special_template
+            return list(before) + list(ids) + list(after)
+        return super().build_inputs_with_special_tokens(ids)
 
     def _set_added_tokens(self, added: Iterable[AddedToken], normalize: Optional[Callable[[str], str]] = None) -> None:
         self._added_tokens = {t.id: t for t in added}  # a later entry for an id wins

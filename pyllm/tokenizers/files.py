@@ -36,7 +36,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from .._fileio import write_text_atomic
 from .base import AddedToken
@@ -381,15 +381,16 @@ def tokenizer_from_hf_json(obj: Dict[str, Any], config: Optional[Dict[str, Any]]
 
     # BOS / EOS: the config's flags rebuild the template; else the file's post-processor
     bos, eos = named["bos_token"], named["eos_token"]
+    template_ids: Optional[Tuple[List[int], List[int]]] = None
     if "add_bos_token" in config or "add_eos_token" in config or obj.get("post_processor") is None:
         add_bos = bool(config.get("add_bos_token", False)) and bos is not None
         add_eos = bool(config.get("add_eos_token", False)) and eos is not None
     else:
         before, after = _post_processor(obj.get("post_processor"), index, source)
-        if before not in ([], [bos]) or after not in ([], [eos]):
-            raise ValueError(f"{source}: the post-processor adds {before} before and {after} after a sequence; "
-                             f"supported: the bos token ({bos}) before and the eos token ({eos}) after")
-        add_bos, add_eos = bool(before), bool(after)
+        if before in ([], [bos]) and after in ([], [eos]):
+            add_bos, add_eos = bool(before), bool(after)
+        else:  # the template adds other tokens than the named bos / eos
+            add_bos, add_eos, template_ids = False, False, (before, after)
     template = config.get("chat_template")
     if isinstance(template, list):  # [{"name": ..., "template": ...}]
         template = next((t.get("template") for t in template if t.get("name") == "default"), None)
@@ -418,19 +419,21 @@ def tokenizer_from_hf_json(obj: Dict[str, Any], config: Optional[Dict[str, Any]]
             split, normalizer, ignore_merges = "gpt2", None, False
         if config.get("add_prefix_space") and cls in ("Qwen2Tokenizer", "GPT2Tokenizer"):
             raise ValueError(f"{source}: add_prefix_space=true is not supported with byte-level BPE")
-        return BPETokenizer(tokens, [f"{a} {b}" for a, b in merges], pre=split, normalizer=normalizer,
-                            ignore_merges=ignore_merges, **common)
+        return _with_template(BPETokenizer(tokens, [f"{a} {b}" for a, b in merges], pre=split,
+                                           normalizer=normalizer, ignore_merges=ignore_merges, **common),
+                              template_ids)
 
     unk_name = model.get("unk_token")
     if cls == "LlamaTokenizer":
         add_prefix = config.get("add_prefix_space")
         add_prefix = True if add_prefix is None else bool(add_prefix)
         prefix = ("always" if config.get("legacy", False) else "first") if add_prefix else "never"
-        return SentencePieceBPETokenizer(tokens, merges, prefix=prefix, **common)  # BPE without an unk token
+        # BPE without an unk token
+        return _with_template(SentencePieceBPETokenizer(tokens, merges, prefix=prefix, **common), template_ids)
     if cls == "GemmaTokenizer":
-        return SentencePieceBPETokenizer(
+        return _with_template(SentencePieceBPETokenizer(
             tokens, merges, normalizers=[("replace", " ", SPACE)], metaspace=False, space_split=True,
-            model_unk_token_id=named["unk_token"], **common)
+            model_unk_token_id=named["unk_token"], **common), template_ids)
     # the file as written
     pre = obj.get("pre_tokenizer")
     metaspace, prefix, split_words, space_split = False, "never", False, False
@@ -445,13 +448,21 @@ def tokenizer_from_hf_json(obj: Dict[str, Any], config: Optional[Dict[str, Any]]
                              "style BPE; supported: Metaspace, Split(' ', MergedWithPrevious)")
     if unk_name is not None and unk_name not in index:
         raise ValueError(f"{source}: model.unk_token {unk_name!r} is not in the vocabulary")
-    return SentencePieceBPETokenizer(
+    return _with_template(SentencePieceBPETokenizer(
         tokens, merges, normalizers=_spm_normalizers(obj.get("normalizer"), source), metaspace=metaspace,
         prefix=prefix, split_words=split_words, space_split=space_split,
         byte_fallback=bool(model.get("byte_fallback", False)), fuse_unk=bool(model.get("fuse_unk", False)),
         ignore_merges=bool(model.get("ignore_merges", False)),
         model_unk_token_id=index[unk_name] if unk_name is not None else None,
-        decoders=_spm_decoders(obj.get("decoder"), source), **common)
+        decoders=_spm_decoders(obj.get("decoder"), source), **common), template_ids)
+
+
+Tok = TypeVar("Tok", BPETokenizer, SentencePieceBPETokenizer)
+
+
+def _with_template(tok: Tok, template_ids: Optional[Tuple[List[int], List[int]]]) -> Tok:
+    tok.special_template = template_ids
+    return tok
 
 
 def bpe_from_hf_json(obj: Dict[str, Any], config: Optional[Dict[str, Any]] = None,

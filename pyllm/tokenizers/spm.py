@@ -266,11 +266,6 @@ class SentencePieceBPETokenizer(VocabTokenizer):
             return ids
         return self._core.encode(text)
 
-    def build_inputs_with_special_tokens(self, ids: List[int]) -> List[int]:
-        bos = [self.bos_token_id] if self.add_bos_token and self.bos_token_id is not None else []
-        eos = [self.eos_token_id] if self.add_eos_token and self.eos_token_id is not None else []
-        return bos + list(ids) + eos
-
     def _encode_many(self, texts: Sequence[str], add_special_tokens: bool, max_length: Optional[int],
                      num_threads: Optional[int] = None) -> List[List[int]]:
         # the core releases the GIL, so documents really run in parallel
