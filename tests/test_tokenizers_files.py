@@ -115,11 +115,17 @@ def test_unsupported_files_say_what_is_supported(tmp_path):
         load_hf_tokenizer(tmp_path / "empty")
 
 
-def test_config_flags_win_over_the_post_processor():
+def test_the_post_processor_decides_bos_and_eos():
+    # as transformers 5: with a tokenizer.json, the config's add_bos_token / add_eos_token are ignored
     obj = _tokenizer_json("spm_file_pipeline")  # its TemplateProcessing adds <s>
-    assert tokenizer_from_hf_json(obj, {"bos_token": "<s>"}).encode("a")[0] == 1
+    for flags in ({}, {"add_bos_token": False, "add_eos_token": True}):
+        tok = tokenizer_from_hf_json(obj, {"bos_token": "<s>", "eos_token": "</s>", **flags})
+        assert tok.encode("a")[0] == 1 and tok.encode("a")[-1] != 2
+    tok = tokenizer_from_hf_json(dict(obj, post_processor=None), {"bos_token": "<s>", "add_bos_token": True})
+    assert tok.encode("a")[0] != 1
+    # converting a tokenizer.model, they are used
     tok = tokenizer_from_hf_json(obj, {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": False,
-                                       "add_eos_token": True})
+                                       "add_eos_token": True}, use_config_flags=True)
     assert tok.encode("a")[0] != 1 and tok.encode("a")[-1] == 2
 
 
@@ -134,3 +140,21 @@ def test_a_template_naming_other_tokens_is_kept():
     tok = tokenizer_from_hf_json(_tokenizer_json("spm_file_pipeline"), {})
     assert tok.bos_token_id is None and tok.encode("a")[0] == 1 and tok.special_template == ([1], [])
     assert tok.encode("a", add_special_tokens=False)[0] != 1
+
+
+@pytest.mark.parametrize("case", ["llama_medium/dir", "mistral_tiny/dir", "gemma_tiny/gemma2.gguf",
+                                  "llama_tiny/phi3.gguf", "spm_file_pipeline/dir", "smollm2/llama3/dir",
+                                  "smollm2/qwen2/dir", "smollm2/llama-bpe.gguf"])
+def test_save_and_load_again(case, tmp_path):
+    from tokenizer_cases import load_case
+
+    from pyllm.tokenizers import save_tokenizer
+
+    tok = load_case(case, tmp_path / "src")
+    save_tokenizer(tok, tmp_path / "saved")
+    again = load_tokenizer(tmp_path / "saved")
+    assert type(again) is type(tok)
+    assert [again.encode(t) for t in TEXTS] == REFS[case]["ids"]
+    assert again.chat_template == tok.chat_template
+    assert (again.bos_token_id, again.eos_token_id, again.unk_token_id, again.pad_token_id) == (
+        tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.pad_token_id)

@@ -102,3 +102,16 @@ def test_fixtures_load_in_transformers_as_recorded(pairs):
     for case, (_, theirs) in pairs.items():
         assert str(theirs.backend_tokenizer.pre_tokenizer) == REFS[case]["pre_tokenizer"], case
     assert (FIXTURES / "llama_medium" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("case", ["llama_medium/dir", "mistral_tiny/dir", "gemma_tiny/gemma2.gguf",
+                                  "llama_tiny/phi3.gguf", "smollm2/qwen2/dir", "smollm2/llama-bpe.gguf"])
+def test_saved_directories_load_in_transformers(case, tmp_path):
+    from tokenizer_cases import TEXTS
+
+    from pyllm.tokenizers import save_tokenizer
+
+    save_tokenizer(load_case(case, tmp_path / "src"), tmp_path / "saved")
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    bad = [t[:40] for t, want in zip(TEXTS, REFS[case]["ids"]) if theirs.encode(t) != want]
+    assert not bad, f"{case}: {len(bad)} texts differ, e.g. {bad[:3]}"

@@ -46,6 +46,7 @@ from .char import CHAR_TOKENIZER_FILE, CharTokenizer
 from .spm import SPACE, SentencePieceBPETokenizer, merges_from_vocab
 
 __all__ = ["load_tokenizer", "save_tokenizer", "find_tokenizer", "bpe_to_hf_json", "bpe_from_hf_json",
+           "tokenizer_to_hf_json",
            "tokenizer_from_gguf_metadata", "tokenizer_from_hf_json", "load_hf_tokenizer", "load_gguf_tokenizer",
            "read_sentencepiece_model", "TOKENIZER_FORMATS", "TokenizerFormat", "write_text_atomic",
            "HF_TOKENIZER_FILE", "CHAR_TOKENIZER_FILE"]
@@ -93,37 +94,89 @@ def load_gguf_tokenizer(path: PathLike) -> Union[BPETokenizer, SentencePieceBPET
 
 # ---- byte-level BPE -> tokenizer.json
 
-def bpe_to_hf_json(tok: BPETokenizer) -> Dict[str, Any]:
-    """The ``tokenizer.json`` object (Hugging Face ``tokenizers`` format) of a
-    byte-level BPE tokenizer with GPT-2's pre-tokenizer."""
-    if tok.split != "gpt2" or tok.normalizer is not None or tok.ignore_merges:
-        raise ValueError(f"only GPT-2-style byte-level BPE is written as tokenizer.json; this one has "
-                         f"split={tok.split!r}, normalizer={tok.normalizer!r}, ignore_merges={tok.ignore_merges}")
+def tokenizer_to_hf_json(tok: Union[BPETokenizer, SentencePieceBPETokenizer]) -> Dict[str, Any]:
+    """The ``tokenizer.json`` object (Hugging Face ``tokenizers`` format) of a BPE tokenizer:
+    its pipeline written out, so transformers (as ``PreTrainedTokenizerFast``) and
+    :func:`tokenizer_from_hf_json` build the same tokenizer from it."""
     tokens: List[str] = list(tok._tokens)
-    special = set(tok._special_ids)
-    added_ids = sorted(tok._added.values())
-    added = [{"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": i in special} for i in added_ids]
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": None,
-        "pre_tokenizer": byte_level,
-        "post_processor": {**byte_level, "trim_offsets": False},
-        "decoder": byte_level,
-        "model": {
-            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": {t: i for i, t in enumerate(tokens)},
-            "merges": [m.split(" ", 1) for m in tok._merges],
-        },
-    }
+    added = [{"id": a.id, "content": a.content, "single_word": a.single_word, "lstrip": a.lstrip,
+              "rstrip": a.rstrip, "normalized": a.normalized, "special": a.special}
+             for a in sorted(tok._added_tokens.values(), key=lambda a: a.id)]
+    model: Dict[str, Any] = {
+        "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+        "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+        "ignore_merges": bool(tok.ignore_merges), "vocab": {t: i for i, t in enumerate(tokens)}}
+    obj: Dict[str, Any] = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added}
+    if isinstance(tok, BPETokenizer):
+        byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        if tok.split == "gpt2":
+            pre: Dict[str, Any] = byte_level
+        else:
+            pre = {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": SPLITS[tok.split]}, "behavior": "Isolated", "invert": False},
+                {**byte_level, "use_regex": False}]}
+        obj.update(normalizer={"type": tok.normalizer} if tok.normalizer else None, pre_tokenizer=pre,
+                   post_processor={**byte_level, "trim_offsets": False}, decoder=byte_level)
+        model["merges"] = [m.split(" ", 1) for m in tok._merges]
+    else:
+        norm = [_NORMALIZER_JSON[s[0]](*s[1:]) for s in tok.normalizers]
+        pres: List[Dict[str, Any]] = []
+        if tok.metaspace:
+            pres.append({"type": "Metaspace", "replacement": SPACE, "prepend_scheme": tok.prefix,
+                         "split": tok.split_words})
+        if tok.space_split:
+            pres.append({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious",
+                         "invert": False})
+        obj.update(normalizer=None if not norm else norm[0] if len(norm) == 1 else
+                   {"type": "Sequence", "normalizers": norm},
+                   pre_tokenizer=None if not pres else pres[0] if len(pres) == 1 else
+                   {"type": "Sequence", "pretokenizers": pres},
+                   post_processor=None,
+                   decoder={"type": "Sequence", "decoders": [_DECODER_JSON[s[0]](*s[1:]) for s in tok.decoders]})
+        unk = tok.model_unk_token_id
+        model.update(unk_token=tokens[unk] if unk is not None else None, fuse_unk=tok.fuse_unk,
+                     byte_fallback=tok.byte_fallback, merges=[list(m) for m in tok._merges])
+    if tok.special_template is not None:
+        before, after = tok.special_template
+    else:
+        before = [tok.bos_token_id] if tok.add_bos_token and tok.bos_token_id is not None else []
+        after = [tok.eos_token_id] if tok.add_eos_token and tok.eos_token_id is not None else []
+    if before or after:
+        def seq(ids: List[int], type_id: int) -> List[Dict[str, Any]]:
+            return [{"SpecialToken": {"id": tokens[i], "type_id": type_id}} for i in ids]
+
+        obj["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": seq(before, 0) + [{"Sequence": {"id": "A", "type_id": 0}}] + seq(after, 0),
+            "pair": seq(before, 0) + [{"Sequence": {"id": "A", "type_id": 0}}] + seq(after, 0) + seq(before, 1)
+            + [{"Sequence": {"id": "B", "type_id": 1}}] + seq(after, 1),
+            "special_tokens": {tokens[i]: {"id": tokens[i], "ids": [i], "tokens": [tokens[i]]}
+                               for i in before + after}}
+    obj["model"] = model
+    return obj
 
 
-def _tokenizer_config(tok: BPETokenizer) -> Dict[str, Any]:
+_NORMALIZER_JSON: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "prepend": lambda s: {"type": "Prepend", "prepend": s},
+    "replace": lambda old, new: {"type": "Replace", "pattern": {"String": old}, "content": new},
+    **{k: (lambda k=k: {"type": k.upper() if k != "lowercase" else "Lowercase"})
+       for k in ("nfc", "nfd", "nfkc", "nfkd", "lowercase")},
+}
+_DECODER_JSON: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "replace": lambda old, new: {"type": "Replace", "pattern": {"String": old}, "content": new},
+    "byte_fallback": lambda: {"type": "ByteFallback"},
+    "fuse": lambda: {"type": "Fuse"},
+    "strip": lambda char, left, right: {"type": "Strip", "content": char, "start": left, "stop": right},
+    "metaspace": lambda prefix: {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": prefix, "split": True},
+}
+
+
+def bpe_to_hf_json(tok: BPETokenizer) -> Dict[str, Any]:
+    """The ``tokenizer.json`` object of a byte-level BPE tokenizer (see :func:`tokenizer_to_hf_json`)."""
+    return tokenizer_to_hf_json(tok)
+
+
+def _tokenizer_config(tok: Union[BPETokenizer, SentencePieceBPETokenizer]) -> Dict[str, Any]:
     return {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
             "unk_token": tok.unk_token, "add_bos_token": tok.add_bos_token, "add_eos_token": tok.add_eos_token,
             "chat_template": tok.chat_template, "tokenizer_class": "PreTrainedTokenizerFast"}
@@ -331,10 +384,13 @@ def _is_byte_level(obj: Dict[str, Any]) -> bool:
 
 
 def tokenizer_from_hf_json(obj: Dict[str, Any], config: Optional[Dict[str, Any]] = None,
-                           source: str = HF_TOKENIZER_FILE) -> Union[BPETokenizer, SentencePieceBPETokenizer]:
+                           source: str = HF_TOKENIZER_FILE, *,
+                           use_config_flags: bool = False) -> Union[BPETokenizer, SentencePieceBPETokenizer]:
     """The tokenizer transformers builds from a ``tokenizer.json`` object and its
     ``tokenizer_config.json`` (``config``); what it cannot reproduce raises ValueError
-    saying what and what is supported."""
+    saying what and what is supported. BOS / EOS come from the file's post-processor, as
+    transformers 5 does with a tokenizer.json; ``use_config_flags`` takes the config's
+    ``add_bos_token`` / ``add_eos_token`` instead (what it does converting a tokenizer.model)."""
     config = dict(config or {})
     cls = _class_name(config, source)
     model = obj.get("model") or {}
@@ -379,10 +435,11 @@ def tokenizer_from_hf_json(obj: Dict[str, Any], config: Optional[Dict[str, Any]]
             if i is not None:
                 added[i] = AddedToken(i, tokens[i])
 
-    # BOS / EOS: the config's flags rebuild the template; else the file's post-processor
+    # BOS / EOS: the file's post-processor says (transformers 5 ignores the config's flags then);
+    # the config's flags only when converting a tokenizer.model
     bos, eos = named["bos_token"], named["eos_token"]
     template_ids: Optional[Tuple[List[int], List[int]]] = None
-    if "add_bos_token" in config or "add_eos_token" in config or obj.get("post_processor") is None:
+    if use_config_flags:
         add_bos = bool(config.get("add_bos_token", False)) and bos is not None
         add_eos = bool(config.get("add_eos_token", False)) and eos is not None
     else:
@@ -621,7 +678,7 @@ def _load_spm_model(d: Path) -> Union[BPETokenizer, SentencePieceBPETokenizer]:
     if _class_name(config, str(path)) not in ("LlamaTokenizer", "GemmaTokenizer"):
         raise ValueError(f"{path}: a tokenizer.model without tokenizer.json loads as LlamaTokenizer or "
                          f"GemmaTokenizer; tokenizer_config.json says {config['tokenizer_class']!r}")
-    return tokenizer_from_hf_json(_spm_tokenizer_json(spm, str(path)), config, str(path))
+    return tokenizer_from_hf_json(_spm_tokenizer_json(spm, str(path)), config, str(path), use_config_flags=True)
 
 
 def _load_gpt2_files(d: Path) -> BPETokenizer:
@@ -718,18 +775,21 @@ def load_tokenizer(path: PathLike) -> Tokenizer:
 
 def save_tokenizer(tok: Any, directory: PathLike) -> List[Path]:
     """Write ``tok`` into ``directory`` (each file atomically): a
-    :class:`CharTokenizer` as char_tokenizer.json, a :class:`BPETokenizer`
-    as tokenizer.json + tokenizer_config.json. Returns the paths written."""
+    :class:`CharTokenizer` as char_tokenizer.json, a :class:`BPETokenizer` or
+    :class:`SentencePieceBPETokenizer` as tokenizer.json + tokenizer_config.json
+    (``PreTrainedTokenizerFast``: transformers reads the pipeline as written).
+    Returns the paths written."""
     d = Path(directory)
     if isinstance(tok, CharTokenizer):
         return [tok.save_pretrained(d)]
-    if isinstance(tok, BPETokenizer):
-        write_text_atomic(d / HF_TOKENIZER_FILE, json.dumps(bpe_to_hf_json(tok), ensure_ascii=False))
+    if isinstance(tok, (BPETokenizer, SentencePieceBPETokenizer)):
+        write_text_atomic(d / HF_TOKENIZER_FILE, json.dumps(tokenizer_to_hf_json(tok), ensure_ascii=False))
         write_text_atomic(d / HF_TOKENIZER_CONFIG, json.dumps(_tokenizer_config(tok), ensure_ascii=False, indent=2))
         return [d / HF_TOKENIZER_FILE, d / HF_TOKENIZER_CONFIG]
     saver = getattr(tok, "save_pretrained", None)
     if callable(saver):
         saver(str(d))
         return [d]
-    raise ValueError(f"cannot save a tokenizer of type {type(tok).__name__}: pyllm writes CharTokenizer and "
-                     "BPETokenizer, or any object with a save_pretrained(directory) method")
+    raise ValueError(f"cannot save a tokenizer of type {type(tok).__name__}: pyllm writes CharTokenizer, "
+                     "BPETokenizer and SentencePieceBPETokenizer, or any object with a save_pretrained(directory) "
+                     "method")

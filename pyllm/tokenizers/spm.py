@@ -128,6 +128,7 @@ class SentencePieceBPETokenizer(VocabTokenizer):
             _check_normalizer(step)
         self.metaspace, self.prefix = metaspace, prefix
         self.split_words, self.space_split, self.ignore_merges = split_words, space_split, ignore_merges
+        self.byte_fallback, self.fuse_unk = byte_fallback, fuse_unk
         if decoders is None:
             decoders = [("replace", SPACE, " "), ("byte_fallback",), ("fuse",)]
             if metaspace and prefix != "never":
