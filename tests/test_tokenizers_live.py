@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tokenizer_cases import FIXTURES, REFS, case_source, load_case
 from tokenizers import Tokenizer
 
+from pyllm.tokenizers.bpe_ref import LLAMA3_SPLIT as REGEX_LLAMA3
 from pyllm.tokenizers.files import tokenizer_from_hf_json
 
 CASES = ["llama_medium/dir", "llama_medium/llama.gguf", "mistral_tiny/dir", "mistral_tiny/llama.gguf",
@@ -115,3 +116,24 @@ def test_saved_directories_load_in_transformers(case, tmp_path):
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
     bad = [t[:40] for t, want in zip(TEXTS, REFS[case]["ids"]) if theirs.encode(t) != want]
     assert not bad, f"{case}: {len(bad)} texts differ, e.g. {bad[:3]}"
+
+
+@pytest.mark.parametrize("ignore_merges", [True, False])
+def test_ignore_merges_matches_tokenizers(ignore_merges):
+    # "abc" is a token the merges never build (b+c comes first and a+bc is no merge)
+    from pyllm.tokenizers import bytes_to_unicode
+
+    alphabet = [bytes_to_unicode()[b] for b in range(256)]
+    vocab = {t: i for i, t in enumerate(alphabet + ["ab", "bc", "abc", "\u0120abc"])}
+    obj = {"model": {"type": "BPE", "vocab": vocab, "merges": [["b", "c"], ["a", "b"]],
+                     "ignore_merges": ignore_merges},
+           "added_tokens": [], "normalizer": None, "post_processor": None,
+           "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+               {"type": "Split", "pattern": {"Regex": REGEX_LLAMA3}, "behavior": "Isolated", "invert": False},
+               {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+           "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}}
+    theirs = Tokenizer.from_str(json.dumps(obj))
+    ours = tokenizer_from_hf_json(obj, {})
+    for text in ["abc", " abc", "abcabc", "xabc", "ab bc abc"]:
+        assert ours.encode(text) == theirs.encode(text).ids, text
+    assert (ours.encode("abc") == [vocab["abc"]]) == ignore_merges
