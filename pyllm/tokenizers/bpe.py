@@ -28,7 +28,8 @@ It reproduces what Hugging Face ``transformers`` (5.x) builds for such a file
 - From a Hugging Face directory (``pyllm.tokenizers.files``) the same class also
   takes ``ignore_merges`` (Llama 3's tokenizer.json: a piece that is a token is
   that token) and a Unicode normalizer (Qwen2's tokenizer class applies NFC).
-- Tokens of type 3 (control) become special added tokens, type 4
+- Tokens of type 3 (control) become special added tokens (unless spelled outside
+  the byte alphabet: transformers takes those for mislabelled text), type 4
   (user-defined) plain added tokens; both are matched whole in the text
   (leftmost, longest) before pre-tokenizing, as are the bos/eos/unk/pad tokens.
   ``decode(..., skip_special_tokens=True)`` drops the special ones.
