@@ -238,8 +238,8 @@ def test_chat_template_sandbox_and_raise_exception(tok):
 
 
 def test_constructor_errors(metadata):
-    with pytest.raises(ValueError, match="pre-tokenizer 'llama-bpe'"):
-        BPETokenizer.from_gguf_metadata(dict(metadata, **{"tokenizer.ggml.pre": "llama-bpe"}))
+    with pytest.raises(ValueError, match="pre-tokenizer 'tekken'; supported: .*llama-bpe.*qwen2"):
+        BPETokenizer.from_gguf_metadata(dict(metadata, **{"tokenizer.ggml.pre": "tekken"}))
     with pytest.raises(ValueError, match="merge 0"):
         BPETokenizer(["a", "b"], ["a c"])
     with pytest.raises(ValueError, match="bos_token_id=5"):

@@ -3,11 +3,13 @@
 # merging, word cache, id -> bytes. Not policy (special tokens, BOS, templates): see bpe.py.
 """Cython core of :class:`pyllm.tokenizers.BPETokenizer`.
 
-The scanner walks the UTF-8 bytes of a str and cuts the pieces GPT-2's regex
-would cut (``bpe_ref.GPT2_SPLIT``); each piece is looked up in a word cache,
-and on a miss its bytes are merged lowest rank first with a heap, the way HF's
-BPE model does. ``encode`` releases the GIL while it runs, so threads that
-encode different texts run in parallel.
+The scanner walks the UTF-8 bytes of a str and cuts the pieces a split regex
+would cut: GPT-2's (``bpe_ref.GPT2_SPLIT``), Llama 3's (``bpe_ref.LLAMA3_SPLIT``)
+or Qwen2's (``bpe_ref.QWEN2_SPLIT``, Llama 3's with one digit per piece); each
+piece is looked up in a word cache, and on a miss its bytes are merged lowest
+rank first with a heap, the way HF's BPE model does (``ignore_merges``: a piece
+that is a token is that token). ``encode`` releases the GIL while it runs, so
+threads that encode different texts run in parallel.
 """
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
@@ -28,6 +30,11 @@ cdef extern from "Python.h":
     void PyList_SET_ITEM(list l, Py_ssize_t i, PyObject* o)
 
 # ---- code point classes of the split regex: \p{L}, \p{N}, \s, everything else
+cdef enum:
+    PRE_GPT2 = 0
+    PRE_LLAMA3 = 1
+    PRE_QWEN2 = 2
+
 cdef enum:
     CL_OTHER = 0
     CL_LETTER = 1
@@ -135,13 +142,101 @@ cdef Py_ssize_t piece_end(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos) noexce
     return n
 
 
-def pretokenize(str text):
-    """The pieces the scanner cuts, as str (for tests against the reference regex)."""
+cdef inline bint is_newline(uint32_t c) noexcept nogil:
+    return c == 10 or c == 13
+
+
+cdef inline int fold_ascii(uint32_t c) noexcept nogil:
+    # lower case of an ASCII letter; U+017F (long s) folds to s, as in the regex engine's (?i)
+    if 65 <= c <= 90:
+        return c + 32
+    if c == 0x17F:
+        return 115
+    return c
+
+
+cdef Py_ssize_t piece_end_llama3(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos, int max_digits) noexcept nogil:
+    """End (byte offset) of the regex match that starts at pos; the alternatives in order:
+    (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,max_digits} |
+     ?[^\s\p{L}\p{N}]+[\r\n]* | \s*[\r\n]+ | \s+(?!\S) | \s+"""
+    cdef int ln, ln2, ln3, count
+    cdef uint32_t c = decode_cp(s, pos, &ln), c2, c3
+    cdef uint8_t k = char_class(c), k2
+    cdef Py_ssize_t i, last_newline, last
+    if c == 39 and pos + 1 < n:  # contractions, any case
+        c2 = decode_cp(s, pos + 1, &ln2)
+        c2 = fold_ascii(c2)
+        if c2 == 115 or c2 == 116 or c2 == 109 or c2 == 100:  # s t m d
+            return pos + 1 + ln2
+        if pos + 1 + ln2 < n:
+            c3 = fold_ascii(decode_cp(s, pos + 1 + ln2, &ln3))
+            if (c3 == 101 and (c2 == 114 or c2 == 118)) or (c2 == 108 and c3 == 108):  # re ve ll
+                return pos + 1 + ln2 + ln3
+    if k == CL_LETTER:  # a run of letters
+        i = pos + ln
+        while i < n and char_class(decode_cp(s, i, &ln)) == CL_LETTER:
+            i += ln
+        return i
+    if pos + ln < n and not is_newline(c) and k != CL_NUMBER:  # one non-letter, non-digit before letters
+        c2 = decode_cp(s, pos + ln, &ln2)
+        if char_class(c2) == CL_LETTER:
+            i = pos + ln + ln2
+            while i < n and char_class(decode_cp(s, i, &ln)) == CL_LETTER:
+                i += ln
+            return i
+    if k == CL_NUMBER:  # up to max_digits numbers
+        i = pos + ln
+        count = 1
+        while count < max_digits and i < n and char_class(decode_cp(s, i, &ln)) == CL_NUMBER:
+            i += ln
+            count += 1
+        return i
+    i = pos
+    if c == 32 and pos + 1 < n and char_class(decode_cp(s, pos + 1, &ln2)) == CL_OTHER:
+        i = pos + 1
+        k = CL_OTHER
+    if k == CL_OTHER:  # " ?" then others, then any newlines
+        while i < n and char_class(decode_cp(s, i, &ln)) == CL_OTHER:
+            i += ln
+        while i < n and (s[i] == 10 or s[i] == 13):
+            i += 1
+        return i
+    # whitespace: up to the run's last newline if it has one; else \s+(?!\S) leaves the
+    # run's last character to the piece after it when a non-space follows
+    last_newline = -1
+    last = pos
+    i = pos
+    while i < n:
+        c = decode_cp(s, i, &ln)
+        if char_class(c) != CL_SPACE:
+            break
+        if is_newline(c):
+            last_newline = i
+        last = i
+        i += ln
+    if last_newline >= 0:
+        return last_newline + 1
+    if i == n:
+        return n
+    return last if last > pos else i
+
+
+cdef inline Py_ssize_t split_end(int kind, const uint8_t* s, Py_ssize_t n, Py_ssize_t pos) noexcept nogil:
+    if kind == PRE_GPT2:
+        return piece_end(s, n, pos)
+    return piece_end_llama3(s, n, pos, 3 if kind == PRE_LLAMA3 else 1)
+
+
+def pretokenize(str text, int kind=0):
+    """The pieces the scanner cuts, as str (for tests against the reference regex).
+    ``kind``: 0 GPT-2's regex, 1 Llama 3's, 2 Qwen2's."""
     cdef Py_ssize_t n, pos = 0, end
     cdef const uint8_t* s = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &n)
+    if kind not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2):
+        raise ValueError(f"kind must be 0, 1 or 2, got {kind}")
     out = []
     while pos < n:
-        end = piece_end(s, n, pos)
+        end = split_end(kind, s, n, pos)
         out.append((<const char*>s)[pos:end].decode("utf-8"))
         pos = end
     return out
@@ -198,16 +293,24 @@ cdef class BPECore:
     cdef vector[int64_t] tok_offsets  # token i is tok_bytes[tok_offsets[i]:tok_offsets[i + 1]]
     cdef vector[uint8_t] is_special
     cdef int64_t n_tokens
+    cdef int pre
+    cdef bint ignore_merges
+    cdef unordered_map[string, int32_t] whole  # token bytes -> id, for ignore_merges
     # word caches, one per concurrent caller: UTF-8 piece -> (offset << 16 | count) in cache_ids
     cdef vector[unordered_map[string, uint64_t]] cache_index
     cdef vector[vector[int32_t]] cache_ids
     cdef list free_slots
     cdef list id_objects  # the int of every id, so building a result list allocates no ints
 
-    def __init__(self, list tokens, list merges, dict vocab, special_ids, int cache_slots=16):
+    def __init__(self, list tokens, list merges, dict vocab, special_ids, int cache_slots=16, int pre=0,
+                 bint ignore_merges=False):
         cdef int64_t i, rank, k
         cdef Py_UCS4 ch
         cdef str t
+        if pre not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2):
+            raise ValueError(f"pre must be 0, 1 or 2, got {pre}")
+        self.pre = pre
+        self.ignore_merges = ignore_merges
         self.n_tokens = len(tokens)
         self.tok_offsets.push_back(0)
         for t in tokens:  # byte-level spelling -> bytes
@@ -216,6 +319,11 @@ cdef class BPECore:
                     raise ValueError(f"token {t!r} is not spelled in the byte-level alphabet")
                 self.tok_bytes.push_back(<uint8_t>_SYM_TO_BYTE[ch])
             self.tok_offsets.push_back(self.tok_bytes.size())
+        if ignore_merges:
+            for tid in vocab.values():  # the vocabulary's own choice among duplicate spellings
+                i = tid
+                k = self.tok_offsets[i]
+                self.whole[string(<const char*>self.tok_bytes.data() + k, <size_t>(self.tok_offsets[i + 1] - k))] = <int32_t>i
         self.is_special.resize(self.n_tokens, 0)
         for i in special_ids:
             self.is_special[i] = 1
@@ -306,10 +414,16 @@ cdef class BPECore:
         cdef uint64_t v, off, cnt, k
         cdef size_t start
         cdef string key
+        cdef unordered_map[string, int32_t].iterator hit
         if n == 1:
             if self.byte_ids[s[0]] >= 0:
                 out.push_back(self.byte_ids[s[0]])
             return
+        if self.ignore_merges:
+            hit = self.whole.find(string(<const char*>s, <size_t>n))
+            if hit != self.whole.end():
+                out.push_back(deref(hit).second)
+                return
         if slot < 0 or n > MAX_CACHED_WORD:
             self.merge_word(s, n, out)
             return
@@ -335,7 +449,7 @@ cdef class BPECore:
     cdef void encode_utf8(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
         cdef Py_ssize_t pos = 0, end
         while pos < n:
-            end = piece_end(s, n, pos)
+            end = split_end(self.pre, s, n, pos)
             self.encode_piece(slot, s + pos, end - pos, out)
             pos = end
 

@@ -1,6 +1,7 @@
 # The transformers tokenizer call shared by pyllm's tokenizers: batching, padding, truncation, tensors
-# (numpy or torch), decoding of arrays. Not an encoder: subclasses turn one text into ids and back.
-"""``TokenizerMixin`` and ``BatchEncoding``.
+# (numpy or torch), decoding of arrays, added tokens, chat templates. Not an encoder: subclasses
+# turn one text segment into ids and back.
+"""``TokenizerMixin``, ``BatchEncoding``, ``AddedToken`` and ``VocabTokenizer``.
 
 A tokenizer class provides ``_encode_plain(text) -> ids`` (no special tokens
 added), ``_decode_ids(ids, skip_special_tokens) -> str`` and the
@@ -14,17 +15,28 @@ Padding is on ``padding_side`` (``"right"``, as transformers' tokenizer for
 the GGUF files pyllm reads) with ``pad_token_id``; truncation cuts on
 ``truncation_side`` (``"right"``) and keeps the special tokens
 ``add_special_tokens`` adds.
+
+:class:`VocabTokenizer` adds what the subword tokenizers share: a vocabulary
+in id order, the named special tokens, added tokens matched whole in the text
+before anything else runs (:class:`AddedToken`, as HF's ``AddedVocabulary``),
+and ``apply_chat_template``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._inputs import to_numpy, token_ids
 
-__all__ = ["BatchEncoding", "TokenizerMixin"]
+if TYPE_CHECKING:
+    from jinja2 import Template  # jinja2 is needed for chat templates only
+
+__all__ = ["BatchEncoding", "TokenizerMixin", "AddedToken", "VocabTokenizer"]
 
 PaddingArg = Union[bool, str]
 _PADDING = {True: "longest", "longest": "longest", False: "do_not_pad", "do_not_pad": "do_not_pad",
@@ -266,3 +278,245 @@ def _decode_kwargs(kwargs: Dict[str, Any]) -> None:
     if unknown:
         raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
 
+
+
+# ---- added tokens and the vocabulary tokenizers
+
+@dataclass(frozen=True)
+class AddedToken:
+    """A token matched whole in the text before normalizing and splitting, as in HF's
+    ``added_tokens``: ``special`` ones are dropped by ``skip_special_tokens``;
+    ``lstrip`` / ``rstrip`` take the whitespace before / after into the match;
+    ``single_word`` matches only between non-word characters; ``normalized``
+    matches in the normalized text instead of the raw one."""
+
+    id: int
+    content: str
+    special: bool = True
+    lstrip: bool = False
+    rstrip: bool = False
+    single_word: bool = False
+    normalized: bool = False
+
+
+Segment = Union[int, Tuple[str, int]]  # an added token's id, or (text, offset of it in the input)
+_WORD_END = re.compile(r"\w$")
+_WORD_START = re.compile(r"^\w")
+_SPACE_END = re.compile(r"\s*$")
+_SPACE_START = re.compile(r"^\s*")
+
+
+class _Matcher:
+    """Leftmost-longest search of a set of added tokens (HF's Aho-Corasick, written as a regex
+    alternation longest first), with their lstrip / rstrip / single_word rules."""
+
+    def __init__(self, tokens: Sequence[Tuple[str, AddedToken]]):
+        self.by_text = {text: tok for text, tok in tokens}
+        ordered = sorted(self.by_text, key=len, reverse=True)  # a longer token wins at a position
+        self.regex = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def split(self, text: str, offset: int) -> List[Segment]:
+        if self.regex is None or not text:
+            return [(text, offset)] if text else []
+        out: List[Segment] = []
+        pos = 0
+        for m in self.regex.finditer(text):
+            tok = self.by_text[m.group()]
+            start, stop = m.start(), m.end()
+            if tok.single_word and ((start > 0 and _WORD_END.search(text[:start]))
+                                    or (stop < len(text) and _WORD_START.match(text[stop:]))):
+                continue
+            if tok.lstrip:
+                found = _SPACE_END.search(text[:start])
+                start = max(found.start() if found else start, pos)
+            if tok.rstrip:
+                found = _SPACE_START.match(text[stop:])
+                stop += found.end() if found else 0
+            if start < pos:  # an rstrip took the start of this match
+                continue
+            if pos < start:
+                out.append((text[pos:start], offset + pos))
+            out.append(tok.id)
+            pos = stop
+        if pos < len(text):
+            out.append((text[pos:], offset + pos))
+        return out
+
+
+class VocabTokenizer(TokenizerMixin):
+    """What pyllm's subword tokenizers share: ``_tokens`` (spellings in id order), ``_vocab``
+    (spelling -> id), the named special token ids, added tokens and the chat template.
+
+    A subclass calls :meth:`_set_added_tokens` once it knows them and implements
+    ``_normalize(text, offset) -> str`` and ``_encode_segment(text, first) -> ids``;
+    ``first`` says whether the segment starts the input (SentencePiece's prefix space
+    goes there only).
+    """
+
+    _tokens: List[str]
+    _vocab: Dict[str, int]
+    unk_token_id: Optional[int]
+    chat_template: Optional[str] = None
+    # ids a post-processor puts around a sequence when they are not just the bos / eos tokens
+    # (a tokenizer.json TemplateProcessing naming other tokens); None: add_bos_token / add_eos_token
+    special_template: Optional[Tuple[List[int], List[int]]] = None
+
+    def build_inputs_with_special_tokens(self, ids: List[int]) -> List[int]:
+        if self.special_template is not None:
+            before, after = self.special_template
+            return list(before) + list(ids) + list(after)
+        return super().build_inputs_with_special_tokens(ids)
+
+    def _set_added_tokens(self, added: Iterable[AddedToken], normalize: Optional[Callable[[str], str]] = None) -> None:
+        self._added_tokens = {t.id: t for t in added}  # a later entry for an id wins
+        self._special_ids = sorted(i for i, t in self._added_tokens.items() if t.special)
+        self._added = {t.content: t.id for t in self._added_tokens.values()}
+        raw = [(t.content, t) for t in self._added_tokens.values() if not t.normalized]
+        norm = [((normalize or str)(t.content), t) for t in self._added_tokens.values() if t.normalized]
+        self._raw_matcher = _Matcher(raw)
+        self._norm_matcher = _Matcher([(text, t) for text, t in norm if text])
+        self._has_added = bool(raw or norm)
+
+    def _normalize(self, text: str, offset: int) -> str:
+        return text
+
+    def _encode_segment(self, text: str, first: bool) -> List[int]:
+        raise NotImplementedError
+
+    def _encode_plain(self, text: str) -> List[int]:
+        """Ids of ``text`` without BOS/EOS; added tokens such as ``<|im_start|>`` in the text
+        are single ids."""
+        if not self._has_added:
+            norm = self._normalize(text, 0)
+            return self._encode_segment(norm, True) if norm else []
+        ids: List[int] = []
+        for seg in self._raw_matcher.split(text, 0):
+            if isinstance(seg, int):
+                ids.append(seg)
+                continue
+            piece, offset = seg
+            norm = self._normalize(piece, offset)
+            for sub in self._norm_matcher.split(norm, offset):
+                if isinstance(sub, int):
+                    ids.append(sub)
+                else:
+                    # a piece after a normalized token starts later than offset in the input
+                    ids += self._encode_segment(sub[0], offset == 0 and sub[1] == offset)
+        return ids
+
+    # ---- sizes and special tokens
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def get_vocab(self) -> Dict[str, int]:
+        return dict(self._vocab)
+
+    def _token(self, tid: Optional[int]) -> Optional[str]:
+        return None if tid is None else self._tokens[tid]
+
+    @property
+    def bos_token(self) -> Optional[str]:
+        return self._token(self.bos_token_id)
+
+    @property
+    def eos_token(self) -> Optional[str]:
+        return self._token(self.eos_token_id)
+
+    @property
+    def pad_token(self) -> Optional[str]:
+        return self._token(self.pad_token_id)
+
+    @property
+    def unk_token(self) -> Optional[str]:
+        return self._token(self.unk_token_id)
+
+    @property
+    def all_special_ids(self) -> List[int]:
+        """bos, eos, unk, pad ids without repeats, in transformers' order (not the
+        other control tokens, which transformers lists as additional special tokens)."""
+        out: List[int] = []
+        for i in (self.bos_token_id, self.eos_token_id, self.unk_token_id, self.pad_token_id):
+            if i is not None and i not in out:
+                out.append(i)
+        return out
+
+    @property
+    def all_special_tokens(self) -> List[str]:
+        return [self._tokens[i] for i in self.all_special_ids]
+
+    def convert_ids_to_tokens(self, ids: Union[int, Iterable[int]]) -> Union[str, List[str]]:
+        """Spelling of ids as the vocabulary writes them (``"Ġworld"`` / ``"▁world"`` for ``" world"``)."""
+        if isinstance(ids, int):
+            return self._tokens[self._check_id(ids)]
+        return [self._tokens[self._check_id(i)] for i in ids]
+
+    def convert_tokens_to_ids(self, tokens: Union[str, Iterable[str]]) -> Union[Optional[int], List[Optional[int]]]:
+        """Ids of tokens; an unknown token gives ``unk_token_id``, as in transformers."""
+        if isinstance(tokens, str):
+            return self._vocab.get(tokens, self.unk_token_id)
+        return [self._vocab.get(t, self.unk_token_id) for t in tokens]
+
+    def _check_id(self, i: int) -> int:
+        if not 0 <= i < len(self._tokens):
+            raise ValueError(f"token id {i} is out of range for a vocabulary of {len(self._tokens)} tokens")
+        return i
+
+    # ---- chat
+    def apply_chat_template(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool = False,
+                            tokenize: bool = True, return_dict: bool = False, chat_template: Optional[str] = None,
+                            **kwargs: Any) -> Union[str, List[int], Dict[str, List[int]]]:
+        """Render the model's Jinja chat template the way transformers does (sandboxed,
+        ``trim_blocks``/``lstrip_blocks``, ``raise_exception``, bos/eos/unk/pad tokens as
+        variables) and tokenize the result without adding BOS/EOS. ``tokenize=False``
+        returns the string; ``return_dict=True`` returns ``{"input_ids", "attention_mask"}``
+        (transformers 5's default; this method returns the ids list by default).
+
+        >>> text = smollm2.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)  # doctest: +SKIP
+        >>> text.splitlines()  # doctest: +SKIP
+        ['<|im_start|>system', 'You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>',
+         '<|im_start|>user', 'Hi<|im_end|>']
+        """
+        template = chat_template or self.chat_template
+        if template is None:
+            raise ValueError("this tokenizer has no chat template (tokenizer.chat_template); pass chat_template=")
+        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                     "unk_token": self.unk_token, "pad_token": self.pad_token}
+        text: str = _compile_template(template).render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **variables, **kwargs)
+        if not tokenize:
+            return text
+        ids = self.encode(text, add_special_tokens=False)
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
+
+
+_TEMPLATES: Dict[str, Template] = {}
+
+
+def _compile_template(source: str) -> Template:
+    if source in _TEMPLATES:
+        return _TEMPLATES[source]
+    try:
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError as e:
+        raise ImportError("apply_chat_template needs jinja2: pip install jinja2") from e
+    import json
+
+    def raise_exception(message: str) -> NoReturn:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
+               separators: Optional[Tuple[str, str]] = None, sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    _TEMPLATES[source] = env.from_string(source)
+    return _TEMPLATES[source]

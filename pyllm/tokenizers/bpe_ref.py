@@ -33,6 +33,13 @@ from .bytelevel import encode_bytelevel_ref
 
 # The pattern as HF tokenizers writes it (ByteLevel pre-tokenizer, use_regex=True).
 GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Llama 3's split (its tokenizer.json; llama.cpp's tokenizer.ggml.pre "llama-bpe"): contractions
+# in any case, one non-letter joins the letters after it, numbers in runs of up to three.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen2's (and Qwen2.5's, Qwen3's): Llama 3's with one digit per piece.
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+SPLITS = {"gpt2": GPT2_SPLIT, "llama3": LLAMA3_SPLIT, "qwen2": QWEN2_SPLIT}
 
 
 @lru_cache(maxsize=None)
@@ -51,18 +58,24 @@ def _char_class(cls: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def split_regex() -> "re.Pattern[str]":
-    """GPT2_SPLIT with \\p{L}, \\p{N}, \\s, \\S replaced by the recorded classes."""
+def split_regex(kind: str = "gpt2") -> "re.Pattern[str]":
+    """The split regex of ``kind`` (a key of :data:`SPLITS`) with \\p{L}, \\p{N}, \\s, \\S
+    replaced by the recorded classes."""
     letter, number, space = _char_class("L"), _char_class("N"), _char_class("W")
-    pattern = (GPT2_SPLIT.replace(r"[^\s\p{L}\p{N}]", f"[^{space}{letter}{number}]")
+    pattern = (SPLITS[kind].replace(r"[^\s\p{L}\p{N}]", f"[^{space}{letter}{number}]")
+               .replace(r"[^\r\n\p{L}\p{N}]", f"[^\\r\\n{letter}{number}]")
                .replace(r"\p{L}", f"[{letter}]").replace(r"\p{N}", f"[{number}]")
                .replace(r"\S", f"[^{space}]").replace(r"\s", f"[{space}]"))
     return re.compile(pattern)
 
 
-def pretokenize_ref(text: str) -> List[str]:
-    """Split text into the pieces BPE runs on (every character lands in one piece)."""
-    return split_regex().findall(text)
+def pretokenize_ref(text: str, kind: str = "gpt2") -> List[str]:
+    """Split text into the pieces BPE runs on (every character lands in one piece).
+
+    >>> pretokenize_ref("I'LL pay 12345!\\n\\n  x", "llama3")
+    ['I', "'LL", ' pay', ' ', '123', '45', '!\\n\\n', ' ', ' x']
+    """
+    return split_regex(kind).findall(text)
 
 
 def bpe_ref(symbols: Sequence[str], ranks: Dict[Tuple[str, ...], int]) -> List[str]:
@@ -87,8 +100,11 @@ class ReferenceBPE:
     [2, 3, 1, 0]
     """
 
-    def __init__(self, vocab: Dict[str, int], merges: Sequence[str], specials: Sequence[str] = ()):
+    def __init__(self, vocab: Dict[str, int], merges: Sequence[str], specials: Sequence[str] = (),
+                 kind: str = "gpt2", ignore_merges: bool = False):
         self.vocab = vocab
+        self.kind = kind
+        self.ignore_merges = ignore_merges
         self.ranks = {tuple(m.split(" ")): r for r, m in enumerate(merges)}
         # longest first, so the alternation prefers the longest special at a position
         ordered = sorted(specials, key=len, reverse=True)
@@ -96,9 +112,13 @@ class ReferenceBPE:
 
     def encode_ordinary(self, text: str) -> List[int]:
         ids: List[int] = []
-        for piece in pretokenize_ref(text):
+        for piece in pretokenize_ref(text, self.kind):
             # a byte with no token is dropped, as HF's BPE model with no unk token does
-            symbols = [s for s in encode_bytelevel_ref(piece.encode("utf-8")) if s in self.vocab]
+            spelled = encode_bytelevel_ref(piece.encode("utf-8"))
+            if self.ignore_merges and spelled in self.vocab:
+                ids.append(self.vocab[spelled])
+                continue
+            symbols = [s for s in spelled if s in self.vocab]
             ids.extend(self.vocab[tok] for tok in bpe_ref(symbols, self.ranks))
         return ids
 
