@@ -141,7 +141,7 @@ class AutoModelForCausalLM:
 
 class AutoTokenizer:
     """``AutoTokenizer.from_pretrained(name_or_path)``: the tokenizer stored in a
-    GGUF file's metadata (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``),
+    GGUF file's metadata (byte-level BPE or SentencePiece-style BPE, ``tokenizer.ggml.model``),
     or the tokenizer files of a model directory (tokenizer.json, vocab.json +
     merges.txt, or pyllm's char_tokenizer.json)."""
 
@@ -165,18 +165,13 @@ class AutoTokenizer:
 
     @staticmethod
     def _load(name_or_path: Any) -> Any:
-        from ..tokenizers import BPETokenizer
-        from ..tokenizers.files import find_tokenizer, load_tokenizer
+        from ..tokenizers.files import find_tokenizer, load_tokenizer, tokenizer_from_gguf_metadata
 
         if isinstance(name_or_path, (str, os.PathLike)) and Path(name_or_path).is_dir():
             if find_tokenizer(name_or_path) is not None:
                 return load_tokenizer(name_or_path)
             if _hf_dir(name_or_path) is not None:
-                raise FileNotFoundError(f"no tokenizer files in {name_or_path} (tokenizer.json, vocab.json + "
-                                        "merges.txt or char_tokenizer.json)")
+                raise FileNotFoundError(f"no tokenizer files in {name_or_path} (tokenizer.json, tokenizer.model, "
+                                        "vocab.json + merges.txt or char_tokenizer.json)")
         path = hub.resolve_model_file(name_or_path)
-        md = GGUFFile(path).metadata
-        kind = md.get("tokenizer.ggml.model")
-        if kind != "gpt2":
-            raise ValueError(f"unsupported tokenizer model {kind!r} in {path}; supported: gpt2 (byte-level BPE)")
-        return BPETokenizer.from_gguf_metadata(md)
+        return tokenizer_from_gguf_metadata(GGUFFile(path).metadata)
