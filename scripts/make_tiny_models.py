@@ -270,6 +270,12 @@ def save_tokenizer(vocab: Any, lines: List[str], hf_dir: Path) -> Any:
     config = json.loads(config_path.read_text())
     for key in ("vocab_file", "is_local", "local_files_only"):  # where it was saved from, not what it is
         config.pop(key, None)
+    # transformers 5 keeps added tokens in tokenizer.json only; the converter types SentencePiece
+    # specials (gemma's <start_of_turn>) from this table, as Hub repos still ship it
+    config["added_tokens_decoder"] = {
+        str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                 "single_word": t.single_word, "special": t.special}
+        for i, t in sorted(tok.added_tokens_decoder.items())}
     jinja = hf_dir / "chat_template.jinja"
     if jinja.exists():
         config["chat_template"] = jinja.read_text()
@@ -515,17 +521,45 @@ def convert(arch: Arch, llama_cpp: Path, hf_dir: Path, out_dir: Path) -> None:
         raise RuntimeError(f"{arch.name}: convert_hf_to_gguf.py failed:\n{proc.stderr[-3000:]}")
 
 
+def gguf_value(reader: Any, key: str) -> Any:
+    value = reader.fields[key].contents()
+    return round(value, 9) if isinstance(value, float) else value  # float32 keys, as decimals
+
+
 def describe_gguf(path: Path) -> Dict[str, Any]:
     """Architecture and tensor types of one GGUF file, read with the installed gguf package."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
-    arch_field = reader.fields["general.architecture"]
     types: Dict[str, int] = {}
     for t in reader.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
-    return {"architecture": bytes(arch_field.parts[arch_field.data[0]]).decode(), "tensors": len(reader.tensors),
+    return {"architecture": gguf_value(reader, "general.architecture"), "tensors": len(reader.tensors),
             "tensor_types": types, "bytes": path.stat().st_size}
+
+
+def gguf_layout(path: Path) -> Dict[str, Any]:
+    """What a loader reads from one GGUF file: the model's metadata keys, the tokenizer's scalar
+    keys, and each tensor's ggml shape (ne0 first) with block 0 standing for every block."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    arch = gguf_value(reader, "general.architecture")
+    skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+            "tokenizer.chat_template")
+    keys = {k: gguf_value(reader, k) for k in reader.fields
+            if (k.startswith(f"{arch}.") or k.startswith("tokenizer.")) and k not in skip}
+    tensors = {t.name: [int(n) for n in t.shape] for t in reader.tensors if not t.name.startswith("blk.")
+               or t.name.startswith("blk.0.")}
+    return {"metadata": keys, "tensors": tensors}
+
+
+def compact_json(obj: Any) -> str:
+    """Indented JSON with lists of numbers kept on one line."""
+    import re
+
+    text = json.dumps(obj, indent=1)
+    return re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
 
 
 # ---- driver -----------------------------------------------------------------------------
@@ -557,6 +591,7 @@ def make_arch(arch: Arch, out: Path, llama_cpp: Path, lines: List[str], converte
                       "kind": "sentencepiece" if isinstance(arch.vocab, SentencePieceVocab) else "byte-level-bpe",
                       "gguf_pre": getattr(arch.vocab, "gguf_pre", "default")},
         "gguf": {t: {"path": f"{arch.name}/{arch.name}-{t}.gguf", **info} for t, info in ggufs.items()},
+        "gguf_layout": gguf_layout(arch_dir / f"{arch.name}-f32.gguf"),
         "npz": rel(arch_dir / "reference.npz"),
         "prompts": {"texts": list(PROMPT_TEXTS), "ids": prompts},
         **refs,
@@ -613,7 +648,7 @@ def main() -> int:
     manifest["archs"] = {n: manifest["archs"][n] for n in names if n in manifest["archs"]}
     manifest["outtypes"] = list(OUTTYPES)
     manifest["regenerate"] = "python scripts/make_tiny_models.py --out tests/data/tiny"
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest_path.write_text(compact_json(manifest) + "\n")
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"wrote {manifest_path} ({len(manifest['archs'])} architectures, {total / 2**20:.1f} MiB in all)")
     for name, why in failed.items():
