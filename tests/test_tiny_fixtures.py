@@ -85,7 +85,8 @@ def test_sliding_pattern_matches_llama_cpp_default(name):
     entry = MANIFEST["archs"][name]
     n = SWA_PATTERN[name]
     config = json.loads((TINY / entry["hf_dir"] / "config.json").read_text())
-    expected = ["full_attention" if (i + 1) % n == 0 else "sliding_attention" for i in range(len(config["layer_types"]))]
+    layers = len(config["layer_types"])
+    expected = ["full_attention" if (i + 1) % n == 0 else "sliding_attention" for i in range(layers)]
     assert config["layer_types"] == expected
     assert "full_attention" in expected and "sliding_attention" in expected
     assert max(len(p) for p in entry["prompts"]["ids"]) > config["sliding_window"]
