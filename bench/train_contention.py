@@ -1,6 +1,6 @@
 """Training speed while another process keeps one core busy, and without it:
 
-    python bench/train_contention.py --repeats 5
+    python bench/train_contention.py --repeats 7
 
 Trains the README's character-level Shakespeare GPT (4 layers, 4 heads,
 n_embd 128, blocks of 128 characters, batch 8; `--model bench-train` for
@@ -10,9 +10,11 @@ thread, two threads pinned (adaptive off), and the default settings (two
 threads, adaptive: each step may run on one thread when that has lately been
 faster). The default trains a model and Trainer of its own, so that what it
 learned comes from its own steps only; each phase (busy, then idle) starts
-fresh, as a new training run would. Prints tokens/s medians, the default's
-share of the better pinned figure and of its steps run on one thread, and
-how long OpenMP's idle worker spins after a step. Not a correctness test.
+fresh, as a new training run would. Prints tokens/s (the median round, and
+all rounds' tokens over their time, which counts the default's occasional
+steps on the slower count), the default's share of the better pinned
+figure and of its steps run on one thread, and how long OpenMP's idle
+worker spins after a step. Not a correctness test.
 """
 
 from __future__ import annotations
@@ -111,13 +113,17 @@ def worker_spin_ms(model: GPT2LMHeadModel, n: int, block: int) -> float:
     return sum(after[t] - before.get(t, 0) for t in after if t != me) / 1e6
 
 
-def report(title: str, res: Dict[str, List[float]], one_share: float) -> None:
+def report(title: str, res: Dict[str, List[float]], one_share: float, tokens: int) -> None:
+    """Medians of the rounds, and each setting's tokens over its total time
+    (which counts every round, the default's tries of the slower count included)."""
     names = list(res)
     print(f"\n{title}")
     print(f"| what | {' | '.join(names[:2])} pinned | default (adaptive) | default / better pinned |")
     print("| --- | --- | --- | --- | --- |")
     one, many, dflt = (statistics.median(res[k]) for k in names)
-    print(f"| training tok/s | {one:,.0f} | {many:,.0f} | {dflt:,.0f} | {dflt / max(one, many):.0%} |")
+    print(f"| training tok/s, median round | {one:,.0f} | {many:,.0f} | {dflt:,.0f} | {dflt / max(one, many):.0%} |")
+    one, many, dflt = (len(res[k]) * tokens / sum(tokens / v for v in res[k]) for k in names)
+    print(f"| training tok/s, all rounds | {one:,.0f} | {many:,.0f} | {dflt:,.0f} | {dflt / max(one, many):.0%} |")
     print(f"(default: {one_share:.0%} of its timed steps on 1 thread; rounds: "
           + "; ".join(f"{k} " + " ".join(f"{v:,.0f}" for v in res[k]) for k in names) + ")")
 
@@ -125,10 +131,11 @@ def report(title: str, res: Dict[str, List[float]], one_share: float) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=sorted(MODELS), default="shakespeare-char")
-    ap.add_argument("--steps", type=int, default=48, help="optimizer steps per round")
-    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
+    ap.add_argument("--steps", type=int, default=32, help="optimizer steps per round")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds (medians)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-idle", action="store_true", help="skip the run without the busy loop")
+    ap.add_argument("--phase", choices=("both", "busy", "idle"), default="both",
+                    help="with the busy loop, without it, or both (busy first)")
     a = ap.parse_args()
     text = read_text("shakespeare")
     tok = CharTokenizer.from_text(text)
@@ -138,19 +145,21 @@ def main() -> int:
           f"{os.getloadavg()[0]:.2f}; GPT-2 {n_layer}L/{n_head}H/{n_embd}d, vocab {tok.vocab_size}, "
           f"batch {batch}x{block}; {a.steps} steps per round, medians of {a.repeats} interleaved rounds")
     with tempfile.TemporaryDirectory() as out_dir:
-        proc = mp.Process(target=busy, daemon=True)
-        proc.start()
-        try:
-            time.sleep(0.5)
-            res, share = measure(a.model, data, tok.vocab_size, a.steps, a.repeats, a.threads, out_dir)
-            report("one core busy (a busy-loop process)", res, share)
-        finally:
-            proc.terminate()
-            proc.join()
-        if not a.no_idle:
+        if a.phase in ("both", "busy"):
+            proc = mp.Process(target=busy, daemon=True)
+            proc.start()
+            try:
+                time.sleep(0.5)
+                res, share = measure(a.model, data, tok.vocab_size, a.steps, a.repeats, a.threads, out_dir)
+                report("one core busy (a busy-loop process)", res, share, a.steps * batch * block)
+            finally:
+                proc.terminate()
+                proc.join()
+        if a.phase in ("both", "idle"):
             time.sleep(1.0)
+            print(f"\n(load average {os.getloadavg()[0]:.2f})")
             res, share = measure(a.model, data, tok.vocab_size, a.steps, a.repeats, a.threads, out_dir)
-            report("no busy loop", res, share)
+            report("no busy loop", res, share, a.steps * batch * block)
     if os.path.isdir("/proc/self/task"):
         pyllm.set_num_threads(a.threads, adaptive=False)
         probe = GPT2LMHeadModel(GPT2Config(vocab_size=tok.vocab_size, n_positions=block, n_embd=n_embd,
