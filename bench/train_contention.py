@@ -59,9 +59,15 @@ class Run:
                                  warmup_steps=10, logging_steps=steps, save_strategy="no", disable_tqdm=True)
         self.trainer = Trainer(self.model, args, train_dataset=data, log_file=io.StringIO())
         self.threads_seen: List[int] = []
+        self.step_seconds: List[float] = []
+        self.last = 0.0  # when the latest step started
         real = self.model.forward_backward
 
         def counted(x: np.ndarray, y: np.ndarray) -> float:
+            now = time.perf_counter()
+            if self.threads_seen:
+                self.step_seconds.append(now - self.last)  # the previous step (forward, backward, update)
+            self.last = now
             self.threads_seen.append(_C.get_num_threads())
             return real(x, y)
 
@@ -70,11 +76,15 @@ class Run:
     def tokens_per_second(self) -> float:
         t0 = time.perf_counter()
         self.trainer.train()
-        return self.tokens / (time.perf_counter() - t0)
+        end = time.perf_counter()
+        self.step_seconds.append(end - self.last)  # the round's last step
+        self.threads_seen.append(0)  # a round boundary: no step starts here
+        self.last = end
+        return self.tokens / (end - t0)
 
 
 def measure(model: str, data: TokenDataset, vocab: int, steps: int, repeats: int, threads: int,
-            out_dir: str) -> Tuple[Dict[str, List[float]], float]:
+            out_dir: str) -> Tuple[Dict[str, List[float]], Tuple[float, float]]:
     settings: Dict[str, Callable[[], None]] = {
         "1 thread": lambda: pyllm.set_num_threads(1, adaptive=False),
         f"{threads} threads": lambda: pyllm.set_num_threads(threads, adaptive=False),
@@ -88,8 +98,12 @@ def measure(model: str, data: TokenDataset, vocab: int, steps: int, repeats: int
             tps = runs["default" if name == "default" else "pinned"].tokens_per_second()
             if r:
                 out[name].append(tps)
-    seen = runs["default"].threads_seen[steps:]  # after the warm-up round
-    return out, sum(n == 1 for n in seen) / max(len(seen), 1)
+    d = runs["default"]
+    # after the warm-up round: steps with their thread count and time (round boundaries dropped)
+    timed = [(n, sec) for n, sec in zip(d.threads_seen[steps + 1:], d.step_seconds[steps + 1:]) if n]
+    on_one = sum(n == 1 for n, _ in timed) / max(len(timed), 1)
+    time_on_many = sum(sec for n, sec in timed if n != 1) / max(sum(sec for _, sec in timed), 1e-9)
+    return out, (on_one, time_on_many)
 
 
 def worker_spin_ms(model: GPT2LMHeadModel, n: int, block: int) -> float:
@@ -113,7 +127,7 @@ def worker_spin_ms(model: GPT2LMHeadModel, n: int, block: int) -> float:
     return sum(after[t] - before.get(t, 0) for t in after if t != me) / 1e6
 
 
-def report(title: str, res: Dict[str, List[float]], one_share: float, tokens: int) -> None:
+def report(title: str, res: Dict[str, List[float]], shares: Tuple[float, float], tokens: int) -> None:
     """Medians of the rounds, and each setting's tokens over its total time
     (which counts every round, the default's tries of the slower count included)."""
     names = list(res)
@@ -124,7 +138,7 @@ def report(title: str, res: Dict[str, List[float]], one_share: float, tokens: in
     print(f"| training tok/s, median round | {one:,.0f} | {many:,.0f} | {dflt:,.0f} | {dflt / max(one, many):.0%} |")
     one, many, dflt = (len(res[k]) * tokens / sum(tokens / v for v in res[k]) for k in names)
     print(f"| training tok/s, all rounds | {one:,.0f} | {many:,.0f} | {dflt:,.0f} | {dflt / max(one, many):.0%} |")
-    print(f"(default: {one_share:.0%} of its timed steps on 1 thread; rounds: "
+    print(f"(default: {shares[0]:.0%} of its timed steps on 1 thread, the others {shares[1]:.0%} of its time; rounds: "
           + "; ".join(f"{k} " + " ".join(f"{v:,.0f}" for v in res[k]) for k in names) + ")")
 
 
