@@ -1064,6 +1064,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_num_threads", &pyllm::set_num_threads, py::arg("n"));
     m.def("set_adaptive_threads", &pyllm::set_adaptive_threads, py::arg("on"));
     m.def("get_num_threads", &pyllm::num_threads);
+    void bind_threads(py::module_&); bind_threads(m);  // ThreadChooser, ScopedThreads (bind_threads.cpp)
 
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false);

@@ -5,6 +5,7 @@ bit-exact resume. Not models (pyllm.models) and not the optimizer (pyllm.optim).
 from ..tokenizers.char import CharTokenizer
 from .bpe_train import train_bpe
 from .data import TokenDataset, load_splits, prepare_data, read_text
+from .threads import StepThreads
 from .trainer import (
                       SCHEDULER_TYPES,
                       Trainer,
@@ -17,4 +18,4 @@ from .trainer import (
 
 __all__ = ["CharTokenizer", "train_bpe", "TokenDataset", "prepare_data", "load_splits", "read_text", "Trainer",
            "TrainerState", "TrainingArguments", "TrainingDivergedError", "TrainOutput", "get_scheduler",
-           "SCHEDULER_TYPES"]
+           "SCHEDULER_TYPES", "StepThreads"]

@@ -16,7 +16,15 @@ one seeded ``numpy`` generator, gradients averaged over them, clipped to
 ``max_grad_norm``, then AdamW at the scheduled learning rate. Everything the
 next step depends on (weights, AdamW moments and step count, the generator's
 state, the step, the unlogged loss sum) goes into each checkpoint, so a run
-resumed from ``checkpoint-N`` logs exactly the losses of an uninterrupted run.
+resumed from ``checkpoint-N`` logs exactly the losses of an uninterrupted run
+(on a pinned thread count: see below).
+
+Threads: each optimizer step (and each evaluation batch) runs all its
+kernels on one thread count, all threads or one, whichever has lately cost
+less per token (:class:`pyllm.training.StepThreads`; on a machine whose other
+cores are busy one thread can be several times faster). The losses do not
+depend on it, some gradient sums do in their last bits; pin the count with
+``pyllm.set_num_threads(n, adaptive=False)`` for runs that repeat bit for bit.
 
 >>> args = TrainingArguments("out", max_steps=2000, per_device_train_batch_size=16,
 ...                          learning_rate=1e-3, warmup_steps=100, lr_scheduler_type="cosine",
@@ -41,6 +49,7 @@ import numpy as np
 from .._fileio import write_text_atomic
 from ..tokenizers.files import save_tokenizer
 from . import checkpoint as ckpt
+from .threads import StepThreads
 
 __all__ = ["TrainingArguments", "Trainer", "TrainOutput", "TrainingDivergedError", "get_scheduler",
            "SCHEDULER_TYPES"]
@@ -268,6 +277,9 @@ class Trainer:
         self.tokenizer = tokenizer
         self.optimizer = optimizers[0]
         self.state = TrainerState()
+        # thread counts per optimizer step and per evaluation batch (see threads.py)
+        self._step_threads = StepThreads()
+        self._eval_threads = StepThreads()
         self.out = log_file if log_file is not None else sys.stderr
         for ds, what in ((train_dataset, "training"), (eval_dataset, "evaluation")):
             if ds is not None:
@@ -354,7 +366,8 @@ class Trainer:
         total, count = 0.0, 0
         for x, y in ds.eval_batches(self.args.per_device_eval_batch_size, self.args.max_eval_batches):
             n = x.shape[0]
-            total += float(self.model.loss(x, y)) * n
+            with self._eval_threads.step(max(int(x.size), 1)):
+                total += float(self.model.loss(x, y)) * n
             count += n
         loss = total / max(count, 1)
         ppl = math.exp(loss) if loss < 700 else math.inf
@@ -470,22 +483,8 @@ class Trainer:
             while self.state.global_step < total:
                 step = self.state.global_step  # 0-based index of this optimizer step
                 lr = self.get_lr(step)
-                loss = 0.0
-                for micro in range(accum):
-                    x, y = self.train_dataset.get_batch(B, rng)
-                    micro_loss = float(self.model.forward_backward(x, y))
-                    if not _finite(micro_loss):
-                        raise TrainingDivergedError(self._diverged(f"the loss is {micro_loss}", step + 1, micro, accum))
-                    loss += micro_loss
-                loss /= accum
-                if accum > 1:
-                    self._scale_grads(1.0 / accum)
-                norm = self._clip()
-                if not _finite(norm):
-                    raise TrainingDivergedError(self._diverged(f"the gradient norm is {norm}", step + 1, None, accum))
-                self.optimizer.lr = lr
-                self.optimizer.step()
-                self.model.zero_grad()
+                with self._step_threads.step(tokens_per_step):  # the whole step on one thread count
+                    loss, norm = self._optimizer_step(step, lr, rng)
 
                 st = self.state
                 st.global_step = step + 1
@@ -525,6 +524,28 @@ class Trainer:
             progress.close()
         train_loss = run_loss / max(run_steps, 1)
         return TrainOutput(self.state.global_step, train_loss, {"train_loss": train_loss})
+
+    def _optimizer_step(self, step: int, lr: float, rng: np.random.Generator) -> Tuple[float, float]:
+        """Forward and backward over the step's micro-batches, clipping and the
+        update; returns the mean loss and the gradient norm before clipping."""
+        B, accum = self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps
+        loss = 0.0
+        for micro in range(accum):
+            x, y = self.train_dataset.get_batch(B, rng)
+            micro_loss = float(self.model.forward_backward(x, y))
+            if not _finite(micro_loss):
+                raise TrainingDivergedError(self._diverged(f"the loss is {micro_loss}", step + 1, micro, accum))
+            loss += micro_loss
+        loss /= accum
+        if accum > 1:
+            self._scale_grads(1.0 / accum)
+        norm = self._clip()
+        if not _finite(norm):
+            raise TrainingDivergedError(self._diverged(f"the gradient norm is {norm}", step + 1, None, accum))
+        self.optimizer.lr = lr
+        self.optimizer.step()
+        self.model.zero_grad()
+        return loss, norm
 
     def _diverged(self, what: str, step: int, micro: Optional[int], accum: int) -> str:
         where = f" (micro-batch {micro + 1} of {accum})" if micro is not None and accum > 1 else ""
