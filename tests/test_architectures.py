@@ -200,3 +200,13 @@ def test_quantized_weights_take_the_batched_decode_path_with_the_prefill_bits(tm
     assert np.array_equal(batch[0], full[20])
     assert np.array_equal(batch[1], full[9]) and np.array_equal(batch[2], full[14])
     live.set_n_seq(1)
+
+
+def test_a_list_of_eos_ids_is_kept(tmp_path):
+    # Llama 3 ends a turn on any of several ids: all of them stop generation
+    make("llama", tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "eos_token_id": [7, 9]}))
+    model = pyllm.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert model.config.eos_token_id == [7, 9]
+    assert model.generation_config.eos_token_id == [7, 9]

@@ -50,7 +50,7 @@ class DecoderConfig:
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = False  # output head shares the token embedding
     bos_token_id: Optional[int] = None
-    eos_token_id: Optional[int] = None
+    eos_token_id: Any = None  # an id, or a list of ids any of which ends generation
     pad_token_id: Optional[int] = None
     model_type: str = "llama"
     sliding_window: Optional[int] = None

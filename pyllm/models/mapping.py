@@ -262,7 +262,7 @@ def hf_activation(src: HFSource, allowed: Sequence[str]) -> str:
 
 
 def config_fields(sizes: Dict[str, Any], model_type: str, eps: float, theta: float, tied: bool,
-                  ids: Dict[str, Optional[int]], **extra: Any) -> Dict[str, Any]:
+                  ids: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
     """DecoderConfig's fields (transformers' names) from the sizes."""
     window = extra.pop("sliding_window", None)
     return dict(vocab_size=sizes["vocab_size"], hidden_size=sizes["hidden_size"],
@@ -273,11 +273,12 @@ def config_fields(sizes: Dict[str, Any], model_type: str, eps: float, theta: flo
                 extra=extra, **ids)
 
 
-def hf_ids(src: HFSource) -> Dict[str, Optional[int]]:
-    def one(key: str) -> Optional[int]:
+def hf_ids(src: HFSource) -> Dict[str, Any]:
+    """bos / pad ids and the eos id or ids (Llama 3 lists several: generation stops on any)."""
+    def one(key: str) -> Any:
         v = src.get(key, None)
         if isinstance(v, list):
-            v = v[0] if v else None
+            return [int(x) for x in v] if key == "eos_token_id" else (int(v[0]) if v else None)
         return None if v is None else int(v)
 
     return dict(bos_token_id=one("bos_token_id"), eos_token_id=one("eos_token_id"), pad_token_id=one("pad_token_id"))
