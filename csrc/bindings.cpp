@@ -369,7 +369,7 @@ py::list gguf_tensors(const GGUFPtr& f) {
         py::dict d;
         d["name"] = utf8(t.name, "a tensor name");
         d["type"] = t.type;
-        d["type_name"] = pyllm::ggml_type_info(t.type)->name;
+        d["type_name"] = pyllm::quant_type(t.type)->name;  // the reader admits known types only
         py::tuple shape(t.ne.size());  // numpy order: the contiguous dimension last
         for (size_t k = 0; k < t.ne.size(); k++) shape[k] = t.ne[t.ne.size() - 1 - k];
         d["shape"] = shape;
@@ -458,12 +458,12 @@ pyllm::Weight matrix_arg(const py::handle& v, const std::string& name) {
     w.rows = t[2].cast<int64_t>();
     w.cols = t[3].cast<int64_t>();
     if (w.rows <= 0 || w.cols <= 0) throw py::value_error("weight '" + name + "' must have positive rows and cols");
-    if (type < 0 || pyllm::quant_block_elems(type) == 0)
-        throw py::value_error("unsupported tensor type id " + std::to_string(type) + " in '" + name +
-                              "'; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1");
-    if (w.cols % pyllm::quant_block_elems(type) != 0)
-        throw py::value_error("weight '" + name + "' has " + std::to_string(w.cols) +
-                              " columns, not a multiple of its type's block");
+    // any known type sizes here; whether the runtime computes with it is the runtime's check
+    const pyllm::QuantType* qt = pyllm::quant_type(type);
+    if (!qt) throw py::value_error("unknown tensor type id " + std::to_string(type) + " in '" + name + "'");
+    if (w.cols % qt->block != 0)
+        throw py::value_error("weight '" + name + "' has " + std::to_string(w.cols) + " columns, not a multiple of " +
+                              qt->name + "'s block of " + std::to_string(qt->block));
     w.type = uint32_t(type);
     w.row_bytes = pyllm::quant_row_bytes(type, w.cols);
     if (int64_t(a.nbytes()) != w.rows * w.row_bytes)
@@ -613,18 +613,34 @@ U8 u8(const py::object& obj, const char* name, int ndim) {
 
 // Throws unless `type` is one the kernels read (or, quantized_only, write).
 void check_qtype(int type, bool quantized_only) {
-    const bool block = pyllm::quant_block_elems(type) == pyllm::kQuantBlock;
-    if (pyllm::quant_block_elems(type) == 0 || (quantized_only && !block))
-        throw py::value_error("unsupported tensor type id " + std::to_string(type) + "; supported: " +
-                              (quantized_only ? "" : "F32 (0), F16 (1), BF16 (30), ") +
-                              "Q8_0 (8), Q4_0 (2), Q4_1 (3)");
+    const pyllm::QuantType* t = pyllm::quant_type(type);
+    if (!t) throw py::value_error("unknown tensor type id " + std::to_string(type));
+    if (!t->computable() || (quantized_only && !t->quantize))
+        throw py::value_error("unsupported tensor type " + std::string(t->name) + " (id " + std::to_string(type) +
+                              "); supported: " + pyllm::quant_type_list(quantized_only));
+}
+
+// The type table (kernels/quant_types.h), one dict per row, for pyllm.quant.
+py::list quant_types() {
+    py::list out;
+    for (const pyllm::QuantType& t : pyllm::kQuantTypes) {
+        py::dict d;
+        d["id"] = t.id;
+        d["name"] = t.name;
+        d["block"] = t.block;
+        d["block_bytes"] = t.block_bytes;
+        d["computable"] = t.computable();
+        d["quantizable"] = t.quantize;
+        out.append(d);
+    }
+    return out;
 }
 
 void check_qlength(int type, int64_t n, const char* what) {
-    const int64_t be = pyllm::quant_block_elems(type);
-    expect(n >= 0 && n % be == 0, std::string(what) + " must be a non-negative multiple of the block size " +
-                                      std::to_string(be) + " for type id " + std::to_string(type) +
-                                      ", got " + std::to_string(n));
+    const pyllm::QuantType* t = pyllm::quant_type(type);  // check_qtype came first
+    expect(n >= 0 && n % t->block == 0, std::string(what) + " must be a non-negative multiple of the block size " +
+                                            std::to_string(t->block) + " for " + t->name + " (type id " +
+                                            std::to_string(type) + "), got " + std::to_string(n));
 }
 
 F32 dequantize(const py::object& raw_obj, int type, int64_t n, bool ref) {
@@ -670,8 +686,9 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
                                         ") for K=" + std::to_string(K) + " of type id " +
                                         std::to_string(type) + ", got " + shape_str(w));
     F32 out({M, N});
-    const bool block = pyllm::quant_block_elems(type) == pyllm::kQuantBlock;
-    expect(!packed || block, "qmatmul: packed=True needs a block type (Q8_0, Q4_0, Q4_1)");
+    // the types with a packed layout take the runtime's packed product, the others its unpacked one
+    const bool block = pyllm::qpack_supported(type);
+    expect(!packed || block, "qmatmul: packed=True needs a type with a packed layout (Q8_0, Q4_0, Q4_1)");
     py::gil_scoped_release nogil;
     if (ref) {
         kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);
@@ -1140,6 +1157,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("dequantize", &dequantize, py::arg("raw"), py::arg("type"), py::arg("n"),
           py::arg("ref") = false);
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"));
+    m.def("quant_types", &quant_types);
     m.def("qmatmul", &qmatmul, py::arg("x"), py::arg("w_raw"), py::arg("type"), py::arg("K"),
           py::arg("ref") = false, py::arg("packed") = false, py::arg("decode_rows") = false);
 

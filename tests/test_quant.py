@@ -424,13 +424,15 @@ def test_python_errors(call, match):
 
 
 def test_binding_layer_checks():
-    with pytest.raises(ValueError, match="unsupported tensor type id 13"):
-        _C.dequantize(np.zeros(10, np.uint8), 13, 10)
+    with pytest.raises(ValueError, match=r"unsupported tensor type IQ2_XS \(id 17\); supported: F32, F16, Q4_0"):
+        _C.dequantize(np.zeros(10, np.uint8), 17, 10)
+    with pytest.raises(ValueError, match="unknown tensor type id 200"):
+        _C.dequantize(np.zeros(10, np.uint8), 200, 10)
     with pytest.raises(ValueError, match="raw has 10 bytes"):
         _C.dequantize(np.zeros(10, np.uint8), 8, 32)
     with pytest.raises(ValueError, match="multiple of the block size 32"):
         _C.quantize(np.zeros(40, np.float32), 2)
-    with pytest.raises(ValueError, match="unsupported tensor type id 0"):
+    with pytest.raises(ValueError, match=r"unsupported tensor type F32 \(id 0\); supported: Q4_0, Q4_1, Q8_0$"):
         _C.quantize(np.zeros(32, np.float32), 0)
     with pytest.raises(ValueError, match="float32"):
         _C.quantize(np.zeros(32), 2)

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "quant_types.h"
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -101,41 +103,10 @@ static inline int64_t attention_qkv_work_floats(int64_t T, int nthreads) {
     return int64_t(nthreads) * attention_qkv_thread_floats(T);
 }
 
-// ---- quantized weights (quant.cpp): GGUF tensor types by their ggml id.
-// Block types pack kQuantBlock elements: Q8_0 {fp16 d; int8 q[32]},
-// Q4_0 {fp16 d; uint8 nibbles[16]}, Q4_1 {fp16 d; fp16 m; uint8 nibbles[16]}.
-constexpr int kTypeF32 = 0, kTypeF16 = 1, kTypeQ4_0 = 2, kTypeQ4_1 = 3, kTypeQ8_0 = 8,
-              kTypeBF16 = 30;
-constexpr int64_t kQuantBlock = 32;
+// ---- quantized weights: GGUF tensor types, their ids, block sizes and
+// reference decoders, one row each in quant_types.h (kQuantTypes).
 
-// Elements per block of `type`: 1 for F32/F16/BF16, 32 for Q*, 0 if unsupported.
-static inline int64_t quant_block_elems(int type) {
-    switch (type) {
-        case kTypeF32: case kTypeF16: case kTypeBF16: return 1;
-        case kTypeQ8_0: case kTypeQ4_0: case kTypeQ4_1: return kQuantBlock;
-        default: return 0;
-    }
-}
-
-// Bytes per block of `type`, 0 if unsupported.
-static inline int64_t quant_block_bytes(int type) {
-    switch (type) {
-        case kTypeF32: return 4;
-        case kTypeF16: case kTypeBF16: return 2;
-        case kTypeQ8_0: return 34;
-        case kTypeQ4_0: return 18;
-        case kTypeQ4_1: return 20;
-        default: return 0;
-    }
-}
-
-// Bytes of a row of n elements (n a multiple of the block size).
-static inline int64_t quant_row_bytes(int type, int64_t n) {
-    const int64_t be = quant_block_elems(type);
-    return be ? n / be * quant_block_bytes(type) : 0;
-}
-
-// qmatmul scratch (F32/F16/BF16 weights): one fp32 row of K per thread.
+// qmatmul scratch (weights not packed): one fp32 row of K per thread.
 static inline int64_t qmatmul_work_floats(int64_t K, int nthreads) { return int64_t(nthreads) * K; }
 
 // The order every fp32 product of the runtime sums in, whichever kernel runs

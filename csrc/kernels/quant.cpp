@@ -1,15 +1,15 @@
-// GGUF block formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1): row (de)quantizers and
-// the quantized product out = x @ W^T of inference. Not K-quants, not a GGUF reader.
+// GGUF tensor types in the kernels: row dequantizers (vector paths for F16,
+// BF16, Q8_0, Q4_0, Q4_1; every other computable type through its reference
+// decoder in quant_types.cpp), the Q8_0/Q4_0/Q4_1 quantizers, and the
+// products out = x @ W^T of inference. Not the type table (quant_types.h),
+// not a GGUF reader.
 //
-// Layouts (ggml's, checked against a real file): a Q block holds 32 elements.
-//   Q8_0 {fp16 d; int8 q[32]}           x = d * q
-//   Q4_0 {fp16 d; uint8 qs[16]}         x = d * (q - 8)
-//   Q4_1 {fp16 d; fp16 m; uint8 qs[16]} x = d * q + m
-// For Q4, element j < 16 is the low nibble of qs[j], element j + 16 its high
-// nibble. d * q is exact in fp32 for every format, so dequantizing is exact
-// (Q4_1 rounds once, for + m) whatever the compiler contracts into an FMA.
+// The block layouts are quant_types.h's. d * q is exact in fp32 for every
+// format, so dequantizing is exact (Q4_1 rounds once, for + m) whatever
+// the compiler contracts into an FMA.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #include "../simd/simd.h"
@@ -46,16 +46,7 @@ inline void store_u16(uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); }
 
 // ---- half precision
 
-// fp16 -> fp32, exact. NaNs come out quiet with their payload, as F16C does.
-inline float fp16_to_f32_portable(uint16_t h) {
-    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-    const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0u));
-    if (exp) return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
-    // zero or subnormal: man * 2^-24, exact in fp32
-    return bits_f32(sign | f32_bits(float(man) * 5.9604644775390625e-8f));
-}
-
+// fp16 -> fp32 (fp16_to_f32_portable: quant_types.h)
 inline float fp16_to_f32(uint16_t h) {
 #if defined(PYLLM_ISA_AVX2)
     return _cvtsh_ss(h);
@@ -111,7 +102,7 @@ void quantize_block_q8_0(uint8_t* blk, const float* x) {
     for (int j = 0; j < 32; j++) {
         float q = std::nearbyint(x[j] * id);
         q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
-        blk[2 + j] = uint8_t(int8_t(q));
+        blk[offsetof(BlockQ8_0, qs) + j] = uint8_t(int8_t(q));
     }
 }
 
@@ -128,7 +119,7 @@ void quantize_block_q4_0(uint8_t* blk, const float* x) {
         float v = std::nearbyint(x[j] * id) + 8.0f;
         q[j] = uint8_t(v > 15.0f ? 15.0f : (v < 0.0f ? 0.0f : v));
     }
-    for (int j = 0; j < 16; j++) blk[2 + j] = uint8_t(q[j] | (q[j + 16] << 4));
+    for (int j = 0; j < 16; j++) blk[offsetof(BlockQ4_0, qs) + j] = uint8_t(q[j] | (q[j + 16] << 4));
 }
 
 void quantize_block_q4_1(uint8_t* blk, const float* x) {
@@ -143,13 +134,13 @@ void quantize_block_q4_1(uint8_t* blk, const float* x) {
     const float d = fp16_to_f32_portable(dh);
     const float id = d > 0.0f ? 1.0f / d : 0.0f;
     store_u16(blk, dh);
-    store_u16(blk + 2, mh);
+    store_u16(blk + offsetof(BlockQ4_1, m), mh);
     uint8_t q[32];
     for (int j = 0; j < 32; j++) {
         const float v = std::nearbyint((x[j] - m) * id);
         q[j] = uint8_t(v > 15.0f ? 15.0f : (v < 0.0f ? 0.0f : v));
     }
-    for (int j = 0; j < 16; j++) blk[4 + j] = uint8_t(q[j] | (q[j + 16] << 4));
+    for (int j = 0; j < 16; j++) blk[offsetof(BlockQ4_1, qs) + j] = uint8_t(q[j] | (q[j + 16] << 4));
 }
 
 // ---- Q4 nibbles
@@ -180,54 +171,16 @@ inline float dot_f32(const float* a, const float* b, int64_t K) {
 }  // namespace
 
 void dequantize_row_ref(float* out, const void* src, int64_t n, int type) {
-    // src: n elements of `type` -> out (n,)
-    const uint8_t* p = static_cast<const uint8_t*>(src);
-    const int64_t nb = n / kQuantBlock;
-    switch (type) {
-        case kTypeF32:
-            std::memcpy(out, p, sizeof(float) * size_t(n));
-            return;
-        case kTypeF16:
-            for (int64_t i = 0; i < n; i++) out[i] = fp16_to_f32_portable(load_u16(p + 2 * i));
-            return;
-        case kTypeBF16:
-            for (int64_t i = 0; i < n; i++) out[i] = bits_f32(uint32_t(load_u16(p + 2 * i)) << 16);
-            return;
-        case kTypeQ8_0:
-            for (int64_t b = 0; b < nb; b++, p += 34) {
-                const float d = fp16_to_f32_portable(load_u16(p));
-                for (int j = 0; j < 32; j++) out[b * 32 + j] = d * float(int8_t(p[2 + j]));
-            }
-            return;
-        case kTypeQ4_0:
-            for (int64_t b = 0; b < nb; b++, p += 18) {
-                const float d = fp16_to_f32_portable(load_u16(p));
-                for (int j = 0; j < 16; j++) {
-                    out[b * 32 + j] = d * float(int(p[2 + j] & 0x0f) - 8);
-                    out[b * 32 + j + 16] = d * float(int(p[2 + j] >> 4) - 8);
-                }
-            }
-            return;
-        case kTypeQ4_1:
-            for (int64_t b = 0; b < nb; b++, p += 20) {
-                const float d = fp16_to_f32_portable(load_u16(p));
-                const float m = fp16_to_f32_portable(load_u16(p + 2));
-                for (int j = 0; j < 16; j++) {
-                    out[b * 32 + j] = d * float(p[4 + j] & 0x0f) + m;
-                    out[b * 32 + j + 16] = d * float(p[4 + j] >> 4) + m;
-                }
-            }
-            return;
-        default:
-            return;
-    }
+    // src: n elements of `type` -> out (n,), by the type's reference decoder (quant_types.cpp)
+    const QuantType* t = quant_type(type);
+    if (t && t->dequantize) t->dequantize(out, static_cast<const uint8_t*>(src), n / t->block);
 }
 
 void dequantize_row(float* out, const void* src, int64_t n, int type) {
     // src: n elements of `type` -> out (n,)
 #if defined(PYLLM_ISA_AVX2)
     const uint8_t* p = static_cast<const uint8_t*>(src);
-    const int64_t nb = n / kQuantBlock;  // block types: n is a multiple of 32, no tail
+    const int64_t nb = n / kQuantBlock;  // the 32-element types: n is a multiple of 32, no tail
     switch (type) {
         case kTypeF16: {
             int64_t i = 0;
@@ -246,10 +199,11 @@ void dequantize_row(float* out, const void* src, int64_t n, int type) {
             return;
         }
         case kTypeQ8_0:
-            for (int64_t b = 0; b < nb; b++, p += 34) {
-                const __m256 d = _mm256_set1_ps(fp16_to_f32(load_u16(p)));
+            for (int64_t b = 0; b < nb; b++, p += sizeof(BlockQ8_0)) {
+                const __m256 d = _mm256_set1_ps(fp16_to_f32(load_u16(p + offsetof(BlockQ8_0, d))));
                 for (int j = 0; j < 32; j += 8) {
-                    const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(p + 2 + j)));
+                    const uint8_t* qs = p + offsetof(BlockQ8_0, qs) + j;
+                    const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)qs));
                     _mm256_storeu_ps(out + b * 32 + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
                 }
             }
@@ -257,12 +211,13 @@ void dequantize_row(float* out, const void* src, int64_t n, int type) {
         case kTypeQ4_0:
         case kTypeQ4_1: {
             const bool q41 = type == kTypeQ4_1;
-            const int64_t bb = q41 ? 20 : 18;
+            const int64_t bb = q41 ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0);
+            const int64_t qs = q41 ? offsetof(BlockQ4_1, qs) : offsetof(BlockQ4_0, qs);
             const __m256i offset = _mm256_set1_epi32(q41 ? 0 : 8);
             for (int64_t b = 0; b < nb; b++, p += bb) {
-                const __m256 d = _mm256_set1_ps(fp16_to_f32(load_u16(p)));
-                const __m256 m = _mm256_set1_ps(q41 ? fp16_to_f32(load_u16(p + 2)) : 0.0f);
-                const __m256i q = load_q4(p + (q41 ? 4 : 2));  // 32 x u8, element order
+                const __m256 d = _mm256_set1_ps(fp16_to_f32(load_u16(p)));  // d leads both layouts
+                const __m256 m = _mm256_set1_ps(q41 ? fp16_to_f32(load_u16(p + offsetof(BlockQ4_1, m))) : 0.0f);
+                const __m256i q = load_q4(p + qs);  // 32 x u8, element order
                 for (int j = 0; j < 32; j += 8) {
                     const __m128i q8 = j < 16 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
                     const __m256i qi = _mm256_sub_epi32(
@@ -301,12 +256,14 @@ void qmatmul_ref(float* out, const float* x, const void* W, int64_t M, int64_t N
     // x (M,K), W (N,K) rows of `type` -> out (M,N), products summed in double
     const uint8_t* w = static_cast<const uint8_t*>(W);
     const int64_t row_bytes = quant_row_bytes(type, K);
+    // W's rows decoded a chunk at a time: one block, or 32 elements of a plain array
+    const int64_t be = quant_block_elems(type), chunk = be > 1 ? be : kQuantBlock;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t m = 0; m < M; m++) {
             double acc = 0.0;
-            for (int64_t k0 = 0; k0 < K; k0 += kQuantBlock) {
-                float wk[kQuantBlock];
-                const int64_t len = K - k0 < kQuantBlock ? K - k0 : kQuantBlock;
+            for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+                float wk[kQuantMaxBlock];
+                const int64_t len = K - k0 < chunk ? K - k0 : chunk;
                 dequantize_row_ref(wk, w + n * row_bytes + quant_row_bytes(type, k0), len, type);
                 for (int64_t j = 0; j < len; j++) acc += double(x[m * K + k0 + j]) * double(wk[j]);
             }
@@ -317,7 +274,7 @@ void qmatmul_ref(float* out, const float* x, const void* W, int64_t M, int64_t N
 
 void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, int64_t K, int type,
              float* work) {
-    // x (M,K), W (N,K) as N rows of quant_row_bytes(type, K) bytes of F32, F16 or BF16 -> out (M,N)
+    // x (M,K), W (N,K) as N rows of quant_row_bytes(type, K) bytes of a computable type -> out (M,N)
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         std::memset(out, 0, sizeof(float) * size_t(M * N));
@@ -327,8 +284,9 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
     const int64_t row_bytes = quant_row_bytes(type, K);
     const int nt = M * N * K < (int64_t(1) << 15) ? 1 : num_threads();
 
-    // F32 / F16 / BF16 weights: each weight row (converted into the thread's
-    // K floats of work unless F32) against every x row, in fp32.
+    // Weights not packed (F32, F16, BF16 and the types without a packed
+    // layout): each weight row, decoded exactly into the thread's K floats
+    // of work unless F32, against every x row, in fp32.
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float* row = work + int64_t(thread_index()) * K;

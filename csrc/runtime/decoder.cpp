@@ -40,7 +40,7 @@ namespace pyllm {
 
 namespace {
 
-const char* kSupported = "F32, F16, BF16, Q8_0, Q4_0, Q4_1";
+const std::string& kSupported = quant_type_list();  // the types the runtime computes with
 
 [[noreturn]] void fail(const std::string& what) { throw std::invalid_argument(what); }
 
@@ -51,11 +51,14 @@ void check_weight(const Weight& w, const std::string& name, int64_t rows, int64_
     if ((min_rows ? w.rows < rows : w.rows != rows) || w.cols != cols)
         fail("weight '" + name + "' has shape " + dims(w.rows, w.cols) + ", expected " +
              (min_rows ? "at least " : "") + dims(rows, cols));
-    if (quant_block_elems(int(w.type)) == 0)
-        fail("unsupported tensor type id " + std::to_string(w.type) + " in " + name + "; supported: " + kSupported);
-    if (cols % quant_block_elems(int(w.type)) != 0)
-        fail("weight '" + name + "' has " + std::to_string(cols) + " columns, not a multiple of its type's block of " +
-             std::to_string(quant_block_elems(int(w.type))));
+    const QuantType* t = quant_type(w.type);
+    if (!t) fail("unknown tensor type id " + std::to_string(w.type) + " in " + name + ".weight");
+    if (!t->computable())
+        fail("unsupported GGUF tensor type " + std::string(t->name) + " in " + name + ".weight; supported: " +
+             kSupported);
+    if (cols % t->block != 0)
+        fail("weight '" + name + "' has " + std::to_string(cols) + " columns, not a multiple of " + t->name +
+             "'s block of " + std::to_string(t->block));
     if (w.row_bytes != quant_row_bytes(int(w.type), cols))
         fail("weight '" + name + "': row of " + std::to_string(w.row_bytes) + " bytes, expected " +
              std::to_string(quant_row_bytes(int(w.type), cols)));

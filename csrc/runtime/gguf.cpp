@@ -12,18 +12,11 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "../kernels/quant_types.h"
+
 namespace pyllm {
 
 namespace {
-
-const GGMLTypeInfo kTypes[] = {
-    {0, "F32", 1, 4},       {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},    {3, "Q4_1", 32, 20},
-    {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},    {8, "Q8_0", 32, 34},    {9, "Q8_1", 32, 36},
-    {10, "Q2_K", 256, 84},  {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {20, "IQ4_NL", 32, 18}, {24, "I8", 1, 1},
-    {25, "I16", 1, 2},      {26, "I32", 1, 4},      {27, "I64", 1, 8},      {28, "F64", 1, 8},
-    {30, "BF16", 1, 2},
-};
 
 constexpr int kMaxArrayDepth = 4;
 constexpr uint64_t kMaxDims = 4;
@@ -178,12 +171,6 @@ const char* gguf_type_name(GGUFType t) {
     return i < sizeof(names) / sizeof(names[0]) ? names[i] : "?";
 }
 
-const GGMLTypeInfo* ggml_type_info(uint32_t id) {
-    for (const auto& t : kTypes)
-        if (t.id == id) return &t;
-    return nullptr;
-}
-
 GGUFFile::GGUFFile(const std::string& path) : path_(path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -267,10 +254,12 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
                 t.ne.push_back(int64_t(ne));
             }
             t.type = r.get<uint32_t>("tensor type");
-            const GGMLTypeInfo* info = ggml_type_info(t.type);
+            // any type GGUF defines reads (what computes is the runtime's question)
+            const QuantType* info = quant_type(t.type);
             if (!info)
                 throw std::invalid_argument("corrupt or unsupported GGUF file: tensor '" + t.name +
-                                            "' has unknown type id " + std::to_string(t.type));
+                                            "' has unknown type id " + std::to_string(t.type) +
+                                            " (not a GGUF tensor type this reader knows)");
             if (t.ne[0] % info->block != 0)
                 throw std::invalid_argument("corrupt GGUF file: tensor '" + t.name + "' of type " +
                                             info->name + " has a first dimension of " +

@@ -19,17 +19,6 @@ enum class GGUFType : uint32_t {
 
 const char* gguf_type_name(GGUFType t);
 
-// Tensor element types (ggml type ids) this reader can size.
-struct GGMLTypeInfo {
-    uint32_t id;
-    const char* name;
-    int64_t block;       // elements per block
-    int64_t block_bytes; // bytes per block
-};
-
-// The entry for a ggml type id, or null when the id is unknown.
-const GGMLTypeInfo* ggml_type_info(uint32_t id);
-
 struct GGUFValue {
     GGUFType type = GGUFType::UINT8;
     uint64_t u = 0;  // unsigned integers and bool
@@ -46,7 +35,7 @@ struct GGUFValue {
 
 struct GGUFTensor {
     std::string name;
-    uint32_t type = 0;
+    uint32_t type = 0;        // ggml type id: a row of kQuantTypes (kernels/quant_types.h)
     std::vector<int64_t> ne;  // ggml order: ne[0] is the contiguous dimension
     uint64_t offset = 0;      // absolute byte offset in the file
     uint64_t nbytes = 0;
