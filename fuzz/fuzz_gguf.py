@@ -16,7 +16,6 @@ import pyllm
 import pyllm.quant
 from pyllm.tokenizers import BPETokenizer
 
-SUPPORTED = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
 _path: Optional[str] = None
 
 
@@ -40,7 +39,7 @@ def check_gguf(data: bytes) -> None:
         n = 1
         for d in info.shape:
             n *= d
-        if n <= 4096 and info.type_name in SUPPORTED:
+        if n <= 4096 and info.type_name in pyllm.quant.SUPPORTED_TYPES:
             out = pyllm.quant.dequantize(raw, info.type_name, info.shape)
             assert out.shape == info.shape, (name, out.shape, info.shape)
     if md.get("tokenizer.ggml.model") == "gpt2":

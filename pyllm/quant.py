@@ -1,22 +1,24 @@
-"""Quantized tensors in GGUF's block formats: dequantize, quantize, and the
+"""Quantized tensors in GGUF's formats: dequantize, quantize, and the
 quantized matrix product inference runs on. Not a GGUF file reader.
 
-A GGUF weight of shape (N, K) is N rows of K elements; a row of a block type
-is K/32 blocks of 32 elements (little-endian, packed):
+A GGUF weight of shape (N, K) is N rows of K elements; a row is K/block
+blocks of ``block_bytes`` bytes each. Every type GGUF defines is a row of
+one table, kept in C++ (``csrc/kernels/quant_types.h``, with each layout)
+and read here as :data:`TYPES`:
 
-======  ==  =========================================  ================
-type    id  block                                      element
-======  ==  =========================================  ================
-Q8_0    8   fp16 d, int8 q[32] (34 bytes)              d * q
-Q4_0    2   fp16 d, uint8 qs[16] (18 bytes)            d * (q - 8)
-Q4_1    3   fp16 d, fp16 m, uint8 qs[16] (20 bytes)    d * q + m
-======  ==  =========================================  ================
+>>> from pyllm import quant
+>>> t = quant.type_info("Q4_K")
+>>> t.id, t.block, t.block_bytes, t.computable
+(12, 256, 144, True)
 
-In Q4 blocks element j < 16 is the low nibble of ``qs[j]`` and element j + 16
-its high nibble. F32 (0), F16 (1) and BF16 (30) are plain arrays.
+The runtime computes with :data:`SUPPORTED_TYPES` (F32, F16 and BF16
+arrays; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL blocks of 32; Q2_K to Q6_K
+and IQ4_XS super-blocks of 256), each decoded exactly as gguf's numpy
+dequantizers decode it; :func:`quantize` writes :data:`QUANTIZED_TYPES`
+(Q8_0, Q4_0, Q4_1). The other types (IQ1-IQ3, TQ, MXFP4, ...) are known by
+name and size, so files holding them read, but nothing computes with them.
 
 >>> import numpy as np
->>> from pyllm import quant
 >>> x = np.linspace(-1, 1, 64, dtype=np.float32)
 >>> raw = quant.quantize(x, "Q8_0")
 >>> raw.nbytes
@@ -27,17 +29,22 @@ True
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, SupportsInt, Union, cast
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, SupportsInt, Tuple, Union, cast
 
 import numpy as np
 
 from . import _C
 
 __all__ = [
+    "QuantType",
+    "TYPES",
     "GGML_TYPES",
     "BLOCK_SIZES",
     "TYPE_SIZES",
+    "SUPPORTED_TYPES",
     "QUANTIZED_TYPES",
+    "type_info",
     "type_name",
     "row_bytes",
     "dequantize",
@@ -45,53 +52,78 @@ __all__ = [
     "qmatmul",
 ]
 
-# GGUF tensor type ids (ggml's enum) this module reads
-GGML_TYPES: Dict[str, int] = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "BF16": 30}
-# elements per block
-BLOCK_SIZES: Dict[str, int] = {"F32": 1, "F16": 1, "BF16": 1, "Q8_0": 32, "Q4_0": 32, "Q4_1": 32}
-# bytes per block
-TYPE_SIZES: Dict[str, int] = {"F32": 4, "F16": 2, "BF16": 2, "Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
-# the types quantize() writes
-QUANTIZED_TYPES = ("Q8_0", "Q4_0", "Q4_1")
 
-# ggml ids of types this module does not read, so that errors can name them
-_OTHER_TYPES = {6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K",
-                14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
-                20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32",
-                27: "I64", 28: "F64", 29: "IQ1_M"}
-_SUPPORTED = "F32, F16, BF16, Q8_0, Q4_0, Q4_1"
+@dataclass(frozen=True)
+class QuantType:
+    """One GGUF tensor type: a row of the C++ table."""
+
+    id: int  # ggml type id
+    name: str  # GGUF's name for it, e.g. "Q4_K"
+    block: int  # elements per block (1 for plain arrays)
+    block_bytes: int  # bytes per block
+    computable: bool  # the runtime computes with it (dequantize reads it)
+    quantizable: bool  # quantize writes it
+
+
+# every tensor type GGUF defines, in ggml id order
+TYPES: Tuple[QuantType, ...] = tuple(QuantType(**row) for row in _C.quant_types())
+_BY_ID: Dict[int, QuantType] = {t.id: t for t in TYPES}
+_BY_NAME: Dict[str, QuantType] = {t.name: t for t in TYPES}
+# name -> ggml id, elements per block and bytes per block, of every type
+GGML_TYPES: Dict[str, int] = {t.name: t.id for t in TYPES}
+BLOCK_SIZES: Dict[str, int] = {t.name: t.block for t in TYPES}
+TYPE_SIZES: Dict[str, int] = {t.name: t.block_bytes for t in TYPES}
+# the types the runtime computes with, and those quantize() writes
+SUPPORTED_TYPES: Tuple[str, ...] = tuple(t.name for t in TYPES if t.computable)
+QUANTIZED_TYPES: Tuple[str, ...] = tuple(t.name for t in TYPES if t.quantizable)
 
 TensorType = Union[str, int]
 
 
-def type_name(type: TensorType, quantized_only: bool = False) -> str:
-    """The canonical name of a tensor type given by name or ggml id.
+def type_info(type: TensorType) -> QuantType:
+    """The table row of a type given by name or ggml id; ValueError if GGUF
+    defines no such type.
 
-    >>> type_name(3), type_name("q8_0")
-    ('Q4_1', 'Q8_0')
+    >>> type_info(23).name, type_info("iq4_xs").block_bytes
+    ('IQ4_XS', 136)
     """
     if isinstance(type, (int, np.integer)) and not isinstance(type, bool):
-        names = {v: k for k, v in GGML_TYPES.items()}
-        name = names.get(int(type), _OTHER_TYPES.get(int(type), f"id {int(type)}"))
-    elif isinstance(type, str):
-        name = type.upper()
-    else:
-        raise TypeError(f"tensor type must be a name or a ggml id, got {type!r}")
-    supported = ", ".join(QUANTIZED_TYPES) if quantized_only else _SUPPORTED
-    if name not in GGML_TYPES or (quantized_only and name not in QUANTIZED_TYPES):
-        raise ValueError(f"unsupported tensor type {name}; supported: {supported}")
-    return name
+        row = _BY_ID.get(int(type))
+        if row is None:
+            raise ValueError(f"unknown tensor type id {int(type)}; GGUF's types are {', '.join(GGML_TYPES)}")
+        return row
+    if isinstance(type, str):
+        row = _BY_NAME.get(type.upper())
+        if row is None:
+            raise ValueError(f"unknown tensor type {type!r}; GGUF's types are {', '.join(GGML_TYPES)}")
+        return row
+    raise TypeError(f"tensor type must be a name or a ggml id, got {type!r}")
+
+
+def type_name(type: TensorType, quantized_only: bool = False) -> str:
+    """The canonical name of a type this module computes with (or, with
+    ``quantized_only``, writes), given by name or ggml id.
+
+    >>> type_name(3), type_name("q8_0"), type_name(12)
+    ('Q4_1', 'Q8_0', 'Q4_K')
+    """
+    row = type_info(type)
+    supported = QUANTIZED_TYPES if quantized_only else SUPPORTED_TYPES
+    if row.name not in supported:
+        raise ValueError(f"unsupported tensor type {row.name}; supported: {', '.join(supported)}")
+    return row.name
 
 
 def row_bytes(type: TensorType, n: int) -> int:
-    """Bytes that ``n`` elements of ``type`` take (``n`` a multiple of its block size).
+    """Bytes that ``n`` elements of ``type`` take (``n`` a multiple of its
+    block size), for any type GGUF defines.
 
-    >>> row_bytes("Q4_1", 576)
-    360
+    >>> row_bytes("Q4_1", 576), row_bytes("IQ2_XXS", 512)
+    (360, 132)
     """
-    name = type_name(type)
-    _check_multiple(name, n, "n")
-    return n // BLOCK_SIZES[name] * TYPE_SIZES[name]
+    row = type_info(type)
+    _check_multiple(row.name, n, "n")
+    return n // row.block * row.block_bytes
 
 
 def _check_multiple(name: str, n: int, what: str) -> None:
@@ -110,7 +142,8 @@ def _raw_bytes(raw: object, name: str) -> np.ndarray:
 
 
 def dequantize(raw: object, type: TensorType, shape: Optional[Union[int, Sequence[int]]] = None) -> np.ndarray:
-    """Decode raw tensor bytes of ``type`` to float32, exactly.
+    """Decode raw tensor bytes of ``type`` (one of :data:`SUPPORTED_TYPES`)
+    to float32, exactly: the bits gguf's numpy dequantizers give.
 
     ``shape`` is the tensor's shape in elements (its last dimension a
     multiple of the block size); by default the whole buffer, flat.
@@ -167,11 +200,9 @@ def qmatmul(x: object, w_raw: object, type: TensorType) -> np.ndarray:
     """``x @ W.T`` for a weight W (N, K) stored as raw rows of ``type``.
 
     ``x`` is (..., K) floats; ``w_raw`` is uint8 (N, row_bytes(type, K)).
-    For block types and fewer than 32 rows of x (decoding), each row of x is
-    first quantized to int8 blocks of 32 (scale max|x|/127), so each output
-    is within sum over blocks of (max|x_block| / 254) * sum|w_block| of the
-    exact product. From 32 rows (prefill) W is dequantized in panels and
-    multiplied in fp32, as are F32/F16/BF16 weights.
+    W is decoded exactly (as :func:`dequantize` decodes it) and multiplied
+    by x in fp32, through the runtime's product for the type: Q8_0, Q4_0
+    and Q4_1 repacked in groups of 16 rows, every other type row by row.
 
     >>> w = quantize(np.eye(32, dtype=np.float32), "Q8_0")   # W = I (32, 32)
     >>> np.round(qmatmul(np.linspace(0, 1, 32), w, "Q8_0")[-3:], 2)

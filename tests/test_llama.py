@@ -190,7 +190,8 @@ def test_bad_inputs(tmp_path):
 @pytest.mark.parametrize(
     "damage,match",
     [("drop:blk.1.ffn_up.weight", "blk.1.ffn_up.weight"), ("arch", "unsupported architecture"),
-     ("q5k", "unsupported GGUF tensor type Q5_K in blk.0.attn_q.weight; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1")],
+     ("iq2xs", r"unsupported GGUF tensor type IQ2_XS in blk.0.attn_q.weight; supported: F32, F16, Q4_0, Q4_1, "
+               r"Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16$")],
 )
 def test_bad_model_files(tmp_path, damage, match):
     path = tmp_path / "bad.gguf"
@@ -203,7 +204,7 @@ def test_bad_model_files(tmp_path, damage, match):
         w.write_tensors_to_file()
         w.close()
     else:
-        # a Q5_K tensor where a supported type belongs (256-element blocks of 176 bytes)
+        # an IQ2_XS tensor, which the runtime does not compute with (256-element blocks of 74 bytes)
         cfg = dict(TINY, hidden_size=256, head_dim=64, intermediate_size=256)
         write_tiny_llama(path, Q.F32, cfg=cfg)
         f = GGUFFile(path)
@@ -214,9 +215,9 @@ def test_bad_model_files(tmp_path, damage, match):
         n_dims = int.from_bytes(raw[entry : entry + 4], "little")
         type_at = entry + 4 + 8 * n_dims
         assert int.from_bytes(raw[type_at : type_at + 4], "little") == 0
-        raw[type_at : type_at + 4] = (13).to_bytes(4, "little")  # Q5_K
-        # F32 (256x256) is 262144 bytes; Q5_K is 256*176 = 45056: still inside the file
-        assert info.nbytes >= 256 * 176
+        raw[type_at : type_at + 4] = (17).to_bytes(4, "little")  # IQ2_XS
+        # F32 (256x256) is 262144 bytes; IQ2_XS is 256*74 = 18944: still inside the file
+        assert info.nbytes >= 256 * 74
         path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=match):
         AutoModelForCausalLM.from_pretrained(path)

@@ -394,18 +394,20 @@ def test_python_wrappers_round_trip_shapes(rng):
         out = quant.qmatmul(x[0], w, TYPES[name])
         np.testing.assert_allclose(out, x[0].astype(np.float64) @ back.reshape(12, 64).T.astype(np.float64),
                                    rtol=0.05, atol=0.05 * np.abs(x).max() * 8)
-    assert quant.GGML_TYPES == TYPES
+    assert {name: quant.GGML_TYPES[name] for name in TYPES} == TYPES
     assert quant.type_name(8) == "Q8_0" and quant.type_name("bf16") == "BF16"
 
 
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: quant.dequantize(np.zeros(10, np.uint8), "Q5_K"),
-         r"unsupported tensor type Q5_K; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"),
-        (lambda: quant.dequantize(np.zeros(10, np.uint8), 13), "unsupported tensor type Q5_K"),
+        (lambda: quant.dequantize(np.zeros(10, np.uint8), "IQ2_XS"),
+         r"unsupported tensor type IQ2_XS; supported: F32, F16, Q4_0, Q4_1, Q5_0, .*, IQ4_XS, BF16$"),
+        (lambda: quant.dequantize(np.zeros(10, np.uint8), 17), "unsupported tensor type IQ2_XS"),
+        (lambda: quant.dequantize(np.zeros(10, np.uint8), 200), "unknown tensor type id 200"),
+        (lambda: quant.dequantize(np.zeros(10, np.uint8), "Q9_9"), "unknown tensor type 'Q9_9'"),
         (lambda: quant.quantize(np.zeros(32, np.float32), "F16"),
-         "unsupported tensor type F16; supported: Q8_0, Q4_0, Q4_1"),
+         "unsupported tensor type F16; supported: Q4_0, Q4_1, Q8_0$"),
         (lambda: quant.dequantize(np.zeros(35, np.uint8), "Q8_0"), "not a whole number of Q8_0 blocks"),
         (lambda: quant.dequantize(np.zeros(34, np.uint8), "Q8_0", 64), "raw has 34 bytes"),
         (lambda: quant.dequantize(np.zeros(34, np.uint8), "Q8_0", 33), "multiple of 32"),

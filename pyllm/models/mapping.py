@@ -13,15 +13,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 import numpy as np
 
+from ..quant import type_info
 from .gguf import GGUFFile
 from .hfdir import HFCheckpoint
 
 Matrix = Tuple[np.ndarray, int, int, int]  # (bytes or values, ggml type id, rows, cols)
 
 _REQUIRED = object()
-# the matrix types the runtime computes with (csrc/kernels/common.h)
-SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
-_TYPE_NAMES = {0: "F32", 1: "F16", 30: "BF16"}
 
 
 def split_rows(m: Matrix, sizes: Sequence[int], name: str) -> List[Matrix]:
@@ -70,7 +68,10 @@ class GGUFSource:
         return name in self.f.tensors
 
     def take(self, name: str) -> Any:
-        """The tensor as a matrix (2-D) or a float32 vector (1-D), marked as understood."""
+        """The tensor as a matrix (2-D) or a float32 vector (1-D), marked as understood.
+        A matrix of any GGUF type is taken as its raw rows: whether the runtime
+        computes with the type is checked when the model is built, so that
+        reading a file's configuration never depends on its tensor types."""
         info = self.f.tensors.get(name)
         if info is None:
             raise ValueError(f"the GGUF file has no tensor {name!r} ({self.arch} architecture)")
@@ -84,9 +85,6 @@ class GGUFSource:
             raise ValueError(f"vector tensor {name} has type {info.type_name}; vectors must be F32 or F16")
         if len(info.shape) != 2:
             raise ValueError(f"tensor {name} has shape {info.shape}; expected a matrix or a vector")
-        if info.type_name not in SUPPORTED_TYPES:
-            raise ValueError(f"unsupported GGUF tensor type {info.type_name} in {name}; supported: "
-                             f"{', '.join(SUPPORTED_TYPES)}")
         return (raw, info.type, info.shape[0], info.shape[1])
 
     def finish(self, slots: Dict[str, Any]) -> Dict[str, Any]:
@@ -186,7 +184,7 @@ class HFSource:
         return slots
 
     def types(self) -> List[str]:
-        return sorted({_TYPE_NAMES[self.ckpt.type_of(n)] for n in self.ckpt.names})
+        return sorted({type_info(self.ckpt.type_of(n)).name for n in self.ckpt.names})
 
 
 # the names transformers' llama-family checkpoints use (LlamaForCausalLM and
