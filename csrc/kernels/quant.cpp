@@ -422,12 +422,8 @@ struct Lanes8 {
         return vload(f);
 #endif
     }
-    // 8 floats at a byte address
-    static V f32(const uint8_t* p) {
-        float f[8];
-        std::memcpy(f, p, sizeof f);
-        return vload(f);
-    }
+    // 8 floats of a packed record (records start 64-byte aligned: 4-byte aligned floats)
+    static V f32(const uint8_t* p) { return vload(reinterpret_cast<const float*>(p)); }
     // int8 q of 8 rows -> floats
     static V q8(const uint8_t* p) {
 #if defined(PYLLM_ISA_AVX2)
