@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -549,13 +550,48 @@ DecoderPtr make_decoder(const py::dict& spec_d, const py::dict& tensors, const p
         w.rope_cos.push_back(std::move(tabs[0]));
         w.rope_sin.push_back(std::move(tabs[1]));
     }
-    auto* held = new py::object(std::move(keep));
+    auto* held = new py::list(std::move(keep));
     std::shared_ptr<void> owner(held, [](void* p) {
         py::gil_scoped_acquire gil;
-        delete static_cast<py::object*>(p);
+        delete static_cast<py::list*>(p);
     });
-    py::gil_scoped_release nogil;
-    return std::make_shared<DecoderModel>(spec, std::move(w), std::move(owner));
+    DecoderPtr model;
+    {
+        py::gil_scoped_release nogil;
+        model = std::make_shared<DecoderModel>(spec, std::move(w), std::move(owner));
+    }
+    // arrays whose matrices were repacked are read no more: let them go (a
+    // trained model's transposed copies), keeping those still read
+    std::vector<const void*> read;
+    const DecoderWeights& mw = model->weights();
+    const auto still_read = [&](const Weight& x) {
+        if (x.data && !x.packed) read.push_back(x.data);
+    };
+    const auto vector_read = [&](const Vector& x) {
+        if (x.data) read.push_back(x.data);
+    };
+    read.push_back(mw.tok_embd.data);
+    still_read(mw.pos_embd);
+    still_read(mw.output);
+    vector_read(mw.output_norm);
+    vector_read(mw.output_norm_b);
+    for (const DecoderLayer& L : mw.layers) {
+        for (const Weight* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) still_read(*x);
+        for (const Vector* x : {&L.attn_norm, &L.attn_norm_b, &L.attn_post_norm, &L.q_norm, &L.k_norm, &L.bq,
+                                &L.bk, &L.bv, &L.bo, &L.ffn_norm, &L.ffn_norm_b, &L.ffn_post_norm, &L.b_gate, &L.b_up,
+                                &L.b_down})
+            vector_read(*x);
+    }
+    std::sort(read.begin(), read.end());
+    py::list kept;
+    for (const py::handle& h : *held) {
+        // a vector is an array, a matrix an (array, type, rows, cols) tuple
+        py::handle a = py::isinstance<py::tuple>(h) ? py::reinterpret_borrow<py::tuple>(h)[0] : h;
+        const void* data = py::reinterpret_borrow<py::array>(a).data();
+        if (std::binary_search(read.begin(), read.end(), data)) kept.append(h);
+    }
+    *held = std::move(kept);
+    return model;
 }
 
 // a C-contiguous 1-D array of dtype T, else ValueError naming it

@@ -166,12 +166,29 @@ def test_info_reads_a_directory_through_the_registry(tmp_path, capsys):
     assert info["config"]["num_hidden_layers"] == 3
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_quantized_weights_take_the_batched_decode_path_with_the_prefill_bits(tmp_path, name, isa):
-    # every matrix quantized to Q8_0 (packed at load): the decode step runs in the runtime's own
+def stored_as(w, wtype):
+    """An fp32 matrix's bytes in a GGUF weight type: (array, type id)."""
+    from pyllm import quant
+
+    if wtype == "F32":
+        return w, 0
+    if wtype == "F16":
+        return w.astype(np.float16), 1
+    if wtype == "BF16":  # round to nearest even, as torch does
+        return torch.from_numpy(w).to(torch.bfloat16).view(torch.int16).numpy(), 30
+    return quant.quantize(w, wtype), quant.GGML_TYPES[wtype]
+
+
+# every architecture with Q8_0 matrices; the float types on those with biases, soft-caps and partial RoPE
+PACKED = [(name, "Q8_0") for name in sorted(CASES)] + [
+    (name, wtype) for name in ("gemma2", "phi3_partial", "qwen2") for wtype in ("F32", "F16", "BF16")]
+
+
+@pytest.mark.parametrize("name,wtype", PACKED)
+def test_packed_weights_take_the_batched_decode_path_with_the_prefill_bits(tmp_path, name, wtype, isa):
+    # every matrix stored as wtype (packed at load): the decode step runs in the runtime's own
     # threads over the packed rows, with each architecture's norms, biases, activations, windows
     # and soft-caps; its logits must be the prefill's bit for bit, alone or beside other sequences
-    from pyllm import quant
     from pyllm.models.decoder import DecoderForCausalLM
     from pyllm.models.hfdir import HFCheckpoint
 
@@ -180,8 +197,8 @@ def test_quantized_weights_take_the_batched_decode_path_with_the_prefill_bits(tm
     loaded = arch.from_hf(HFCheckpoint(tmp_path))
     for slot, t in list(loaded.tensors.items()):
         if isinstance(t, tuple):
-            w = np.ascontiguousarray(t[0], dtype=np.float32)
-            loaded.tensors[slot] = (quant.quantize(w, "Q8_0"), 8, t[2], t[3])
+            raw, type_id = stored_as(np.ascontiguousarray(t[0], dtype=np.float32), wtype)
+            loaded.tensors[slot] = (raw, type_id, t[2], t[3])
     model = DecoderForCausalLM(loaded, n_ctx=64)
     live = model._live()
     assert live.decode_batch_supported

@@ -125,25 +125,35 @@ static inline int64_t gemm_k_block(int64_t K, int64_t KC, int64_t k_align) {
 static_assert(kGemmBlocking8.KC == kGemmBlocking16.KC, "one k blocking for every ISA's tiles");
 constexpr int64_t kGemmKC = kGemmBlocking8.KC;
 
-// ---- packed quantized weights (quant.cpp, qpack_*): a block-type matrix
-// repacked once at load so that one load gives element k of 16 consecutive
-// rows, dequantized in vector lanes for fp32 products. Rows go in groups of
-// kPackRows (the last group zero-padded); group g holds, per block b of
-// K/32, one record of qpack_record_bytes(type):
+// ---- packed weights (quant.cpp, qpack_*): a matrix repacked once at load
+// so that one load gives element k of 16 consecutive rows, dequantized in
+// vector lanes for fp32 products. Rows go in groups of kPackRows (the last
+// group zero-padded); group g holds, per block b of K/32, one record of
+// qpack_record_bytes(type):
 //   Q8_0  fp16 d[16], int8 q[32][16]             q[k][r]: element k of row r
 //   Q4_0  fp16 d[16], uint8 q[16][16]            q[j][r]: elements 2j (low
 //   Q4_1  fp16 d[16], fp16 m[16], uint8 q[16][16]  nibble), 2j+1 (high) of row r
-// Same total size as the original; the same layout on every ISA.
+//   F32   float q[32][16]; F16 fp16 q[32][16]; BF16 bf16 q[32][16]
+// Same total size as the original; the same layout on every ISA. Float
+// matrices need K a multiple of 32 too.
 constexpr int64_t kPackRows = 16;
 
 static inline bool qpack_supported(int type) {
-    return type == kTypeQ8_0 || type == kTypeQ4_0 || type == kTypeQ4_1;
+    return type == kTypeQ8_0 || type == kTypeQ4_0 || type == kTypeQ4_1 || type == kTypeF32 || type == kTypeF16 ||
+           type == kTypeBF16;
 }
 
-static inline int64_t qpack_scale_bytes(int type) { return (type == kTypeQ4_1 ? 4 : 2) * kPackRows; }
+static inline int64_t qpack_scale_bytes(int type) {
+    return type == kTypeQ4_1 ? 4 * kPackRows : type == kTypeQ8_0 || type == kTypeQ4_0 ? 2 * kPackRows : 0;
+}
 
+// bytes of one element of a record's q (Q4_*: two elements a byte, counted as 1/2)
 static inline int64_t qpack_record_bytes(int type) {
-    return qpack_scale_bytes(type) + (type == kTypeQ8_0 ? kQuantBlock : kQuantBlock / 2) * kPackRows;
+    const int64_t q = type == kTypeF32 ? 4 * kQuantBlock
+                      : type == kTypeF16 || type == kTypeBF16 ? 2 * kQuantBlock
+                      : type == kTypeQ8_0 ? kQuantBlock
+                                          : kQuantBlock / 2;
+    return qpack_scale_bytes(type) + q * kPackRows;
 }
 
 static inline int64_t qpack_bytes(int type, int64_t N, int64_t K) {

@@ -308,8 +308,11 @@ void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
     // W (N,K) GGUF rows -> dst: groups of 16 rows, one record per block (common.h)
     const uint8_t* w = static_cast<const uint8_t*>(W);
     uint8_t* out = static_cast<uint8_t*>(dst);
-    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), bb = quant_block_bytes(type);
-    const int64_t row_bytes = nb * bb, groups = ceil_div(N, kPackRows), sb = qpack_scale_bytes(type);
+    const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), row_bytes = quant_row_bytes(type, K);
+    const int64_t bb = row_bytes / (nb > 0 ? nb : 1);  // bytes of 32 elements' block
+    const int64_t groups = ceil_div(N, kPackRows), sb = qpack_scale_bytes(type);
+    const bool floats = quant_block_elems(type) == 1;
+    const int64_t eb = quant_block_bytes(type);  // a float type's bytes per element
     if (groups <= 0 || nb <= 0) return;  // nothing to pack (and dst may be null)
     std::memset(out, 0, size_t(groups * nb * rb));
     for (int64_t g = 0; g < groups; g++) {
@@ -318,6 +321,11 @@ void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
             uint8_t* q = rec + sb;
             for (int64_t r = 0; r < kPackRows && g * kPackRows + r < N; r++) {
                 const uint8_t* blk = w + (g * kPackRows + r) * row_bytes + b * bb;
+                if (floats) {
+                    for (int64_t k = 0; k < kQuantBlock; k++)
+                        std::memcpy(q + (k * kPackRows + r) * eb, blk + k * eb, size_t(eb));
+                    continue;
+                }
                 std::memcpy(rec + 2 * r, blk, 2);                                           // d
                 if (type == kTypeQ4_1) std::memcpy(rec + 2 * kPackRows + 2 * r, blk + 2, 2);  // m
                 if (type == kTypeQ8_0) {
@@ -361,6 +369,19 @@ struct Lanes8 {
         return vload(f);
 #endif
     }
+    // 8 bf16 values -> floats (the top halves of their fp32 bits)
+    static V bf16(const uint8_t* p) {
+#if defined(PYLLM_ISA_AVX2)
+        const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return {_mm256_castsi256_ps(_mm256_slli_epi32(v, 16))};
+#else
+        float f[8];
+        for (int i = 0; i < 8; i++) f[i] = bits_f32(uint32_t(load_u16(p + 2 * i)) << 16);
+        return vload(f);
+#endif
+    }
+    // 8 floats of a packed record (records start 64-byte aligned: 4-byte aligned floats)
+    static V f32(const uint8_t* p) { return vload(reinterpret_cast<const float*>(p)); }
     // int8 q of 8 rows -> floats
     static V q8(const uint8_t* p) {
 #if defined(PYLLM_ISA_AVX2)
@@ -399,6 +420,11 @@ struct Lanes16 {
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V scales(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+    static V bf16(const uint8_t* p) {
+        const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    }
+    static V f32(const uint8_t* p) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p)); }
     static V q8(const uint8_t* p) {
         return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
     }
@@ -419,7 +445,15 @@ constexpr int64_t kPrefetchRecords = 8;  // how far ahead the decode product fet
 
 template <int TYPE>
 constexpr int64_t record_bytes() {
-    return TYPE == kTypeQ8_0 ? 32 + 32 * kPackRows : TYPE == kTypeQ4_0 ? 32 + 16 * kPackRows : 64 + 16 * kPackRows;
+    return TYPE == kTypeF32                        ? 4 * 32 * kPackRows
+           : TYPE == kTypeF16 || TYPE == kTypeBF16 ? 2 * 32 * kPackRows
+           : TYPE == kTypeQ8_0                     ? 32 + 32 * kPackRows
+           : TYPE == kTypeQ4_0                     ? 32 + 16 * kPackRows
+                                                   : 64 + 16 * kPackRows;
+}
+template <int TYPE>
+constexpr bool float_record() {
+    return TYPE == kTypeF32 || TYPE == kTypeF16 || TYPE == kTypeBF16;
 }
 
 // One record's scales (per vector of rows) and elements.
@@ -431,6 +465,10 @@ struct Record {
     Record() = default;
     explicit Record(const uint8_t* rec) { load(rec); }
     void load(const uint8_t* rec) {
+        if (float_record<TYPE>()) {
+            q = rec;
+            return;
+        }
         for (int h = 0; h < H; h++) {
             d[h] = P::scales(rec + 2 * W * h);
             m[h] = TYPE == kTypeQ4_1 ? P::scales(rec + 2 * kPackRows + 2 * W * h) : P::zero();
@@ -444,7 +482,13 @@ struct Record {
     }
     // elements k, k+1 (k even) of the rows of vector h
     void pair(int64_t k, int h, typename P::V& w0, typename P::V& w1) const {
-        if (TYPE == kTypeQ8_0) {
+        if (float_record<TYPE>()) {
+            constexpr int64_t eb = TYPE == kTypeF32 ? 4 : 2;
+            const uint8_t* p0 = q + (k * kPackRows + W * h) * eb;
+            const uint8_t* p1 = p0 + kPackRows * eb;
+            w0 = TYPE == kTypeF32 ? P::f32(p0) : TYPE == kTypeF16 ? P::scales(p0) : P::bf16(p0);
+            w1 = TYPE == kTypeF32 ? P::f32(p1) : TYPE == kTypeF16 ? P::scales(p1) : P::bf16(p1);
+        } else if (TYPE == kTypeQ8_0) {
             w0 = weight(P::q8(q + k * kPackRows + W * h), h);
             w1 = weight(P::q8(q + (k + 1) * kPackRows + W * h), h);
         } else {
@@ -586,6 +630,9 @@ void qpack_pack_block(const void* ctx, float* dst, int64_t n0, int64_t nc, int64
     if (s.type == kTypeQ8_0) pack_panels<kTypeQ8_0>(s, dst, n0, nc, k0, kc, nr);
     if (s.type == kTypeQ4_0) pack_panels<kTypeQ4_0>(s, dst, n0, nc, k0, kc, nr);
     if (s.type == kTypeQ4_1) pack_panels<kTypeQ4_1>(s, dst, n0, nc, k0, kc, nr);
+    if (s.type == kTypeF32) pack_panels<kTypeF32>(s, dst, n0, nc, k0, kc, nr);
+    if (s.type == kTypeF16) pack_panels<kTypeF16>(s, dst, n0, nc, k0, kc, nr);
+    if (s.type == kTypeBF16) pack_panels<kTypeBF16>(s, dst, n0, nc, k0, kc, nr);
 }
 
 }  // namespace
@@ -603,6 +650,9 @@ void qpack_matvec(float* out, int64_t ldo, const float* x, int64_t ldx, int64_t 
     if (type == kTypeQ8_0) qpack_matvec_type<kTypeQ8_0>(out, ldo, x, ldx, M, w, n0, n1, K);
     if (type == kTypeQ4_0) qpack_matvec_type<kTypeQ4_0>(out, ldo, x, ldx, M, w, n0, n1, K);
     if (type == kTypeQ4_1) qpack_matvec_type<kTypeQ4_1>(out, ldo, x, ldx, M, w, n0, n1, K);
+    if (type == kTypeF32) qpack_matvec_type<kTypeF32>(out, ldo, x, ldx, M, w, n0, n1, K);
+    if (type == kTypeF16) qpack_matvec_type<kTypeF16>(out, ldo, x, ldx, M, w, n0, n1, K);
+    if (type == kTypeBF16) qpack_matvec_type<kTypeBF16>(out, ldo, x, ldx, M, w, n0, n1, K);
 }
 
 void qpack_matmul(float* out, const float* x, const void* Wp, int64_t M, int64_t N, int64_t K, int type,

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <initializer_list>
 #include <thread>
 
 #if defined(__linux__)
@@ -147,6 +148,11 @@ inline float* align64(float* p) {
 }
 
 
+// the attention scores' scale: the spec's, or 1 / sqrt(head size)
+inline float attn_scale(const DecoderSpec& s) {
+    return s.attn_scale > 0.0f ? s.attn_scale : 1.0f / std::sqrt(float(s.head_dim));
+}
+
 // y[0:n] = cap * tanh(y / cap), in torch's order (Gemma 2's final logits)
 void softcap_span(float* y, int64_t n, float cap) {
     for (int64_t i = 0; i < n; i++) y[i] = std::tanh(y[i] / cap) * cap;
@@ -180,7 +186,8 @@ DecoderModel::DecoderModel(const DecoderSpec& spec, DecoderWeights weights, std:
 
     const int64_t T = kDecoderChunk;
     x_.resize(size_t(T * C));
-    h_.resize(size_t(T * std::max(C, QD)));
+    xn_.resize(size_t(T * C));
+    h_.resize(size_t(T * C));
     q_.resize(size_t(T * QD));
     k_.resize(size_t(T * KVD));
     v_.resize(size_t(T * KVD));
@@ -346,12 +353,45 @@ void DecoderModel::embed(float* x, const int32_t* tokens, const int64_t* pos, in
     }
 }
 
+DecoderModel::ZeroPages::ZeroPages(size_t floats) : bytes(floats * sizeof(float)) {
+#if defined(__unix__) || defined(__APPLE__)
+    void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+#if defined(MADV_NOHUGEPAGE)
+    ::madvise(m, bytes, MADV_NOHUGEPAGE);
+#endif
+    p = static_cast<float*>(m);
+#else
+    p = static_cast<float*>(std::calloc(floats, sizeof(float)));
+    if (!p) throw std::bad_alloc();
+#endif
+}
+
+DecoderModel::ZeroPages& DecoderModel::ZeroPages::operator=(ZeroPages&& o) noexcept {
+    if (this != &o) {
+        this->~ZeroPages();
+        p = o.p;
+        bytes = o.bytes;
+        o.p = nullptr;
+    }
+    return *this;
+}
+
+DecoderModel::ZeroPages::~ZeroPages() {
+    if (!p) return;
+#if defined(__unix__) || defined(__APPLE__)
+    ::munmap(p, bytes);
+#else
+    std::free(p);
+#endif
+    p = nullptr;
+}
+
 DecoderModel::KVCache DecoderModel::new_cache() const {
     const size_t n = size_t(spec_.n_layer * spec_.n_ctx * spec_.n_kv_head * spec_.head_dim);
     KVCache c;
-    c.k.reset(static_cast<float*>(std::calloc(n, sizeof(float))));
-    c.v.reset(static_cast<float*>(std::calloc(n, sizeof(float))));
-    if (!c.k || !c.v) throw std::bad_alloc();
+    c.k = ZeroPages(n);
+    c.v = ZeroPages(n);
     return c;
 }
 
@@ -431,92 +471,167 @@ void DecoderModel::decode_timed(const int32_t* tokens, const int64_t* seqs, int6
     decode_threads_.record(nt, seconds_since(start), double(B));
 }
 
-void DecoderModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
-    // tokens (T) at positions pos0.. -> logits (T,V) or (V) for the last, or none
-    const KernelTable& k = kernels();
-    const DecoderSpec& s = spec_;
-    const int64_t C = s.hidden_size, HS = s.head_dim, NH = s.n_head, NKV = s.n_kv_head;
-    const int64_t QD = NH * HS, KVD = NKV * HS, FF = s.ffn_size, half = s.rope_dim / 2, V = s.vocab_size;
-    const bool interleaved = s.rope == RopeKind::Interleaved, gated = s.act != Activation::Gelu;
-    KVCache& cache = caches_[seq_];
-    const int64_t pos0 = cache.n_past, S = pos0 + T;
-    float* x = x_.data();  // residual stream (T, C)
-    float* h = h_.data();  // normed input / projection output (T, C)
-    float* q = q_.data();
-    float* att = att_.data();
-    float* gate = gate_.data();
-    float* up = up_.data();
+// ---- the graph, written once -------------------------------------------
+//
+// graph() is the model: the order of the steps and the weights each one
+// reads. An executor runs each step on its own rows:
+//   embed()                  the residual rows x of the tokens
+//   layer(l)                 steps that follow act on layer l's cache
+//   norm(w, b)               XN = norm(x)
+//   project(in, {out, W, b}) out = in @ W^T + b for each listed matrix;
+//                            with activate, then GATE = act(GATE, UP)
+//   attend(L)                per-head q/k norms, RoPE, the new key and value
+//                            into the cache, ATT = attention
+//   residual(post)           x += post_norm(H), or H
+//   head()                   logits of the final norm
+// Prefill runs a step over a chunk's positions as whole-matrix kernels;
+// Decode runs it inside a job of the runtime's threads over one position of
+// each of B sequences, a thread per range of output rows, and waits at a
+// barrier after each step whose rows other threads read.
 
-    std::vector<int64_t> pos(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; t++) pos[size_t(t)] = pos0 + t;
-    embed(x, tokens, pos.data(), T);
-
-    const int64_t q_strides[3] = {T * QD, HS, QD};
-    const int64_t kv_strides[3] = {0, HS, KVD};
-    const float scale = s.attn_scale > 0.0f ? s.attn_scale : 1.0f / std::sqrt(float(HS));
-    float* attn_work = align64(work_.data());
-    for (int64_t l = 0; l < s.n_layer; l++) {
+template <class Exec>
+void DecoderModel::graph(Exec& e) {
+    const bool gated = spec_.act != Activation::Gelu;
+    e.embed();
+    for (int64_t l = 0; l < spec_.n_layer; l++) {
         const DecoderLayer& L = w_.layers[size_t(l)];
-        float* kc = cache.k.get() + l * s.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
-        float* vc = cache.v.get() + l * s.n_ctx * KVD;  // value cache (n_ctx, NKV*HS)
-        float* kn = kc + pos0 * KVD;                    // this chunk's keys, straight into the cache
-        float* vn = vc + pos0 * KVD;
-
-        // attention block: projections, per-head norms, RoPE, attention, output projection
-        norm(h, x, T, L.attn_norm, L.attn_norm_b);
-        linear(q, h, T, L.wq, L.bq);  // (T, NH*HS)
-        linear(kn, h, T, L.wk, L.bk);  // (T, NKV*HS)
-        linear(vn, h, T, L.wv, L.bv);
-        if (L.q_norm.data) k.rmsnorm_forward(q, q, L.q_norm.data, T * NH, HS, s.norm_eps);
-        if (L.k_norm.data) k.rmsnorm_forward(kn, kn, L.k_norm.data, T * NKV, HS, s.norm_eps);
-        if (s.rope != RopeKind::None) {
-            const int tb = s.rope_table[size_t(l)];
-            const float* cs = w_.rope_cos[size_t(tb)].data() + pos0 * half;
-            const float* sn = w_.rope_sin[size_t(tb)].data() + pos0 * half;
-            k.rope_forward(q, q, cs, sn, 1, T, NH, HS, s.rope_dim, interleaved);
-            k.rope_forward(kn, kn, cs, sn, 1, T, NKV, HS, s.rope_dim, interleaved);
-        }
-        k.attention_forward(att, q, kc, vc, nullptr, q_strides, q_strides, kv_strides, kv_strides, nullptr, 1, NH, NKV,
-                            T, S, HS, scale, true, pos0, s.attn_softcap, s.window[size_t(l)], attn_work);
-        linear(h, att, T, L.wo, L.bo);  // (T, C)
-        if (L.attn_post_norm.data) norm(h, h, T, L.attn_post_norm, Vector{});
-        k.residual_forward(x, x, h, T * C);
-
-        // MLP block
-        norm(h, x, T, L.ffn_norm, L.ffn_norm_b);
-        if (gated) {
-            linear(gate, h, T, L.w_gate, L.b_gate);  // (T, FF)
-            linear(up, h, T, L.w_up, L.b_up);
-        } else {
-            linear(gate, h, T, L.w_up, L.b_up);
-        }
-        // the activation over all T rows at once when rows start at a
-        // multiple of 8 (the kernels' vector blocks), else row by row, so a
-        // row's bits never depend on T
-        for (int64_t r0 = 0, n = FF % 8 == 0 ? T * FF : FF; r0 < T * FF; r0 += n) {
-            if (s.act == Activation::SiluGLU)
-                k.swiglu_forward(gate + r0, gate + r0, up + r0, n);
-            else if (s.act == Activation::GeluGLU)
-                k.geglu_forward(gate + r0, gate + r0, up + r0, n);
-            else
-                k.gelu_forward(gate + r0, gate + r0, n, true);
-        }
-        linear(h, gate, T, L.w_down, L.b_down);  // (T, C)
-        if (L.ffn_post_norm.data) norm(h, h, T, L.ffn_post_norm, Vector{});
-        k.residual_forward(x, x, h, T * C);
+        e.layer(l);
+        e.norm(L.attn_norm, L.attn_norm_b);
+        e.project(Buf::XN, {{Buf::Q, &L.wq, &L.bq}, {Buf::K, &L.wk, &L.bk}, {Buf::V, &L.wv, &L.bv}});
+        e.attend(L);
+        e.project(Buf::ATT, {{Buf::H, &L.wo, &L.bo}});
+        e.residual(L.attn_post_norm);
+        e.norm(L.ffn_norm, L.ffn_norm_b);
+        if (gated)
+            e.project(Buf::XN, {{Buf::GATE, &L.w_gate, &L.b_gate}, {Buf::UP, &L.w_up, &L.b_up}}, true);
+        else
+            e.project(Buf::XN, {{Buf::GATE, &L.w_up, &L.b_up}}, true);
+        e.project(Buf::GATE, {{Buf::H, &L.w_down, &L.b_down}});
+        e.residual(L.ffn_post_norm);
     }
-    cache.n_past = S;
+    e.head();
+}
 
-    if (!logits) return;
-    const int64_t rows = all_logits ? T : 1;
-    norm(h, all_logits ? x : x + (T - 1) * C, rows, w_.output_norm, w_.output_norm_b);
-    linear(logits, h, rows, w_.output, Vector{});
-    if (s.final_softcap > 0.0f) softcap_span(logits, rows * V, s.final_softcap);
+// A chunk of T positions of the selected sequence, each step one kernel
+// call over all T rows (OpenMP inside the kernels): logits (T, V) or (V)
+// for the last position, or none.
+class DecoderModel::Prefill {
+public:
+    Prefill(DecoderModel& m, const int32_t* tokens, int64_t T, float* logits, bool all_logits)
+        : m_(m), s_(m.spec_), k_(kernels()), tokens_(tokens), T_(T), logits_(logits), all_(all_logits),
+          cache_(m.caches_[m.seq_]), pos0_(cache_.n_past) {}
+
+    void embed() {
+        std::vector<int64_t> pos(static_cast<size_t>(T_));
+        for (int64_t t = 0; t < T_; t++) pos[size_t(t)] = pos0_ + t;
+        m_.embed(m_.x_.data(), tokens_, pos.data(), T_);
+    }
+
+    void layer(int64_t l) {
+        l_ = l;
+        const int64_t KVD = s_.n_kv_head * s_.head_dim;
+        kc_ = cache_.k.get() + l * s_.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
+        vc_ = cache_.v.get() + l * s_.n_ctx * KVD;
+    }
+
+    void norm(const Vector& w, const Vector& b) { m_.norm(m_.xn_.data(), m_.x_.data(), T_, w, b); }
+
+    void project(Buf in, std::initializer_list<Proj> ps, bool activate = false) {
+        for (const Proj& p : ps) m_.linear(buf(p.out), buf(in), T_, *p.w, *p.b);
+        if (!activate) return;
+        // over all T rows at once when rows start at a multiple of 8 (the
+        // kernels' vector blocks), else row by row: a row's bits never depend on T
+        const int64_t FF = s_.ffn_size;
+        float* gate = m_.gate_.data();
+        const float* up = m_.up_.data();
+        for (int64_t r0 = 0, n = FF % 8 == 0 ? T_ * FF : FF; r0 < T_ * FF; r0 += n) {
+            if (s_.act == Activation::SiluGLU)
+                k_.swiglu_forward(gate + r0, gate + r0, up + r0, n);
+            else if (s_.act == Activation::GeluGLU)
+                k_.geglu_forward(gate + r0, gate + r0, up + r0, n);
+            else
+                k_.gelu_forward(gate + r0, gate + r0, n, true);
+        }
+    }
+
+    void attend(const DecoderLayer& L) {
+        const int64_t HS = s_.head_dim, NH = s_.n_head, NKV = s_.n_kv_head, QD = NH * HS, KVD = NKV * HS;
+        float* q = m_.q_.data();
+        float* kn = buf(Buf::K);
+        if (L.q_norm.data) k_.rmsnorm_forward(q, q, L.q_norm.data, T_ * NH, HS, s_.norm_eps);
+        if (L.k_norm.data) k_.rmsnorm_forward(kn, kn, L.k_norm.data, T_ * NKV, HS, s_.norm_eps);
+        if (s_.rope != RopeKind::None) {
+            const int tb = s_.rope_table[size_t(l_)];
+            const int64_t half = s_.rope_dim / 2;
+            const float* cs = m_.w_.rope_cos[size_t(tb)].data() + pos0_ * half;
+            const float* sn = m_.w_.rope_sin[size_t(tb)].data() + pos0_ * half;
+            const bool interleaved = s_.rope == RopeKind::Interleaved;
+            k_.rope_forward(q, q, cs, sn, 1, T_, NH, HS, s_.rope_dim, interleaved);
+            k_.rope_forward(kn, kn, cs, sn, 1, T_, NKV, HS, s_.rope_dim, interleaved);
+        }
+        const int64_t q_strides[3] = {T_ * QD, HS, QD}, kv_strides[3] = {0, HS, KVD};
+        k_.attention_forward(m_.att_.data(), q, kc_, vc_, nullptr, q_strides, q_strides, kv_strides, kv_strides,
+                             nullptr, 1, NH, NKV, T_, pos0_ + T_, HS, attn_scale(s_), true, pos0_, s_.attn_softcap,
+                             s_.window[size_t(l_)], align64(m_.work_.data()));
+    }
+
+    void residual(const Vector& post) {
+        float* h = m_.h_.data();
+        if (post.data) m_.norm(h, h, T_, post, Vector{});
+        k_.residual_forward(m_.x_.data(), m_.x_.data(), h, T_ * s_.hidden_size);
+    }
+
+    void head() {
+        cache_.n_past = pos0_ + T_;
+        if (!logits_) return;
+        const int64_t C = s_.hidden_size, rows = all_ ? T_ : 1;
+        const float* x = all_ ? m_.x_.data() : m_.x_.data() + (T_ - 1) * C;
+        m_.norm(m_.xn_.data(), x, rows, m_.w_.output_norm, m_.w_.output_norm_b);
+        m_.linear(logits_, m_.xn_.data(), rows, m_.w_.output, Vector{});
+        if (s_.final_softcap > 0.0f) softcap_span(logits_, rows * s_.vocab_size, s_.final_softcap);
+    }
+
+private:
+    float* buf(Buf b) {
+        const int64_t KVD = s_.n_kv_head * s_.head_dim;
+        switch (b) {
+            case Buf::XN: return m_.xn_.data();
+            case Buf::Q: return m_.q_.data();
+            case Buf::K: return kc_ + pos0_ * KVD;  // the chunk's keys and values go straight into the cache
+            case Buf::V: return vc_ + pos0_ * KVD;
+            case Buf::ATT: return m_.att_.data();
+            case Buf::H: return m_.h_.data();
+            case Buf::GATE: return m_.gate_.data();
+            case Buf::UP: return m_.up_.data();
+        }
+        return nullptr;
+    }
+
+    DecoderModel& m_;
+    const DecoderSpec& s_;
+    const KernelTable& k_;
+    const int32_t* tokens_;
+    const int64_t T_;
+    float* logits_;
+    const bool all_;
+    KVCache& cache_;
+    const int64_t pos0_;
+    int64_t l_ = 0;
+    float* kc_ = nullptr;
+    float* vc_ = nullptr;
+};
+
+void DecoderModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+    Prefill e(*this, tokens, T, logits, all_logits);
+    graph(e);
 }
 
 void DecoderModel::decode_batch(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
     if (B <= 0) throw std::invalid_argument("decode_batch needs at least one sequence");
-    if (!decode_packed_) throw std::invalid_argument("decode_batch needs block-quantized (Q8_0, Q4_0, Q4_1) weights");
+    if (!decode_packed_)
+        throw std::invalid_argument(
+            "decode_batch needs every matrix packed: types F32, F16, BF16, Q8_0, Q4_0 or Q4_1, columns a multiple "
+            "of 32 and the model's widths multiples of 16");
     if (B > kDecoderChunk)
         throw std::invalid_argument("decode_batch takes at most " + std::to_string(kDecoderChunk) + " sequences");
     std::vector<bool> seen(caches_.size(), false);
@@ -539,173 +654,213 @@ void DecoderModel::decode_batch(const int32_t* tokens, const int64_t* seqs, int6
     decode_timed(tokens, seqs, B, logits);
 }
 
-void DecoderModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits, int nt) {
-    // tokens (B) of sequences seqs (B), each at its own position n_past -> logits (B, V) or none.
-    // One job on the model's thread pool for the whole step, the steps of
-    // forward_chunk row for row (the same kernels, or their serial twins,
-    // and products that sum in one order: common.h's gemm_k_block): a
-    // position's logits have the same bits whether it was decoded alone,
-    // beside other sequences or prefilled, on any number of threads. Every
-    // thread keeps its own copy of the B residual rows and norms them
-    // itself, so barriers are needed only where a thread reads rows another
-    // one wrote: after q/k/v, attention, the output projection, the MLP's
-    // first projections and its down projection (5 per layer). Work is
-    // split over output rows in groups of 16, never over k.
-    const KernelTable& k = kernels();
-    const DecoderSpec& s = spec_;
-    const int64_t C = s.hidden_size, HS = s.head_dim, NH = s.n_head, NKV = s.n_kv_head;
-    const int64_t QD = NH * HS, KVD = NKV * HS, FF = s.ffn_size, half = s.rope_dim / 2, V = s.vocab_size;
-    const bool interleaved = s.rope == RopeKind::Interleaved, gated = s.act != Activation::Gelu;
-    const bool layer_norm = s.norm == NormKind::Layer;
-    const float eps = s.norm_eps, scale = s.attn_scale > 0.0f ? s.attn_scale : 1.0f / std::sqrt(float(HS));
-    const int64_t units = attention_units(1, NH, NKV, 1), per_kv = units / NKV;  // attention units per kv head
+// What the threads of one decode step share: B sequences' positions and
+// caches, the step's barrier, and the rows every thread reads (projection
+// outputs, attention, the MLP's hidden rows: the model's chunk buffers).
+struct DecoderModel::DecodeStep {
+    const int32_t* tokens;
+    int64_t B;
+    float* logits;
+    std::vector<int64_t> pos;
+    std::vector<KVCache*> cache;
+    StepBarrier barrier;
+};
 
-    // per thread scratch: residual rows, normed rows, post-normed rows (B, C) each; attention work
-    const int64_t per = round_up(3 * B * C, 16) + round_up(attention_thread_floats(HS), 16);
+// One thread's part of a decode step. Every thread keeps its own copy of
+// the B residual rows and norms them itself, so it waits only where it
+// reads rows another one wrote: after q/k/v, attention, the output
+// projection, the MLP's first projections and its down projection (5 per
+// layer). Work is split over output rows in groups of 16, never over k,
+// and products sum in one order (common.h's gemm_k_block): a position's
+// logits have the same bits whether it was decoded alone, beside other
+// sequences or prefilled, on any number of threads.
+class DecoderModel::Decode {
+public:
+    Decode(DecoderModel& m, DecodeStep& st, float* scratch, int tid, int nth)
+        : m_(m), s_(m.spec_), k_(kernels()), st_(st), B_(st.B), tid_(tid), nth_(nth) {
+        const int64_t C = s_.hidden_size;
+        xr_ = scratch;            // this thread's residual rows (B, C)
+        xn_ = scratch + B_ * C;   // and their norm (B, C)
+        hn_ = xn_ + B_ * C;       // post-normed projection rows (B, C)
+        aw_ = scratch + round_up(3 * B_ * C, 16);
+    }
+
+    // per-thread scratch floats: residual, normed and post-normed rows, attention work
+    static int64_t scratch_floats(const DecoderSpec& s, int64_t B) {
+        return round_up(3 * B * s.hidden_size, 16) + round_up(attention_thread_floats(s.head_dim), 16);
+    }
+
+    void embed() { m_.embed(xr_, st_.tokens, st_.pos.data(), B_); }
+
+    void layer(int64_t l) { l_ = l; }
+
+    void norm(const Vector& w, const Vector& b) { norm_rows(xn_, xr_, w, b); }
+
+    void project(Buf in, std::initializer_list<Proj> ps, bool activate = false) {
+        const float* x = buf(in);
+        int64_t u0, u1;
+        if (!activate) {
+            // one range over the row groups of all the matrices together
+            int64_t groups = 0;
+            for (const Proj& p : ps) groups += ceil_groups(p.w->rows);
+            thread_range(groups, tid_, nth_, u0, u1);
+            int64_t g0 = 0;
+            for (const Proj& p : ps) {
+                const int64_t gn = ceil_groups(p.w->rows);
+                const int64_t a = std::max(u0, g0) - g0, e = std::min(u1, g0 + gn) - g0;
+                if (a < e) matvec(buf(p.out), x, *p.w, *p.b, a * kPackRows, std::min(e * kPackRows, p.w->rows));
+                g0 += gn;
+            }
+        } else {
+            // the same row groups of each matrix, so this thread can apply the
+            // activation to its part of the down projection's input
+            const int64_t FF = s_.ffn_size;
+            thread_range(ceil_groups(FF), tid_, nth_, u0, u1);
+            const int64_t r0 = u0 * kPackRows, r1 = std::min(u1 * kPackRows, FF);
+            if (r0 < r1) {
+                for (const Proj& p : ps) matvec(buf(p.out), x, *p.w, *p.b, r0, r1);
+                float* gate = m_.gate_.data();
+                const float* up = m_.up_.data();
+                for (int64_t b = 0; b < B_; b++) {
+                    float* g = gate + b * FF + r0;
+                    if (s_.act == Activation::SiluGLU)
+                        k_.swiglu_rows(g, g, up + b * FF + r0, r1 - r0);
+                    else if (s_.act == Activation::GeluGLU)
+                        k_.geglu_rows(g, g, up + b * FF + r0, r1 - r0);
+                    else
+                        k_.gelu_rows(g, g, r1 - r0);
+                }
+            }
+        }
+        st_.barrier.wait(nth_);
+    }
+
+    void attend(const DecoderLayer& L) {
+        // per (sequence, kv head): its key normed and rotated into the cache,
+        // its value into the cache, its query heads normed and rotated, then
+        // its attention units
+        const int64_t HS = s_.head_dim, NH = s_.n_head, NKV = s_.n_kv_head, QD = NH * HS, KVD = NKV * HS;
+        const int64_t half = s_.rope_dim / 2, lo = l_ * s_.n_ctx * KVD;  // this layer's cache rows
+        const int64_t per_kv = attention_units(1, NH, NKV, 1) / NKV;      // attention units per kv head
+        const int G = int(NH / NKV);
+        const float eps = s_.norm_eps;
+        float* q = m_.q_.data();
+        float* kn = m_.k_.data();
+        const float* vn = m_.v_.data();
+        float* att = m_.att_.data();
+        int64_t u0, u1;
+        thread_range(B_ * NKV, tid_, nth_, u0, u1);
+        for (int64_t u = u0; u < u1; u++) {
+            const int64_t b = u / NKV, kh = u % NKV, p = st_.pos[size_t(b)];
+            const KVCache& c = *st_.cache[size_t(b)];
+            float* kc = c.k.get() + lo;
+            float* vc = c.v.get() + lo;
+            float* kr = kn + b * KVD + kh * HS;
+            float* qh = q + b * QD + kh * G * HS;
+            if (L.k_norm.data) k_.rmsnorm_rows(kr, kr, L.k_norm.data, 1, HS, eps);
+            if (L.q_norm.data) k_.rmsnorm_rows(qh, qh, L.q_norm.data, G, HS, eps);
+            if (s_.rope != RopeKind::None) {
+                const int tb = s_.rope_table[size_t(l_)];
+                const float* cs = m_.w_.rope_cos[size_t(tb)].data() + p * half;
+                const float* sn = m_.w_.rope_sin[size_t(tb)].data() + p * half;
+                const bool interleaved = s_.rope == RopeKind::Interleaved;
+                k_.rope_rows(kc + p * KVD + kh * HS, kr, cs, sn, 1, HS, s_.rope_dim, interleaved);
+                k_.rope_rows(qh, qh, cs, sn, G, HS, s_.rope_dim, interleaved);
+            } else {
+                std::memcpy(kc + p * KVD + kh * HS, kr, sizeof(float) * size_t(HS));
+            }
+            std::memcpy(vc + p * KVD + kh * HS, vn + b * KVD + kh * HS, sizeof(float) * size_t(HS));
+            const int64_t q_strides[3] = {0, HS, QD}, kv_strides[3] = {0, HS, KVD};
+            k_.attention_forward_units(att + b * QD, q + b * QD, kc, vc, nullptr, q_strides, q_strides, kv_strides,
+                                       kv_strides, nullptr, 1, NH, NKV, 1, p + 1, HS, attn_scale(s_), true, p,
+                                       s_.attn_softcap, s_.window[size_t(l_)], kh * per_kv, (kh + 1) * per_kv, aw_);
+        }
+        st_.barrier.wait(nth_);
+    }
+
+    void residual(const Vector& post) {
+        // on this thread's copy of the residual rows
+        const float* add = m_.h_.data();
+        if (post.data) {
+            norm_rows(hn_, add, post, Vector{});
+            add = hn_;
+        }
+        for (int64_t i = 0; i < B_ * s_.hidden_size; i++) xr_[i] += add[i];
+    }
+
+    void head() {
+        if (!st_.logits) return;
+        const int64_t V = s_.vocab_size;
+        norm_rows(xn_, xr_, m_.w_.output_norm, m_.w_.output_norm_b);
+        int64_t u0, u1;
+        thread_range(ceil_groups(V), tid_, nth_, u0, u1);
+        const int64_t r0 = u0 * kPackRows, r1 = std::min(u1 * kPackRows, V);
+        matvec(st_.logits, xn_, m_.w_.output, Vector{}, r0, r1);
+        if (s_.final_softcap > 0.0f && r0 < r1)
+            for (int64_t b = 0; b < B_; b++) softcap_span(st_.logits + b * V + r0, r1 - r0, s_.final_softcap);
+    }
+
+private:
+    static int64_t ceil_groups(int64_t rows) { return (rows + kPackRows - 1) / kPackRows; }
+
+    float* buf(Buf b) {
+        switch (b) {
+            case Buf::XN: return xn_;
+            case Buf::Q: return m_.q_.data();
+            case Buf::K: return m_.k_.data();  // normed and rotated into the cache by attend
+            case Buf::V: return m_.v_.data();
+            case Buf::ATT: return m_.att_.data();
+            case Buf::H: return m_.h_.data();
+            case Buf::GATE: return m_.gate_.data();
+            case Buf::UP: return m_.up_.data();
+        }
+        return nullptr;
+    }
+
+    // rows [r0, r1) of w for the B rows of x (B, w.cols) [+ bias] -> out (B, w.rows)
+    void matvec(float* out, const float* x, const Weight& w, const Vector& bias, int64_t r0, int64_t r1) {
+        if (r0 >= r1) return;
+        const int64_t K = w.cols, ldo = w.rows;
+        k_.qpack_matvec(out, ldo, x, K, B_, w.packed, r0, r1, w.rows, K, int(w.type));
+        if (bias.data)
+            for (int64_t b = 0; b < B_; b++)
+                for (int64_t r = r0; r < r1; r++) out[b * ldo + r] += bias.data[r];
+    }
+
+    // the B rows of x (B, C) normed -> out (B, C), on this thread
+    void norm_rows(float* out, const float* x, const Vector& w, const Vector& b) {
+        if (s_.norm == NormKind::Layer)
+            k_.layernorm_rows(out, x, w.data, b.data, B_, s_.hidden_size, s_.norm_eps);
+        else
+            k_.rmsnorm_rows(out, x, w.data, B_, s_.hidden_size, s_.norm_eps);
+    }
+
+    DecoderModel& m_;
+    const DecoderSpec& s_;
+    const KernelTable& k_;
+    DecodeStep& st_;
+    const int64_t B_;
+    const int tid_, nth_;
+    int64_t l_ = 0;
+    float *xr_, *xn_, *hn_, *aw_;
+};
+
+void DecoderModel::decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits, int nt) {
+    // tokens (B) of sequences seqs (B), each at its own position n_past -> logits (B, V) or none
+    DecodeStep st{tokens, B, logits, std::vector<int64_t>(size_t(B)), std::vector<KVCache*>(size_t(B)), {}};
+    for (int64_t b = 0; b < B; b++) {
+        st.cache[size_t(b)] = &caches_[size_t(seqs[b])];
+        st.pos[size_t(b)] = st.cache[size_t(b)]->n_past;
+    }
+    const int64_t per = Decode::scratch_floats(spec_, B);
     const size_t need = size_t(int64_t(nt) * per + 16);
     if (dec_.size() < need) dec_.resize(need);
     float* base = align64(dec_.data());
-
-    float* q = q_.data();        // (B, QD)
-    float* att = att_.data();    // (B, QD)
-    float* hb = h_.data();       // projection outputs (B, C)
-    float* kn = k_.data();       // new keys (B, KVD), before norm and RoPE
-    float* vn = v_.data();       // new values (B, KVD)
-    float* gate = gate_.data();  // (B, FF)
-    float* up = up_.data();
-    std::vector<int64_t> pos(static_cast<size_t>(B));
-    std::vector<KVCache*> cache(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; b++) {
-        cache[size_t(b)] = &caches_[size_t(seqs[b])];
-        pos[size_t(b)] = cache[size_t(b)]->n_past;
-    }
-    const int64_t gq = QD / kPackRows, gkv = KVD / kPackRows;  // row groups (decode_packed_: whole groups)
-    StepBarrier barrier;
-
-    // rows [r0, r1) of w for the B rows of x (B, K) [+ bias] -> out (B, ldo)
-    const auto matvec = [&](float* out, int64_t ldo, const float* x, int64_t K, const Weight& w, const Vector& bias,
-                            int64_t r0, int64_t r1) {
-        if (r0 >= r1) return;
-        k.qpack_matvec(out, ldo, x, K, B, w.packed, r0, r1, w.rows, K, int(w.type));
-        if (bias.data)
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t r = r0; r < r1; r++) out[b * ldo + r] += bias.data[r];
-    };
-    // the B rows of x (B, C) normed -> out (B, C), on this thread
-    const auto norm_rows = [&](float* out, const float* x, const Vector& w, const Vector& b) {
-        if (layer_norm)
-            k.layernorm_rows(out, x, w.data, b.data, B, C, eps);
-        else
-            k.rmsnorm_rows(out, x, w.data, B, C, eps);
-    };
-    // xr += post_norm(hb) or hb, on this thread's copy of the residual rows
-    const auto residual = [&](float* xr, float* hn, const Vector& post) {
-        const float* add = hb;
-        if (post.data) {
-            norm_rows(hn, hb, post, Vector{});
-            add = hn;
-        }
-        for (int64_t i = 0; i < B * C; i++) xr[i] += add[i];
-    };
-
     pool_.run(nt, [&](int tid, int nth) {
-        float* my = base + int64_t(tid) * per;
-        float* xr = my;              // this thread's residual rows (B, C)
-        float* xn = my + B * C;      // and their norm (B, C)
-        float* hn = my + 2 * B * C;  // post-normed projection rows (B, C)
-        float* aw = my + round_up(3 * B * C, 16);
-        embed(xr, tokens, pos.data(), B);
-        int64_t u0, u1;
-
-        for (int64_t l = 0; l < s.n_layer; l++) {
-            const DecoderLayer& L = w_.layers[size_t(l)];
-            const int64_t lo = l * s.n_ctx * KVD;  // this layer's cache (n_ctx, NKV*HS)
-
-            // q, k, v: one range over their row groups together
-            norm_rows(xn, xr, L.attn_norm, L.attn_norm_b);
-            thread_range(gq + 2 * gkv, tid, nth, u0, u1);
-            const Weight* ws[3] = {&L.wq, &L.wk, &L.wv};
-            const Vector* bs[3] = {&L.bq, &L.bk, &L.bv};
-            float* outs[3] = {q, kn, vn};
-            const int64_t lds[3] = {QD, KVD, KVD};
-            const int64_t g0s[3] = {0, gq, gq + gkv}, gns[3] = {gq, gkv, gkv};
-            for (int i = 0; i < 3; i++) {
-                const int64_t a = std::max(u0, g0s[i]) - g0s[i], e = std::min(u1, g0s[i] + gns[i]) - g0s[i];
-                if (a < e) matvec(outs[i], lds[i], xn, C, *ws[i], *bs[i], a * kPackRows, e * kPackRows);
-            }
-            barrier.wait(nth);
-            // per (sequence, kv head): its key normed and rotated into the
-            // cache, its value into the cache, its query heads normed and
-            // rotated, then its attention units
-            thread_range(B * NKV, tid, nth, u0, u1);
-            const int G = int(NH / NKV);
-            for (int64_t u = u0; u < u1; u++) {
-                const int64_t b = u / NKV, kh = u % NKV, p = pos[size_t(b)];
-                const KVCache& c = *cache[size_t(b)];
-                float* kc = c.k.get() + lo, *vc = c.v.get() + lo;
-                float* kr = kn + b * KVD + kh * HS;
-                float* qh = q + b * QD + kh * G * HS;
-                if (L.k_norm.data) k.rmsnorm_rows(kr, kr, L.k_norm.data, 1, HS, eps);
-                if (L.q_norm.data) k.rmsnorm_rows(qh, qh, L.q_norm.data, G, HS, eps);
-                if (s.rope != RopeKind::None) {
-                    const int tb = s.rope_table[size_t(l)];
-                    const float* cs = w_.rope_cos[size_t(tb)].data() + p * half;
-                    const float* sn = w_.rope_sin[size_t(tb)].data() + p * half;
-                    k.rope_rows(kc + p * KVD + kh * HS, kr, cs, sn, 1, HS, s.rope_dim, interleaved);
-                    k.rope_rows(qh, qh, cs, sn, G, HS, s.rope_dim, interleaved);
-                } else {
-                    std::memcpy(kc + p * KVD + kh * HS, kr, sizeof(float) * size_t(HS));
-                }
-                std::memcpy(vc + p * KVD + kh * HS, vn + b * KVD + kh * HS, sizeof(float) * size_t(HS));
-                const int64_t q_strides[3] = {0, HS, QD}, kv_strides[3] = {0, HS, KVD};
-                k.attention_forward_units(att + b * QD, q + b * QD, kc, vc, nullptr, q_strides, q_strides, kv_strides,
-                                          kv_strides, nullptr, 1, NH, NKV, 1, p + 1, HS, scale, true, p,
-                                          s.attn_softcap, s.window[size_t(l)], kh * per_kv, (kh + 1) * per_kv, aw);
-            }
-            barrier.wait(nth);
-            thread_range(C / kPackRows, tid, nth, u0, u1);
-            matvec(hb, C, att, QD, L.wo, L.bo, u0 * kPackRows, u1 * kPackRows);
-            barrier.wait(nth);
-            residual(xr, hn, L.attn_post_norm);
-
-            // MLP: gate and up over the same row groups, so this thread can
-            // apply the activation to its part of the down projection's input
-            norm_rows(xn, xr, L.ffn_norm, L.ffn_norm_b);
-            thread_range(FF / kPackRows, tid, nth, u0, u1);
-            if (u0 < u1) {
-                const int64_t r0 = u0 * kPackRows, r1 = u1 * kPackRows;
-                if (gated) {
-                    matvec(gate, FF, xn, C, L.w_gate, L.b_gate, r0, r1);
-                    matvec(up, FF, xn, C, L.w_up, L.b_up, r0, r1);
-                    for (int64_t b = 0; b < B; b++) {
-                        float* g = gate + b * FF + r0;
-                        if (s.act == Activation::SiluGLU)
-                            k.swiglu_rows(g, g, up + b * FF + r0, r1 - r0);
-                        else
-                            k.geglu_rows(g, g, up + b * FF + r0, r1 - r0);
-                    }
-                } else {
-                    matvec(gate, FF, xn, C, L.w_up, L.b_up, r0, r1);
-                    for (int64_t b = 0; b < B; b++) k.gelu_rows(gate + b * FF + r0, gate + b * FF + r0, r1 - r0);
-                }
-            }
-            barrier.wait(nth);
-            thread_range(C / kPackRows, tid, nth, u0, u1);
-            matvec(hb, C, gate, FF, L.w_down, L.b_down, u0 * kPackRows, u1 * kPackRows);
-            barrier.wait(nth);
-            residual(xr, hn, L.ffn_post_norm);
-        }
-
-        if (logits) {
-            norm_rows(xn, xr, w_.output_norm, w_.output_norm_b);
-            thread_range((V + kPackRows - 1) / kPackRows, tid, nth, u0, u1);
-            const int64_t r0 = u0 * kPackRows, r1 = std::min(u1 * kPackRows, V);
-            matvec(logits, V, xn, C, w_.output, Vector{}, r0, r1);
-            if (s.final_softcap > 0.0f && r0 < r1)
-                for (int64_t b = 0; b < B; b++) softcap_span(logits + b * V + r0, r1 - r0, s.final_softcap);
-        }
+        Decode e(*this, st, base + int64_t(tid) * per, tid, nth);
+        graph(e);
     });
-    for (int64_t b = 0; b < B; b++) cache[size_t(b)]->n_past = pos[size_t(b)] + 1;
+    for (int64_t b = 0; b < B; b++) st.cache[size_t(b)]->n_past = st.pos[size_t(b)] + 1;
 }
 
 }  // namespace pyllm

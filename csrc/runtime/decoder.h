@@ -92,6 +92,8 @@ public:
     DecoderModel(const DecoderSpec& spec, DecoderWeights weights, std::shared_ptr<void> owner);
 
     const DecoderSpec& spec() const { return spec_; }
+    // the weights as the model reads them (a packed matrix's source bytes no more)
+    const DecoderWeights& weights() const { return w_; }
 
     // Runs tokens (T) at positions n_past() .. n_past()+T-1 and appends them
     // to the cache. logits: (T, V) when all_logits, else (V) for the last one.
@@ -123,6 +125,19 @@ public:
 
 private:
     void check() const;
+    // The model's steps in order (decoder.cpp), run by an executor: Prefill
+    // over a chunk of positions, Decode over one position of B sequences.
+    enum class Buf { XN, Q, K, V, ATT, H, GATE, UP };  // the rows a step reads or writes
+    struct Proj {
+        Buf out;
+        const Weight* w;
+        const Vector* b;
+    };
+    template <class Exec>
+    void graph(Exec& e);
+    class Prefill;
+    class Decode;
+    struct DecodeStep;
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
     // One token for each of B sequences through every layer inside a single
     // job of nt threads (weights packed); logits (B, V) or none.
@@ -143,18 +158,31 @@ private:
     struct FreeDelete {
         void operator()(float* p) const noexcept { std::free(p); }
     };
-    // per sequence, key and value caches (L, n_ctx, NKV*HS) each, calloc'd:
-    // pages are committed only as positions are written
+    // zero-filled memory whose pages are committed only as they are written
+    // (an anonymous mapping in small pages: with transparent huge pages on
+    // "always", a cache row per layer written would commit 2 MB per layer)
+    struct ZeroPages {
+        float* p = nullptr;
+        size_t bytes = 0;
+        ZeroPages() = default;
+        explicit ZeroPages(size_t floats);
+        ZeroPages(ZeroPages&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+        ZeroPages& operator=(ZeroPages&& o) noexcept;
+        ~ZeroPages();
+        float* get() const { return p; }
+    };
+    // per sequence, key and value caches (L, n_ctx, NKV*HS) each
     struct KVCache {
-        std::unique_ptr<float, FreeDelete> k, v;
+        ZeroPages k, v;
         int64_t n_past = 0;
     };
     KVCache new_cache() const;
     std::vector<KVCache> caches_;
     size_t seq_ = 0;  // the sequence forward/truncate act on
 
-    // activations for a chunk of up to kDecoderChunk positions
-    std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
+    // activations for a chunk of up to kDecoderChunk positions: residual
+    // rows x_ and their norm xn_ (prefill), projections, attention, MLP
+    std::vector<float> x_, xn_, h_, q_, k_, v_, att_, gate_, up_;
     std::vector<float> work_;
     int work_threads_ = 0;  // the thread count work_ is sized for
     std::mutex mu_;

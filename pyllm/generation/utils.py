@@ -262,8 +262,8 @@ class GenerationMixin:
         with a ``seed`` is reproducible: with several sequences (prompts x
         ``num_return_sequences``), sequence r draws from its own generator,
         ``np.random.default_rng([seed, r])``. Each sequence (and each beam)
-        has its own KV cache; models that can (llama over block-quantized
-        weights) decode up to 32 of them together, one step running every
+        has its own KV cache; models that can (matrices the runtime
+        packs: widths multiples of 16 and 32) decode up to 32 of them together, one step running every
         unfinished one (the same tokens as one at a time, faster), others one
         after another. The model's lock is held throughout, so threads sharing
         a model take turns.
