@@ -128,31 +128,66 @@ constexpr int64_t kGemmKC = kGemmBlocking8.KC;
 // ---- packed weights (quant.cpp, qpack_*): a matrix repacked once at load
 // so that one load gives element k of 16 consecutive rows, dequantized in
 // vector lanes for fp32 products. Rows go in groups of kPackRows (the last
-// group zero-padded); group g holds, per block b of K/32, one record of
-// qpack_record_bytes(type):
-//   Q8_0  fp16 d[16], int8 q[32][16]             q[k][r]: element k of row r
-//   Q4_0  fp16 d[16], uint8 q[16][16]            q[j][r]: elements 2j (low
-//   Q4_1  fp16 d[16], fp16 m[16], uint8 q[16][16]  nibble), 2j+1 (high) of row r
-//   F32   float q[32][16]; F16 fp16 q[32][16]; BF16 bf16 q[32][16]
-// Same total size as the original; the same layout on every ISA. Float
-// matrices need K a multiple of 32 too.
+// group zero-padded); group g holds, per block b of K/32 elements, one
+// record of qpack_record_bytes(type), as qpack_format(type) says:
+//   scales  s[subs][16]  fp16 (as stored) or fp32 (a K type's d * sc, computed once)
+//   terms   m[subs][16]  the same type, when has_m (a K type's -dmin * mn: added)
+//   q       int8 q[32][16] (q[k][r]: element k of row r), or nibble pairs
+//           uint8 q[16][16] (q[j][r]: elements 2j low, 2j+1 high nibble), or
+//           a float type's q[32][16] in its stored precision
+// and element k of row r is s[k / (32 / subs)][r] * (q[k][r] + offset) [+ m[..][r]],
+// one rounding per operation as gguf's reference dequantizers: the bits of
+// dequantize_row. Q5 and Q6 elements and the IQ4 levels go into int8; the
+// layout is the same on every ISA. Needs K a multiple of 32.
 constexpr int64_t kPackRows = 16;
 
-static inline bool qpack_supported(int type) {
-    return type == kTypeQ8_0 || type == kTypeQ4_0 || type == kTypeQ4_1 || type == kTypeF32 || type == kTypeF16 ||
-           type == kTypeBF16;
+enum class PackElem { None, Int8, Nibble, F32, F16, BF16 };
+
+struct PackFormat {
+    PackElem elem = PackElem::None;
+    int scale_bytes = 0;  // per row and sub-block: 2 (fp16) or 4 (fp32); 0 for the float types
+    int subs = 1;         // sub-blocks of the 32 elements with scales of their own: 1 or 2
+    bool has_m = false;   // a term added per row and sub-block, stored like the scales
+    int offset = 0;       // added to a nibble before it is scaled
+};
+
+constexpr PackFormat qpack_format(int type) {
+    switch (type) {
+        case kTypeF32: return {PackElem::F32, 0, 1, false, 0};
+        case kTypeF16: return {PackElem::F16, 0, 1, false, 0};
+        case kTypeBF16: return {PackElem::BF16, 0, 1, false, 0};
+        case kTypeQ8_0:    // d * q
+        case kTypeQ5_0:    // d * (q - 16), q - 16 in int8
+        case kTypeIQ4_NL:  // d * level
+            return {PackElem::Int8, 2, 1, false, 0};
+        case kTypeQ4_0: return {PackElem::Nibble, 2, 1, false, -8};  // d * (q - 8)
+        case kTypeQ4_1: return {PackElem::Nibble, 2, 1, true, 0};    // d * q + m
+        case kTypeQ5_1: return {PackElem::Int8, 2, 1, true, 0};      // d * q + m
+        case kTypeQ4_K: return {PackElem::Nibble, 4, 1, true, 0};    // (d * sc) * q - dmin * mn
+        case kTypeQ5_K: return {PackElem::Int8, 4, 1, true, 0};      // the same, 5-bit q
+        case kTypeQ6_K: return {PackElem::Int8, 4, 2, false, 0};     // (d * sc) * (q - 32), 16-element subs
+        case kTypeQ3_K: return {PackElem::Nibble, 4, 2, false, -4};  // (d * (sc - 32)) * (q - 4 * !hbit)
+        case kTypeQ2_K: return {PackElem::Nibble, 4, 2, true, 0};    // (d * sc) * q - dmin * mn
+        case kTypeIQ4_XS: return {PackElem::Int8, 4, 1, false, 0};   // (d * (ls - 32)) * level
+        default: return {};
+    }
 }
 
-static inline int64_t qpack_scale_bytes(int type) {
-    return type == kTypeQ4_1 ? 4 * kPackRows : type == kTypeQ8_0 || type == kTypeQ4_0 ? 2 * kPackRows : 0;
+static inline bool qpack_supported(int type) { return qpack_format(type).elem != PackElem::None; }
+
+// bytes of a record's scales (and terms) before its q
+constexpr int64_t qpack_scale_bytes(int type) {
+    const PackFormat f = qpack_format(type);
+    return int64_t(f.scale_bytes) * f.subs * kPackRows * (f.has_m ? 2 : 1);
 }
 
-// bytes of one element of a record's q (Q4_*: two elements a byte, counted as 1/2)
-static inline int64_t qpack_record_bytes(int type) {
-    const int64_t q = type == kTypeF32 ? 4 * kQuantBlock
-                      : type == kTypeF16 || type == kTypeBF16 ? 2 * kQuantBlock
-                      : type == kTypeQ8_0 ? kQuantBlock
-                                          : kQuantBlock / 2;
+constexpr int64_t qpack_record_bytes(int type) {
+    const PackElem e = qpack_format(type).elem;
+    const int64_t q = e == PackElem::F32                            ? 4 * kQuantBlock
+                      : e == PackElem::F16 || e == PackElem::BF16   ? 2 * kQuantBlock
+                      : e == PackElem::Int8                         ? kQuantBlock
+                      : e == PackElem::Nibble                       ? kQuantBlock / 2
+                                                                    : 0;
     return qpack_scale_bytes(type) + q * kPackRows;
 }
 

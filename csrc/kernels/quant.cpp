@@ -304,39 +304,197 @@ void qmatmul(float* out, const float* x, const void* W, int64_t M, int64_t N, in
 
 // ---- packed weights (layout in common.h): repack, dequantize in lanes, products
 
+namespace {
+
+// Block b (elements [32b, 32b + 32)) of a GGUF row, as its packed record
+// holds it: fp16 scale (and term) bits as stored, or fp32 ones computed in
+// the order of gguf's reference (d * sc, once; a term negated, so that
+// adding it is the reference's subtraction), and q as int8 values or
+// nibbles (quant_types.h has the block layouts).
+struct BlockParts {
+    uint16_t d16 = 0, m16 = 0;
+    float s[2] = {0, 0}, m[2] = {0, 0};
+    int8_t q[32] = {};
+};
+
+template <class B>
+B block_at(const uint8_t* row, int64_t i) {
+    B blk;
+    std::memcpy(&blk, row + i * int64_t(sizeof(B)), sizeof(B));
+    return blk;
+}
+
+inline int nib(const uint8_t* qs, int k) { return k < 16 ? qs[k] & 0x0f : qs[k - 16] >> 4; }
+
+inline uint32_t load_u32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+// the 6-bit scale and min of sub-block j of a Q4_K / Q5_K block
+inline void k4_scale_min(const uint8_t* sc, int j, int& d, int& m) {
+    if (j < 4) {
+        d = sc[j] & 0x3f;
+        m = sc[j + 4] & 0x3f;
+    } else {
+        d = (sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4);
+        m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+}
+
+void block_parts(int type, const uint8_t* row, int64_t b, BlockParts& p) {
+    const int j = int(b % 8);  // the 32-element sub-block of a 256-element super-block
+    switch (type) {
+        case kTypeQ8_0: {
+            const auto blk = block_at<BlockQ8_0>(row, b);
+            p.d16 = blk.d;
+            for (int k = 0; k < 32; k++) p.q[k] = blk.qs[k];
+            break;
+        }
+        case kTypeQ4_0: {
+            const auto blk = block_at<BlockQ4_0>(row, b);
+            p.d16 = blk.d;
+            for (int k = 0; k < 32; k++) p.q[k] = int8_t(nib(blk.qs, k));
+            break;
+        }
+        case kTypeQ4_1: {
+            const auto blk = block_at<BlockQ4_1>(row, b);
+            p.d16 = blk.d;
+            p.m16 = blk.m;
+            for (int k = 0; k < 32; k++) p.q[k] = int8_t(nib(blk.qs, k));
+            break;
+        }
+        case kTypeQ5_0: {
+            const auto blk = block_at<BlockQ5_0>(row, b);
+            const uint32_t qh = load_u32(blk.qh);
+            p.d16 = blk.d;
+            for (int k = 0; k < 32; k++) p.q[k] = int8_t((nib(blk.qs, k) | int((qh >> k) & 1) << 4) - 16);
+            break;
+        }
+        case kTypeQ5_1: {
+            const auto blk = block_at<BlockQ5_1>(row, b);
+            const uint32_t qh = load_u32(blk.qh);
+            p.d16 = blk.d;
+            p.m16 = blk.m;
+            for (int k = 0; k < 32; k++) p.q[k] = int8_t(nib(blk.qs, k) | int((qh >> k) & 1) << 4);
+            break;
+        }
+        case kTypeIQ4_NL: {
+            const auto blk = block_at<BlockIQ4_NL>(row, b);
+            p.d16 = blk.d;
+            for (int k = 0; k < 32; k++) p.q[k] = kIQ4Values[nib(blk.qs, k)];
+            break;
+        }
+        case kTypeQ4_K:
+        case kTypeQ5_K: {
+            const bool five = type == kTypeQ5_K;
+            const auto b4 = five ? BlockQ4_K{} : block_at<BlockQ4_K>(row, b / 8);
+            const auto b5 = five ? block_at<BlockQ5_K>(row, b / 8) : BlockQ5_K{};
+            const uint16_t d = five ? b5.d : b4.d, dmin = five ? b5.dmin : b4.dmin;
+            const uint8_t* scales = five ? b5.scales : b4.scales;
+            const uint8_t* qs = (five ? b5.qs : b4.qs) + 32 * (j / 2);
+            int sc, mn;
+            k4_scale_min(scales, j, sc, mn);
+            p.s[0] = fp16_to_f32_portable(d) * float(sc);
+            p.m[0] = -(fp16_to_f32_portable(dmin) * float(mn));
+            for (int l = 0; l < 32; l++)
+                p.q[l] = int8_t(((qs[l] >> (4 * (j % 2))) & 0x0f) | (five ? ((b5.qh[l] >> j) & 1) << 4 : 0));
+            break;
+        }
+        case kTypeQ6_K: {
+            const auto blk = block_at<BlockQ6_K>(row, b / 8);
+            const float d = fp16_to_f32_portable(blk.d);
+            for (int h = 0; h < 2; h++) p.s[h] = d * float(blk.scales[2 * j + h]);
+            for (int l = 0; l < 32; l++) {
+                // element e of the super-block: 128 hh + 64 k + ll
+                const int e = 32 * j + l, hh = e / 128, k = (e % 128) / 64, ll = e % 64, sh = 2 * k + ll / 32;
+                const int lo = (blk.ql[64 * hh + ll] >> (4 * k)) & 0x0f;
+                const int hi = (blk.qh[32 * hh + ll % 32] >> (2 * sh)) & 3;
+                p.q[l] = int8_t((lo | hi << 4) - 32);
+            }
+            break;
+        }
+        case kTypeQ3_K:
+        case kTypeQ2_K: {
+            const bool three = type == kTypeQ3_K;
+            const auto b3 = three ? block_at<BlockQ3_K>(row, b / 8) : BlockQ3_K{};
+            const auto b2 = three ? BlockQ2_K{} : block_at<BlockQ2_K>(row, b / 8);
+            for (int h = 0; h < 2; h++) {
+                const int sub = 2 * j + h;  // of 16 sub-blocks of 16
+                if (three) {
+                    const int lo = sub < 8 ? b3.scales[sub] & 0x0f : b3.scales[sub - 8] >> 4;
+                    const int hi = (b3.scales[8 + sub % 4] >> (2 * (sub / 4))) & 3;
+                    p.s[h] = fp16_to_f32_portable(b3.d) * float((lo | hi << 4) - 32);
+                } else {
+                    p.s[h] = fp16_to_f32_portable(b2.d) * float(b2.scales[sub] & 0x0f);
+                    p.m[h] = -(fp16_to_f32_portable(b2.dmin) * float(b2.scales[sub] >> 4));
+                }
+            }
+            const uint8_t* qs = three ? b3.qs : b2.qs;
+            for (int l = 0; l < 32; l++) {
+                // element e: 128 hh + 32 sh + ll, bits 2sh of qs[32 hh + ll]; Q3_K's high bit in hmask
+                const int e = 32 * j + l, hh = e / 128, sh = (e % 128) / 32;
+                const int low = (qs[32 * hh + l] >> (2 * sh)) & 3;
+                p.q[l] = int8_t(three ? low | ((b3.hmask[l] >> (e / 32)) & 1) << 2 : low);
+            }
+            break;
+        }
+        case kTypeIQ4_XS: {
+            const auto blk = block_at<BlockIQ4_XS>(row, b / 8);
+            const int lo = (blk.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f, hi = (blk.scales_h >> (2 * j)) & 3;
+            p.s[0] = fp16_to_f32_portable(blk.d) * float((lo | hi << 4) - 32);
+            for (int l = 0; l < 32; l++) p.q[l] = kIQ4Values[nib(blk.qs + 16 * j, l)];
+            break;
+        }
+        default:
+            break;
+    }
+}
+
+}  // namespace
+
 void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
-    // W (N,K) GGUF rows -> dst: groups of 16 rows, one record per block (common.h)
+    // W (N,K) GGUF rows -> dst: groups of 16 rows, one record per 32 elements (common.h)
     const uint8_t* w = static_cast<const uint8_t*>(W);
     uint8_t* out = static_cast<uint8_t*>(dst);
+    const PackFormat f = qpack_format(type);
     const int64_t nb = K / kQuantBlock, rb = qpack_record_bytes(type), row_bytes = quant_row_bytes(type, K);
-    const int64_t bb = row_bytes / (nb > 0 ? nb : 1);  // bytes of 32 elements' block
     const int64_t groups = ceil_div(N, kPackRows), sb = qpack_scale_bytes(type);
-    const bool floats = quant_block_elems(type) == 1;
-    const int64_t eb = quant_block_bytes(type);  // a float type's bytes per element
-    if (groups <= 0 || nb <= 0) return;  // nothing to pack (and dst may be null)
+    if (groups <= 0 || nb <= 0 || f.elem == PackElem::None) return;  // nothing to pack (and dst may be null)
     std::memset(out, 0, size_t(groups * nb * rb));
+    const bool floats = f.elem == PackElem::F32 || f.elem == PackElem::F16 || f.elem == PackElem::BF16;
+    const int64_t eb = floats ? quant_block_bytes(type) : 0;  // a float type's bytes per element
+    const int64_t terms = int64_t(f.scale_bytes) * f.subs * kPackRows;  // where the terms start
     for (int64_t g = 0; g < groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t* rec = out + (g * nb + b) * rb;
             uint8_t* q = rec + sb;
             for (int64_t r = 0; r < kPackRows && g * kPackRows + r < N; r++) {
-                const uint8_t* blk = w + (g * kPackRows + r) * row_bytes + b * bb;
+                const uint8_t* row = w + (g * kPackRows + r) * row_bytes;
                 if (floats) {
                     for (int64_t k = 0; k < kQuantBlock; k++)
-                        std::memcpy(q + (k * kPackRows + r) * eb, blk + k * eb, size_t(eb));
+                        std::memcpy(q + (k * kPackRows + r) * eb, row + (b * kQuantBlock + k) * eb, size_t(eb));
                     continue;
                 }
-                std::memcpy(rec + 2 * r, blk, 2);                                           // d
-                if (type == kTypeQ4_1) std::memcpy(rec + 2 * kPackRows + 2 * r, blk + 2, 2);  // m
-                if (type == kTypeQ8_0) {
-                    for (int64_t k = 0; k < kQuantBlock; k++) q[k * kPackRows + r] = blk[2 + k];
-                    continue;
+                BlockParts p;
+                block_parts(type, row, b, p);
+                for (int h = 0; h < f.subs; h++) {
+                    uint8_t* sc = rec + (h * kPackRows + r) * f.scale_bytes;
+                    if (f.scale_bytes == 2) {
+                        std::memcpy(sc, &p.d16, 2);
+                        if (f.has_m) std::memcpy(sc + terms, &p.m16, 2);
+                    } else {
+                        std::memcpy(sc, &p.s[h], 4);
+                        if (f.has_m) std::memcpy(sc + terms, &p.m[h], 4);
+                    }
                 }
-                // element k of the GGUF block: low nibble of qs[k] for k < 16, else high of qs[k - 16]
-                const uint8_t* qs = blk + (type == kTypeQ4_1 ? 4 : 2);
-                const auto elem = [&](int64_t k) { return k < 16 ? qs[k] & 0x0f : qs[k - 16] >> 4; };
-                for (int64_t j = 0; j < kQuantBlock / 2; j++)
-                    q[j * kPackRows + r] = uint8_t(elem(2 * j) | (elem(2 * j + 1) << 4));
+                if (f.elem == PackElem::Int8) {
+                    for (int64_t k = 0; k < kQuantBlock; k++) q[k * kPackRows + r] = uint8_t(p.q[k]);
+                } else {
+                    for (int64_t jj = 0; jj < kQuantBlock / 2; jj++)
+                        q[jj * kPackRows + r] = uint8_t(p.q[2 * jj] | (p.q[2 * jj + 1] << 4));
+                }
             }
         }
     }
@@ -443,59 +601,50 @@ using Lanes = Lanes8;
 constexpr int64_t kPrefetchRecords = 8;  // how far ahead the decode product fetches records
 #endif
 
-template <int TYPE>
-constexpr int64_t record_bytes() {
-    return TYPE == kTypeF32                        ? 4 * 32 * kPackRows
-           : TYPE == kTypeF16 || TYPE == kTypeBF16 ? 2 * 32 * kPackRows
-           : TYPE == kTypeQ8_0                     ? 32 + 32 * kPackRows
-           : TYPE == kTypeQ4_0                     ? 32 + 16 * kPackRows
-                                                   : 64 + 16 * kPackRows;
-}
-template <int TYPE>
-constexpr bool float_record() {
-    return TYPE == kTypeF32 || TYPE == kTypeF16 || TYPE == kTypeBF16;
-}
-
-// One record's scales (per vector of rows) and elements.
+// One record's scales and terms (per sub-block and vector of rows) and elements.
 template <class P, int TYPE>
 struct Record {
+    static constexpr PackFormat F = qpack_format(TYPE);
     static constexpr int H = P::kHalves, W = int(kPackRows) / H;  // vectors, rows per vector
-    typename P::V d[H], m[H];
+    static constexpr int S = F.subs;
+    typename P::V s[S][H], m[S][H];
     const uint8_t* q = nullptr;
     Record() = default;
     explicit Record(const uint8_t* rec) { load(rec); }
+    static typename P::V scale(const uint8_t* p) { return F.scale_bytes == 2 ? P::scales(p) : P::f32(p); }
     void load(const uint8_t* rec) {
-        if (float_record<TYPE>()) {
-            q = rec;
-            return;
-        }
-        for (int h = 0; h < H; h++) {
-            d[h] = P::scales(rec + 2 * W * h);
-            m[h] = TYPE == kTypeQ4_1 ? P::scales(rec + 2 * kPackRows + 2 * W * h) : P::zero();
-        }
-        q = rec + (TYPE == kTypeQ4_1 ? 4 : 2) * kPackRows;
+        q = rec + qpack_scale_bytes(TYPE);
+        if (F.scale_bytes == 0) return;
+        const int64_t terms = int64_t(F.scale_bytes) * S * kPackRows;
+        for (int i = 0; i < S; i++)
+            for (int h = 0; h < H; h++) {
+                const uint8_t* at = rec + (i * kPackRows + W * h) * F.scale_bytes;
+                s[i][h] = scale(at);
+                m[i][h] = F.has_m ? scale(at + terms) : P::zero();
+            }
     }
-    typename P::V weight(typename P::V qv, int h) const {
-        if (TYPE == kTypeQ4_1) return P::add(P::mul(d[h], qv), m[h]);
-        if (TYPE == kTypeQ4_0) return P::mul(d[h], P::add(qv, P::set1(-8.0f)));
-        return P::mul(d[h], qv);
+    typename P::V weight(typename P::V qv, int i, int h) const {
+        if (F.offset != 0) qv = P::add(qv, P::set1(float(F.offset)));
+        const typename P::V x = P::mul(s[i][h], qv);
+        return F.has_m ? P::add(x, m[i][h]) : x;
     }
     // elements k, k+1 (k even) of the rows of vector h
     void pair(int64_t k, int h, typename P::V& w0, typename P::V& w1) const {
-        if (float_record<TYPE>()) {
-            constexpr int64_t eb = TYPE == kTypeF32 ? 4 : 2;
+        const int i = S == 2 ? int(k / 16) : 0;  // k and k+1 share a sub-block
+        if (F.elem == PackElem::F32 || F.elem == PackElem::F16 || F.elem == PackElem::BF16) {
+            constexpr int64_t eb = F.elem == PackElem::F32 ? 4 : 2;
             const uint8_t* p0 = q + (k * kPackRows + W * h) * eb;
             const uint8_t* p1 = p0 + kPackRows * eb;
-            w0 = TYPE == kTypeF32 ? P::f32(p0) : TYPE == kTypeF16 ? P::scales(p0) : P::bf16(p0);
-            w1 = TYPE == kTypeF32 ? P::f32(p1) : TYPE == kTypeF16 ? P::scales(p1) : P::bf16(p1);
-        } else if (TYPE == kTypeQ8_0) {
-            w0 = weight(P::q8(q + k * kPackRows + W * h), h);
-            w1 = weight(P::q8(q + (k + 1) * kPackRows + W * h), h);
+            w0 = F.elem == PackElem::F32 ? P::f32(p0) : F.elem == PackElem::F16 ? P::scales(p0) : P::bf16(p0);
+            w1 = F.elem == PackElem::F32 ? P::f32(p1) : F.elem == PackElem::F16 ? P::scales(p1) : P::bf16(p1);
+        } else if (F.elem == PackElem::Int8) {
+            w0 = weight(P::q8(q + k * kPackRows + W * h), i, h);
+            w1 = weight(P::q8(q + (k + 1) * kPackRows + W * h), i, h);
         } else {
             typename P::V lo, hi;
             P::q4(q + k / 2 * kPackRows + W * h, lo, hi);
-            w0 = weight(lo, h);
-            w1 = weight(hi, h);
+            w0 = weight(lo, i, h);
+            w1 = weight(hi, i, h);
         }
     }
 };
@@ -508,7 +657,7 @@ struct Record {
 template <class P, int TYPE, int MB, int G>
 inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const uint8_t* Wp, int64_t g0,
                        int64_t nb, int64_t kcb) {
-    constexpr int64_t RB = record_bytes<TYPE>();
+    constexpr int64_t RB = qpack_record_bytes(TYPE);
     constexpr int H = P::kHalves, W = int(kPackRows) / H;
     using V = typename P::V;
     for (int64_t b0 = 0; b0 < nb; b0 += kcb) {
@@ -588,6 +737,22 @@ void qpack_matvec_type(float* out, int64_t ldo, const float* x, int64_t ldx, int
     }
 }
 
+// The types with kernels of their own; the others share one of the same
+// packed format (Q5_0 and IQ4_NL records are Q8_0's: fp16 d, int8 q).
+#define PYLLM_PACKED_TYPES                                                                                  \
+    PYLLM_PACKED(kTypeF32) PYLLM_PACKED(kTypeF16) PYLLM_PACKED(kTypeBF16) PYLLM_PACKED(kTypeQ8_0)             \
+    PYLLM_PACKED(kTypeQ4_0) PYLLM_PACKED(kTypeQ4_1) PYLLM_PACKED(kTypeQ5_1) PYLLM_PACKED(kTypeQ4_K)           \
+    PYLLM_PACKED(kTypeQ5_K) PYLLM_PACKED(kTypeQ6_K) PYLLM_PACKED(kTypeQ3_K) PYLLM_PACKED(kTypeQ2_K)           \
+    PYLLM_PACKED(kTypeIQ4_XS)
+
+constexpr int packed_kernel_type(int type) {
+    return type == kTypeQ5_0 || type == kTypeIQ4_NL ? kTypeQ8_0 : type;
+}
+static_assert(qpack_format(kTypeQ5_0).elem == qpack_format(kTypeQ8_0).elem &&
+                  qpack_format(kTypeIQ4_NL).scale_bytes == qpack_format(kTypeQ8_0).scale_bytes &&
+                  !qpack_format(kTypeQ5_0).has_m && qpack_format(kTypeQ5_0).offset == 0,
+              "Q5_0 and IQ4_NL share Q8_0's records");
+
 struct QPackSource {
     const uint8_t* w;  // packed weights (N,K)
     int64_t N, K;
@@ -599,7 +764,7 @@ struct QPackSource {
 // the panel with no transpose
 template <int TYPE>
 void pack_panels(const QPackSource& s, float* dst, int64_t n0, int64_t nc, int64_t k0, int64_t kc, int64_t nr) {
-    constexpr int64_t RB = record_bytes<TYPE>();
+    constexpr int64_t RB = qpack_record_bytes(TYPE);
     const int64_t nb = s.K / kQuantBlock, groups = ceil_div(s.N, kPackRows);
     for (int64_t jr = 0; jr < nc; jr += nr) {
         float* panel = dst + jr / nr * kc * nr;  // (kc, nr)
@@ -627,12 +792,13 @@ void pack_panels(const QPackSource& s, float* dst, int64_t n0, int64_t nc, int64
 
 void qpack_pack_block(const void* ctx, float* dst, int64_t n0, int64_t nc, int64_t k0, int64_t kc, int64_t nr) {
     const QPackSource& s = *static_cast<const QPackSource*>(ctx);
-    if (s.type == kTypeQ8_0) pack_panels<kTypeQ8_0>(s, dst, n0, nc, k0, kc, nr);
-    if (s.type == kTypeQ4_0) pack_panels<kTypeQ4_0>(s, dst, n0, nc, k0, kc, nr);
-    if (s.type == kTypeQ4_1) pack_panels<kTypeQ4_1>(s, dst, n0, nc, k0, kc, nr);
-    if (s.type == kTypeF32) pack_panels<kTypeF32>(s, dst, n0, nc, k0, kc, nr);
-    if (s.type == kTypeF16) pack_panels<kTypeF16>(s, dst, n0, nc, k0, kc, nr);
-    if (s.type == kTypeBF16) pack_panels<kTypeBF16>(s, dst, n0, nc, k0, kc, nr);
+    switch (packed_kernel_type(s.type)) {
+#define PYLLM_PACKED(T) \
+    case T: pack_panels<T>(s, dst, n0, nc, k0, kc, nr); break;
+        PYLLM_PACKED_TYPES
+#undef PYLLM_PACKED
+        default: break;
+    }
 }
 
 }  // namespace
@@ -647,12 +813,13 @@ void qpack_matvec(float* out, int64_t ldo, const float* x, int64_t ldx, int64_t 
         for (int64_t m = 0; m < M; m++) std::memset(out + m * ldo + n0, 0, sizeof(float) * size_t(n1 - n0));
         return;
     }
-    if (type == kTypeQ8_0) qpack_matvec_type<kTypeQ8_0>(out, ldo, x, ldx, M, w, n0, n1, K);
-    if (type == kTypeQ4_0) qpack_matvec_type<kTypeQ4_0>(out, ldo, x, ldx, M, w, n0, n1, K);
-    if (type == kTypeQ4_1) qpack_matvec_type<kTypeQ4_1>(out, ldo, x, ldx, M, w, n0, n1, K);
-    if (type == kTypeF32) qpack_matvec_type<kTypeF32>(out, ldo, x, ldx, M, w, n0, n1, K);
-    if (type == kTypeF16) qpack_matvec_type<kTypeF16>(out, ldo, x, ldx, M, w, n0, n1, K);
-    if (type == kTypeBF16) qpack_matvec_type<kTypeBF16>(out, ldo, x, ldx, M, w, n0, n1, K);
+    switch (packed_kernel_type(type)) {
+#define PYLLM_PACKED(T) \
+    case T: qpack_matvec_type<T>(out, ldo, x, ldx, M, w, n0, n1, K); break;
+        PYLLM_PACKED_TYPES
+#undef PYLLM_PACKED
+        default: break;
+    }
 }
 
 void qpack_matmul(float* out, const float* x, const void* Wp, int64_t M, int64_t N, int64_t K, int type,
