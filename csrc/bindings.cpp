@@ -667,6 +667,7 @@ py::list quant_types() {
         d["block_bytes"] = t.block_bytes;
         d["computable"] = t.computable();
         d["quantizable"] = t.quantize;
+        d["packed"] = pyllm::qpack_supported(t.id);  // repacked at load for the packed products
         out.append(d);
     }
     return out;

@@ -63,6 +63,7 @@ class QuantType:
     block_bytes: int  # bytes per block
     computable: bool  # the runtime computes with it (dequantize reads it)
     quantizable: bool  # quantize writes it
+    packed: bool  # the runtime repacks its matrices at load (groups of 16 rows) for its packed products
 
 
 # every tensor type GGUF defines, in ggml id order
