@@ -724,8 +724,8 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
                                         std::to_string(type) + ", got " + shape_str(w));
     F32 out({M, N});
     // the types with a packed layout take the runtime's packed product, the others its unpacked one
-    const bool block = pyllm::qpack_supported(type);
-    expect(!packed || block, "qmatmul: packed=True needs a type with a packed layout (Q8_0, Q4_0, Q4_1)");
+    const bool block = pyllm::qpack_supported(type) && K % pyllm::kQuantBlock == 0;
+    expect(!packed || block, "qmatmul: packed=True needs K a multiple of 32 and a type with a packed layout");
     py::gil_scoped_release nogil;
     if (ref) {
         kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);

@@ -160,6 +160,23 @@ def test_qmatmul_equals_fp32_on_the_decoded_weights(isa, rng, t):
         np.testing.assert_allclose(ref, exact, rtol=2.0**-23, atol=1e-30)
 
 
+@pytest.mark.parametrize("t", COMPUTABLE, ids=ids(COMPUTABLE))
+def test_packed_products_equal_fp32_on_the_decoded_weights(isa, rng, t):
+    # the load-time packed layout of every computable type: decoded in vector lanes, its products
+    # (the decode step's one-thread rows, the threaded matvec, the prefill GEMM's panels) give the
+    # bits of the same products on the gguf-decoded weights stored as F32
+    assert t.packed
+    for M, N, K in [(1, 1, 256), (3, 17, 512), (5, 40, 768), (33, 23, 1536)]:
+        raw = finite_words(rng.integers(0, 256, N * K // t.block * t.block_bytes, dtype=np.uint8), 9)
+        w_raw = raw.reshape(N, -1)
+        W = np.ascontiguousarray(gguf_dequantize(raw, t).reshape(N, K))
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for rows in (False, True):
+            got = _C.qmatmul(x, w_raw, t.id, K, packed=True, decode_rows=rows)
+            want = _C.qmatmul(x, W.view(np.uint8), 0, K, packed=True, decode_rows=rows)
+            assert_same_bits(got, want)
+
+
 # ---- files
 
 
@@ -303,9 +320,11 @@ def test_tiny_llama_in_each_type(tmp_path, t):
     want = llama_forward(W, CFG, tokens)
     assert np.isfinite(got).all()
     assert float(np.linalg.norm(got - want) / np.linalg.norm(want)) < 1e-5
-    if not t.packed:
-        # the unpacked path decodes each row to fp32 and multiplies in fp32: the same bits as a file
-        # of the decoded weights stored as F32
+    assert t.packed
+    if t.packed:
+        # every matrix packed at load, its elements decoded in vector lanes to gguf's bits and
+        # multiplied in fp32 in one order: the same bits as a file of the decoded weights stored
+        # as F32
         f32 = tmp_path / "f32.gguf"
         write_llama(f32, rng, values=W)
         assert_same_bits(got, AutoModelForCausalLM.from_pretrained(f32)(tokens).logits[0])
