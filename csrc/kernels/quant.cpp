@@ -1,7 +1,8 @@
 // GGUF tensor types in the kernels: row dequantizers (vector paths for F16,
 // BF16, Q8_0, Q4_0, Q4_1; every other computable type through its reference
-// decoder in quant_types.cpp), the Q8_0/Q4_0/Q4_1 quantizers, and the
-// products out = x @ W^T of inference. Not the type table (quant_types.h),
+// decoder in quant_types.cpp), the Q8_0/Q4_0/Q4_1 quantizers, the packed
+// layout of every computable type (common.h) and the products out = x @ W^T
+// of inference. Not the type table (quant_types.h),
 // not a GGUF reader.
 //
 // The block layouts are quant_types.h's. d * q is exact in fp32 for every

@@ -630,8 +630,8 @@ void DecoderModel::decode_batch(const int32_t* tokens, const int64_t* seqs, int6
     if (B <= 0) throw std::invalid_argument("decode_batch needs at least one sequence");
     if (!decode_packed_)
         throw std::invalid_argument(
-            "decode_batch needs every matrix packed: types F32, F16, BF16, Q8_0, Q4_0 or Q4_1, columns a multiple "
-            "of 32 and the model's widths multiples of 16");
+            "decode_batch needs every matrix packed: columns a multiple of 32 and the model's widths multiples "
+            "of 16");
     if (B > kDecoderChunk)
         throw std::invalid_argument("decode_batch takes at most " + std::to_string(kDecoderChunk) + " sequences");
     std::vector<bool> seen(caches_.size(), false);
