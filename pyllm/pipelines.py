@@ -76,7 +76,7 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, n_threads: Opt
         raise ValueError(f"unsupported task {task!r}; supported: text-generation")
     from .hub import DEFAULT_MODEL
     from .models import AutoModelForCausalLM
-    from .models.auto import check_device, check_dtype
+    from .models.base import check_device, check_dtype
 
     check_device(device, "device")
     check_device(device_map, "device_map")

@@ -89,7 +89,7 @@ class GenerationMixin:
 
     def to(self, device: Any) -> Any:
         """``model.to("cpu")`` returns the model; any other device raises ValueError."""
-        from ..models.auto import check_device
+        from ..models.base import check_device
 
         check_device(device, "device")
         return self

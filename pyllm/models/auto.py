@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from .. import hub
 from . import registry
+from .base import check_name_or_path, hf_loading_kwargs
 from .gguf import GGUFFile
 from .hfdir import HFCheckpoint
 
@@ -47,60 +47,6 @@ def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> Any:
         return model
     arch = registry.for_model_type(model_type, str(d / "config.json"))
     return arch.build(arch.from_hf(HFCheckpoint(d)), n_ctx)
-
-
-def check_name_or_path(value: Any, name: str = "pretrained_model_name_or_path") -> None:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path or a registered model name (str or os.PathLike), "
-                        f"got {type(value).__name__}")
-
-
-def check_device(value: Any, name: str) -> None:
-    """transformers' device arguments (``device=-1`` / ``"cpu"``, ``device_map="cpu"`` / ``"auto"``):
-    the CPU is accepted, anything else raises ValueError naming the argument."""
-    if value is None:
-        return
-    if isinstance(value, dict):
-        for v in value.values():
-            check_device(v, name)
-        return
-    text = str(value)
-    if text in ("cpu", "-1", "auto") or (isinstance(value, int) and not isinstance(value, bool) and value < 0):
-        return
-    raise ValueError(f"{name}={value!r}: pyllm runs on the CPU only; pass {name}='cpu' (or leave it out)")
-
-
-def check_dtype(value: Any, name: str) -> None:
-    """transformers' ``torch_dtype`` / ``dtype``: float32 and "auto" are what pyllm computes in;
-    any other dtype is accepted with a warning (weights stay as the file stores them)."""
-    if value is None:
-        return
-    text = str(value).replace("torch.", "").replace("<class 'numpy.", "").rstrip("'>")
-    if text in ("float32", "auto", "float"):
-        return
-    warnings.warn(f"{name}={value!r} is ignored: pyllm computes in float32 on the CPU (quantized weights stay "
-                  "quantized, as the file stores them)", UserWarning, stacklevel=3)
-
-
-# from_pretrained arguments transformers users pass that have one meaning on pyllm's CPU path
-_DEVICE_ARGS = ("device_map", "device")
-_DTYPE_ARGS = ("torch_dtype", "dtype")
-_HARMLESS = ("low_cpu_mem_usage", "trust_remote_code", "use_safetensors", "local_files_only")
-
-
-def hf_loading_kwargs(kwargs: Dict[str, Any]) -> None:
-    """Check and drop from ``kwargs`` the device, dtype and loading switches transformers users
-    pass; what remains is unknown and raises TypeError."""
-    for key in _DEVICE_ARGS:
-        if key in kwargs:
-            check_device(kwargs.pop(key), key)
-    for key in _DTYPE_ARGS:
-        if key in kwargs:
-            check_dtype(kwargs.pop(key), key)
-    for key in _HARMLESS:
-        kwargs.pop(key, None)
-    if kwargs:
-        raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
 
 
 class AutoModelForCausalLM:

@@ -26,7 +26,7 @@ from .. import _C
 from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin, reusable_prefix
-from .base import CausalLMOutput, lm_output
+from .base import CausalLMOutput, lm_output, no_extra_args
 
 __all__ = ["DecoderConfig", "DecoderForCausalLM", "Loaded", "rope_tables"]
 
@@ -112,15 +112,6 @@ def llama3_factors(dim: int, theta: float, scaling: Dict[str, Any]) -> np.ndarra
 def as_batch(input_ids: Any, vocab_size: int) -> np.ndarray:
     """list / 1-D / 2-D integer ids (numpy or torch) -> (B, T) int32, with type and range checks."""
     return id_batch(input_ids, "input_ids", vocab_size).astype(np.int32)
-
-
-def no_extra_args(kwargs: Dict[str, Any]) -> None:
-    """transformers' forward takes cache and output switches pyllm has no use for: accept the
-    harmless ones, refuse the rest by name."""
-    harmless = {"use_cache", "return_dict"}
-    unknown = sorted(k for k in kwargs if k not in harmless)
-    if unknown:
-        raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
 
 
 class DecoderForCausalLM(GenerationMixin):

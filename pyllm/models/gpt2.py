@@ -19,8 +19,7 @@ from .._fileio import atomic_write, write_text_atomic
 from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
 from ..generation.utils import GenerationMixin, reusable_prefix
-from .base import CausalLMOutput, lm_output
-from .decoder import no_extra_args
+from .base import CausalLMOutput, check_name_or_path, hf_loading_kwargs, lm_output, no_extra_args
 from .mapping import spec
 
 CONFIG_NAME = "config.json"
@@ -465,8 +464,6 @@ class GPT2LMHeadModel(GenerationMixin):
         the ``transformer.`` prefix or not; ``lm_head.weight``, if present,
         must equal the token embedding (tied). transformers' ``torch_dtype`` /
         ``dtype`` / ``device_map`` are accepted as in AutoModelForCausalLM."""
-        from .auto import check_name_or_path, hf_loading_kwargs
-
         check_name_or_path(pretrained_model_name_or_path)
         hf_loading_kwargs(kwargs)
         d = Path(pretrained_model_name_or_path)
