@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .. import hub
 from . import registry
-from .base import check_name_or_path, hf_loading_kwargs
+from .base import PreTrainedCausalLM, check_name_or_path, hf_loading_kwargs
 from .gguf import GGUFFile
 from .hfdir import HFCheckpoint
+
+if TYPE_CHECKING:
+    from ..tokenizers.base import TokenizerMixin
 
 
 def _hf_dir(name_or_path: Any) -> Optional[Path]:
@@ -26,7 +29,7 @@ def _hf_dir(name_or_path: Any) -> Optional[Path]:
     return p if p.is_dir() and (p / "config.json").is_file() else None
 
 
-def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> Any:
+def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> PreTrainedCausalLM:
     try:
         model_type = json.loads((d / "config.json").read_text(encoding="utf-8")).get("model_type")
     except ValueError as e:
@@ -59,7 +62,9 @@ class AutoModelForCausalLM:
     transformers' ``torch_dtype`` / ``dtype`` (float32 or "auto"; others are
     ignored with a warning), ``device_map`` / ``device`` (the CPU only:
     anything else raises ValueError) and ``low_cpu_mem_usage``-style loading
-    switches are accepted.
+    switches are accepted. The model is a
+    :class:`~pyllm.models.base.PreTrainedCausalLM` (a ``DecoderForCausalLM``
+    for every GGUF / HF decoder architecture, or a ``GPT2LMHeadModel``).
 
     >>> model = AutoModelForCausalLM.from_pretrained("SmolLM2-135M-Instruct", device_map="cpu")  # doctest: +SKIP
     """
@@ -69,7 +74,7 @@ class AutoModelForCausalLM:
 
     @staticmethod
     def from_pretrained(name_or_path: Any, n_threads: Optional[int] = None, n_ctx: Optional[int] = None,
-                        **kwargs: Any) -> Any:
+                        **kwargs: Any) -> PreTrainedCausalLM:
         check_name_or_path(name_or_path)
         hf_loading_kwargs(kwargs)
         if n_threads is not None:
@@ -89,13 +94,14 @@ class AutoTokenizer:
     """``AutoTokenizer.from_pretrained(name_or_path)``: the tokenizer stored in a
     GGUF file's metadata (byte-level BPE or SentencePiece-style BPE, ``tokenizer.ggml.model``),
     or the tokenizer files of a model directory (tokenizer.json, vocab.json +
-    merges.txt, or pyllm's char_tokenizer.json)."""
+    merges.txt, or pyllm's char_tokenizer.json), as a
+    :class:`~pyllm.tokenizers.base.TokenizerMixin`."""
 
     def __init__(self) -> None:
         raise TypeError("use AutoTokenizer.from_pretrained(name_or_path)")
 
     @staticmethod
-    def from_pretrained(name_or_path: Any, **kwargs: Any) -> Any:
+    def from_pretrained(name_or_path: Any, **kwargs: Any) -> TokenizerMixin:
         check_name_or_path(name_or_path)
         padding_side = kwargs.pop("padding_side", None)
         for key in ("use_fast", "trust_remote_code", "local_files_only"):
@@ -110,7 +116,7 @@ class AutoTokenizer:
         return tok
 
     @staticmethod
-    def _load(name_or_path: Any) -> Any:
+    def _load(name_or_path: Any) -> TokenizerMixin:
         from ..tokenizers.files import find_tokenizer, load_tokenizer, tokenizer_from_gguf_metadata
 
         if isinstance(name_or_path, (str, os.PathLike)) and Path(name_or_path).is_dir():
