@@ -44,7 +44,7 @@ class TextGenerationPipeline:
         return results
 
     def __call__(self, text_inputs: Union[str, Messages, Sequence[Union[str, Messages]]],
-                 return_full_text: bool = True, **generate_kwargs: Any) -> Any:
+                 return_full_text: bool = True, **generate_kwargs: Any) -> List[Any]:
         """Generate for one input (a list of results) or a list of inputs (a list of lists);
         ``generate_kwargs`` are :meth:`generate`'s (``max_new_tokens``, ``max_length``,
         ``do_sample``, ``num_return_sequences``, ``num_beams``, ...)."""
@@ -76,7 +76,7 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, n_threads: Opt
         raise ValueError(f"unsupported task {task!r}; supported: text-generation")
     from .hub import DEFAULT_MODEL
     from .models import AutoModelForCausalLM
-    from .models.auto import check_device, check_dtype
+    from .models.base import check_device, check_dtype
 
     check_device(device, "device")
     check_device(device_map, "device_map")

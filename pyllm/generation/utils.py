@@ -5,8 +5,9 @@ here; per-vocabulary work is in the Cython sampler. Not model code."""
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ContextManager, Dict, Iterator, List, Optional, Protocol, Sequence, Union
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -60,9 +61,11 @@ def reusable_prefix(ids: Sequence[int], cached: Sequence[int]) -> int:
     return min(common, len(ids) - 1)
 
 
-class GenerationMixin:
-    """generate / stream / score over a model with `_prefill`, `step`,
-    `config`, `n_ctx`, `tokenizer`, `_lock` (see LlamaForCausalLM)."""
+class GenerationMixin(ABC):
+    """generate / stream / score over a model with a KV cache. The model provides the
+    generation protocol: ``_prefill``, ``step`` and ``reset`` below, ``config``, ``n_ctx``,
+    ``tokenizer``, ``_lock``, and optionally the ``_batch_*`` methods for several sequences
+    (:class:`pyllm.models.base.PreTrainedCausalLM` implements it on the decoder runtime)."""
 
     generation_config: GenerationConfig
     # what the model class provides; declarations only, so a subclass may define them as properties
@@ -71,32 +74,17 @@ class GenerationMixin:
     tokenizer: Any  # duck-typed: pyllm's BPETokenizer or a transformers tokenizer
     _lock: ContextManager[bool]  # held while the KV cache is in use (a threading.RLock)
 
-    if TYPE_CHECKING:
-        def _prefill(self, ids: List[int]) -> np.ndarray:
-            """Logits after ``ids`` (V,), reusing the cached prefix."""
+    @abstractmethod
+    def _prefill(self, ids: List[int]) -> np.ndarray:
+        """Logits after ``ids`` (V,), reusing the cached prefix."""
 
-        def step(self, input_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-            """Append tokens to the cached sequence: logits of the last one (V,), or of all (T, V)."""
+    @abstractmethod
+    def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
+        """Append tokens to the cached sequence: logits of the last one (V,), or of all (T, V)."""
 
-        def reset(self) -> None:
-            """Empty the KV cache."""
-
-    # ---- transformers' model-object idioms that have one answer on the CPU
-    @property
-    def device(self) -> str:
-        """``"cpu"``, for ``inputs.to(model.device)``."""
-        return "cpu"
-
-    def to(self, device: Any) -> Any:
-        """``model.to("cpu")`` returns the model; any other device raises ValueError."""
-        from ..models.auto import check_device
-
-        check_device(device, "device")
-        return self
-
-    def eval(self) -> Any:
-        """``model.eval()`` returns the model (inference needs no mode switch here)."""
-        return self
+    @abstractmethod
+    def reset(self) -> None:
+        """Empty the KV cache."""
 
     def _config(self, generation_config: Optional[GenerationConfig], kwargs: Dict[str, Any]) -> GenerationConfig:
         base = generation_config or getattr(self, "generation_config", None) or GenerationConfig()

@@ -1,13 +1,14 @@
 """Model files and architectures: GGUF and Hugging Face directory reading, the
-architecture registry, the decoder model every architecture runs as, GPT-2
-(trainable), and the AutoModel entry point."""
+architecture registry, the base class of every model (PreTrainedCausalLM), the
+decoder model every architecture runs as, GPT-2 (trainable), and the AutoModel
+entry point."""
 
 from .auto import AutoModelForCausalLM, AutoTokenizer
-from .base import CausalLMOutput
+from .base import CausalLMOutput, PreTrainedCausalLM
 from .decoder import DecoderConfig, DecoderForCausalLM
 from .gguf import GGUFFile, TensorInfo
 from .gpt2 import GPT2Config, GPT2LMHeadModel
 from .llama import LlamaConfig, LlamaForCausalLM
 
 __all__ = ["AutoModelForCausalLM", "AutoTokenizer", "CausalLMOutput", "DecoderConfig", "DecoderForCausalLM", "GGUFFile", "GPT2Config", "GPT2LMHeadModel",
-           "LlamaConfig", "LlamaForCausalLM", "TensorInfo"]
+           "LlamaConfig", "LlamaForCausalLM", "PreTrainedCausalLM", "TensorInfo"]

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .. import hub
 from . import registry
+from .base import PreTrainedCausalLM, check_name_or_path, hf_loading_kwargs
 from .gguf import GGUFFile
 from .hfdir import HFCheckpoint
+
+if TYPE_CHECKING:
+    from ..tokenizers.base import TokenizerMixin
 
 
 def _hf_dir(name_or_path: Any) -> Optional[Path]:
@@ -26,7 +29,7 @@ def _hf_dir(name_or_path: Any) -> Optional[Path]:
     return p if p.is_dir() and (p / "config.json").is_file() else None
 
 
-def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> Any:
+def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> PreTrainedCausalLM:
     try:
         model_type = json.loads((d / "config.json").read_text(encoding="utf-8")).get("model_type")
     except ValueError as e:
@@ -49,60 +52,6 @@ def _load_hf_dir(d: Path, n_ctx: Optional[int]) -> Any:
     return arch.build(arch.from_hf(HFCheckpoint(d)), n_ctx)
 
 
-def check_name_or_path(value: Any, name: str = "pretrained_model_name_or_path") -> None:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path or a registered model name (str or os.PathLike), "
-                        f"got {type(value).__name__}")
-
-
-def check_device(value: Any, name: str) -> None:
-    """transformers' device arguments (``device=-1`` / ``"cpu"``, ``device_map="cpu"`` / ``"auto"``):
-    the CPU is accepted, anything else raises ValueError naming the argument."""
-    if value is None:
-        return
-    if isinstance(value, dict):
-        for v in value.values():
-            check_device(v, name)
-        return
-    text = str(value)
-    if text in ("cpu", "-1", "auto") or (isinstance(value, int) and not isinstance(value, bool) and value < 0):
-        return
-    raise ValueError(f"{name}={value!r}: pyllm runs on the CPU only; pass {name}='cpu' (or leave it out)")
-
-
-def check_dtype(value: Any, name: str) -> None:
-    """transformers' ``torch_dtype`` / ``dtype``: float32 and "auto" are what pyllm computes in;
-    any other dtype is accepted with a warning (weights stay as the file stores them)."""
-    if value is None:
-        return
-    text = str(value).replace("torch.", "").replace("<class 'numpy.", "").rstrip("'>")
-    if text in ("float32", "auto", "float"):
-        return
-    warnings.warn(f"{name}={value!r} is ignored: pyllm computes in float32 on the CPU (quantized weights stay "
-                  "quantized, as the file stores them)", UserWarning, stacklevel=3)
-
-
-# from_pretrained arguments transformers users pass that have one meaning on pyllm's CPU path
-_DEVICE_ARGS = ("device_map", "device")
-_DTYPE_ARGS = ("torch_dtype", "dtype")
-_HARMLESS = ("low_cpu_mem_usage", "trust_remote_code", "use_safetensors", "local_files_only")
-
-
-def hf_loading_kwargs(kwargs: Dict[str, Any]) -> None:
-    """Check and drop from ``kwargs`` the device, dtype and loading switches transformers users
-    pass; what remains is unknown and raises TypeError."""
-    for key in _DEVICE_ARGS:
-        if key in kwargs:
-            check_device(kwargs.pop(key), key)
-    for key in _DTYPE_ARGS:
-        if key in kwargs:
-            check_dtype(kwargs.pop(key), key)
-    for key in _HARMLESS:
-        kwargs.pop(key, None)
-    if kwargs:
-        raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
-
-
 class AutoModelForCausalLM:
     """``AutoModelForCausalLM.from_pretrained(name_or_path)`` as in transformers:
     a ``.gguf`` path, a directory holding one, a GPT-2 directory (config.json
@@ -113,7 +62,9 @@ class AutoModelForCausalLM:
     transformers' ``torch_dtype`` / ``dtype`` (float32 or "auto"; others are
     ignored with a warning), ``device_map`` / ``device`` (the CPU only:
     anything else raises ValueError) and ``low_cpu_mem_usage``-style loading
-    switches are accepted.
+    switches are accepted. The model is a
+    :class:`~pyllm.models.base.PreTrainedCausalLM` (a ``DecoderForCausalLM``
+    for every GGUF / HF decoder architecture, or a ``GPT2LMHeadModel``).
 
     >>> model = AutoModelForCausalLM.from_pretrained("SmolLM2-135M-Instruct", device_map="cpu")  # doctest: +SKIP
     """
@@ -123,7 +74,7 @@ class AutoModelForCausalLM:
 
     @staticmethod
     def from_pretrained(name_or_path: Any, n_threads: Optional[int] = None, n_ctx: Optional[int] = None,
-                        **kwargs: Any) -> Any:
+                        **kwargs: Any) -> PreTrainedCausalLM:
         check_name_or_path(name_or_path)
         hf_loading_kwargs(kwargs)
         if n_threads is not None:
@@ -143,13 +94,14 @@ class AutoTokenizer:
     """``AutoTokenizer.from_pretrained(name_or_path)``: the tokenizer stored in a
     GGUF file's metadata (byte-level BPE or SentencePiece-style BPE, ``tokenizer.ggml.model``),
     or the tokenizer files of a model directory (tokenizer.json, vocab.json +
-    merges.txt, or pyllm's char_tokenizer.json)."""
+    merges.txt, or pyllm's char_tokenizer.json), as a
+    :class:`~pyllm.tokenizers.base.TokenizerMixin`."""
 
     def __init__(self) -> None:
         raise TypeError("use AutoTokenizer.from_pretrained(name_or_path)")
 
     @staticmethod
-    def from_pretrained(name_or_path: Any, **kwargs: Any) -> Any:
+    def from_pretrained(name_or_path: Any, **kwargs: Any) -> TokenizerMixin:
         check_name_or_path(name_or_path)
         padding_side = kwargs.pop("padding_side", None)
         for key in ("use_fast", "trust_remote_code", "local_files_only"):
@@ -164,7 +116,7 @@ class AutoTokenizer:
         return tok
 
     @staticmethod
-    def _load(name_or_path: Any) -> Any:
+    def _load(name_or_path: Any) -> TokenizerMixin:
         from ..tokenizers.files import find_tokenizer, load_tokenizer, tokenizer_from_gguf_metadata
 
         if isinstance(name_or_path, (str, os.PathLike)) and Path(name_or_path).is_dir():

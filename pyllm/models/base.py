@@ -1,6 +1,16 @@
-# What every causal LM returns from model(input_ids, labels=...): the output type and transformers' loss.
-# Not a model: no weights, no forward pass.
-"""``CausalLMOutput`` and :func:`causal_lm_loss`.
+# The base every causal LM class inherits (PreTrainedCausalLM), what model(input_ids, labels=...) returns
+# with transformers' loss, and the model-side checks of what users pass. Not a model: no weights, no math.
+"""``PreTrainedCausalLM``, ``CausalLMOutput``, :func:`causal_lm_loss` and the argument checks.
+
+:class:`PreTrainedCausalLM` is what ``AutoModelForCausalLM.from_pretrained``
+returns, whatever the architecture: ``config``, ``vocab_size``, ``n_ctx``,
+``model(input_ids)`` / ``forward`` returning :class:`CausalLMOutput`,
+``step`` / ``reset`` / ``n_past`` over the KV cache, and ``generate`` /
+``stream`` / ``score`` from :class:`~pyllm.generation.utils.GenerationMixin`,
+whose decoding loop the shared ``step`` / ``_prefill`` here feed. Token ids
+reach a model through :meth:`PreTrainedCausalLM._check_ids` (integer type,
+range, shape, context length; the value checks themselves are
+:mod:`pyllm._inputs`', which the tokenizers share).
 
 >>> logits = np.zeros((1, 3, 4), np.float32)
 >>> round(causal_lm_loss(logits, np.array([[0, 1, 2]])), 4) == round(float(np.log(4)), 4)
@@ -9,12 +19,17 @@ True
 
 from __future__ import annotations
 
+import os
+import warnings
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple, TypeVar
 
 import numpy as np
 
-from .._inputs import is_torch_tensor, like_input, to_numpy
+from .. import _C
+from .._inputs import id_batch, is_torch_tensor, like_input, to_numpy
+from ..generation.utils import GenerationMixin, reusable_prefix
 
 
 @dataclass
@@ -59,7 +74,7 @@ def check_labels(labels: Any, shape: Tuple[int, ...], vocab_size: int) -> np.nda
     """``labels`` as an int64 array of ``shape`` (-100 or ids in range)."""
     lab = np.asarray(to_numpy(labels))
     if lab.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integer token ids (or -100), got {lab.dtype} values")
+        raise TypeError(f"labels must be an integer array of token ids (or -100), got {lab.dtype} values")
     if lab.ndim == 1 and len(shape) == 2 and shape[0] == 1:
         lab = lab[None, :]
     if lab.shape != shape:
@@ -80,3 +95,213 @@ def lm_output(input_ids: Any, logits: np.ndarray, labels: Any, vocab_size: int) 
         value = np.float32(causal_lm_loss(logits, lab))
         loss = like_input(input_ids, np.asarray(value)).reshape(()) if is_torch_tensor(input_ids) else value
     return CausalLMOutput(logits=like_input(input_ids, logits), loss=loss)
+
+
+def mask_columns(attention_mask: Any, shape: Tuple[int, ...]) -> Optional[List[np.ndarray]]:
+    """The positions each row of ``input_ids`` (shape ``shape``) keeps under ``attention_mask``
+    (1 = token, 0 = padding, on one side of a row), or None when there is no mask or it keeps
+    every position.
+
+    >>> mask_columns([[0, 1, 1], [1, 1, 1]], (2, 3))
+    [array([1, 2]), array([0, 1, 2])]
+    """
+    if attention_mask is None:
+        return None
+    mask = np.asarray(to_numpy(attention_mask))
+    if mask.ndim == 1 and len(shape) == 2 and shape[0] == 1:
+        mask = mask[None, :]
+    if mask.shape != shape:
+        raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {shape}")
+    if np.all(mask != 0):
+        return None
+    rows = []
+    for b in range(shape[0]):
+        cols = np.flatnonzero(mask[b])
+        if cols.size and cols[-1] - cols[0] + 1 != cols.size:
+            raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
+        rows.append(cols)
+    return rows
+
+
+# ---- what users pass to from_pretrained, to() and forward beside the ids
+
+def check_name_or_path(value: Any, name: str = "pretrained_model_name_or_path") -> None:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path or a registered model name (str or os.PathLike), "
+                        f"got {type(value).__name__}")
+
+
+def check_device(value: Any, name: str) -> None:
+    """transformers' device arguments (``device=-1`` / ``"cpu"``, ``device_map="cpu"`` / ``"auto"``):
+    the CPU is accepted, anything else raises ValueError naming the argument."""
+    if value is None:
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            check_device(v, name)
+        return
+    text = str(value)
+    if text in ("cpu", "-1", "auto") or (isinstance(value, int) and not isinstance(value, bool) and value < 0):
+        return
+    raise ValueError(f"{name}={value!r}: pyllm runs on the CPU only; pass {name}='cpu' (or leave it out)")
+
+
+def check_dtype(value: Any, name: str) -> None:
+    """transformers' ``torch_dtype`` / ``dtype``: float32 and "auto" are what pyllm computes in;
+    any other dtype is accepted with a warning (weights stay as the file stores them)."""
+    if value is None:
+        return
+    text = str(value).replace("torch.", "").replace("<class 'numpy.", "").rstrip("'>")
+    if text in ("float32", "auto", "float"):
+        return
+    warnings.warn(f"{name}={value!r} is ignored: pyllm computes in float32 on the CPU (quantized weights stay "
+                  "quantized, as the file stores them)", UserWarning, stacklevel=3)
+
+
+# from_pretrained arguments transformers users pass that have one meaning on pyllm's CPU path
+_DEVICE_ARGS = ("device_map", "device")
+_DTYPE_ARGS = ("torch_dtype", "dtype")
+_HARMLESS = ("low_cpu_mem_usage", "trust_remote_code", "use_safetensors", "local_files_only")
+
+
+def hf_loading_kwargs(kwargs: Dict[str, Any]) -> None:
+    """Check and drop from ``kwargs`` the device, dtype and loading switches transformers users
+    pass; what remains is unknown and raises TypeError."""
+    for key in _DEVICE_ARGS:
+        if key in kwargs:
+            check_device(kwargs.pop(key), key)
+    for key in _DTYPE_ARGS:
+        if key in kwargs:
+            check_dtype(kwargs.pop(key), key)
+    for key in _HARMLESS:
+        kwargs.pop(key, None)
+    if kwargs:
+        raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
+
+
+def no_extra_args(kwargs: Dict[str, Any]) -> None:
+    """transformers' forward takes cache and output switches pyllm has no use for: accept the
+    harmless ones, refuse the rest by name."""
+    harmless = {"use_cache", "return_dict"}
+    unknown = sorted(k for k in kwargs if k not in harmless)
+    if unknown:
+        raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
+
+
+# ---- the base class
+
+class CausalLMConfig(Protocol):
+    """What every model's ``config`` holds (:class:`~pyllm.models.decoder.DecoderConfig`,
+    :class:`~pyllm.models.gpt2.GPT2Config`), under transformers' names."""
+
+    vocab_size: int  # V
+    model_type: str  # the architecture ("llama", "qwen2", "gpt2", ...)
+    bos_token_id: Optional[int]
+    eos_token_id: Any  # an id, a list of ids (any ends generation), or None
+    pad_token_id: Optional[int]
+
+    def to_dict(self) -> Dict[str, Any]: ...
+
+
+_Model = TypeVar("_Model", bound="PreTrainedCausalLM")
+
+
+class PreTrainedCausalLM(GenerationMixin):
+    """A causal language model on the decoder runtime (``pyllm._C.DecoderModel``, which holds
+    the weights and the KV cache): what every model class here offers.
+
+    A subclass builds the runtime (``_live``), keeps ``_cached`` (the token ids whose keys and
+    values are in the cache) and ``_lock`` (an ``RLock`` held while the cache is in use), and
+    implements ``__call__`` and ``reset``; ``step``, the prefix-reusing prefill and the
+    per-token decode step generation runs on are written here once, over ``_live``.
+    """
+
+    config: CausalLMConfig
+    _cached: List[int]
+
+    @abstractmethod
+    def __call__(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
+                 **kwargs: Any) -> CausalLMOutput:
+        """Logits for every position, as transformers' ``model(input_ids).logits`` (B, T, V);
+        ``.loss`` with ``labels``."""
+
+    def forward(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
+                **kwargs: Any) -> CausalLMOutput:
+        """``model.forward(...)`` is ``model(...)``, as in transformers."""
+        return self(input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @abstractmethod
+    def _live(self) -> _C.DecoderModel:
+        """The runtime over the model's weights (ValueError once the model is closed)."""
+
+    @property
+    def vocab_size(self) -> int:
+        """V, the number of token ids (``config.vocab_size``)."""
+        return self.config.vocab_size
+
+    @property
+    def n_past(self) -> int:
+        """Positions currently in the KV cache."""
+        return len(self._cached)
+
+    # ---- the one check of token ids entering a model
+
+    def _context_limit(self) -> Tuple[str, int]:
+        """The longest input one call takes, and its name in messages."""
+        return "n_ctx", self.n_ctx
+
+    def _check_ids(self, input_ids: Any, name: str = "input_ids") -> np.ndarray:
+        """``input_ids`` (an int, a list, a 1-D or (B, T) numpy array or torch tensor) as a
+        contiguous (B, T) int64 array: integer ids (TypeError otherwise), in ``[0, vocab_size)``,
+        not empty, rows of one length, at most the context long (ValueError naming ``name``)."""
+        ids = id_batch(input_ids, name, self.config.vocab_size)
+        what, limit = self._context_limit()
+        if ids.shape[1] > limit:
+            raise ValueError(f"{name} has {ids.shape[1]} tokens, longer than the context {what}={limit}")
+        return np.ascontiguousarray(ids)
+
+    # ---- the incremental interface generation builds on
+
+    def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
+        """Append tokens (1-D) to the cached sequence and return the logits of
+        the last one (V,), or of all of them (T, V)."""
+        ids = self._check_ids(input_ids)
+        if ids.shape[0] != 1:
+            raise ValueError("step takes one sequence (1-D ids)")
+        with self._lock:
+            logits = self._live().forward(ids[0].astype(np.int32), all_logits)
+            self._cached.extend(ids[0].tolist())
+            return logits
+
+    def _step_token(self, token: int) -> np.ndarray:
+        """step([token]) for the decoding loop, without the generic input
+        checks (the compiled forward still checks the id's range)."""
+        with self._lock:
+            logits = self._live().forward(np.array((token,), dtype=np.int32), False)
+            self._cached.append(token)
+            return logits
+
+    def _prefill(self, ids: List[int]) -> np.ndarray:
+        """Logits after ``ids`` (V,), running only what the cache lacks."""
+        with self._lock:
+            live = self._live()  # first: a model may rebuild its runtime here, which empties the cache
+            common = reusable_prefix(ids, self._cached)
+            live.truncate(common)
+            self._cached = self._cached[:common]
+            return self.step(ids[common:])
+
+    # ---- transformers' model-object idioms that have one answer on the CPU
+
+    @property
+    def device(self) -> str:
+        """``"cpu"``, for ``inputs.to(model.device)``."""
+        return "cpu"
+
+    def to(self: _Model, device: Any) -> _Model:
+        """``model.to("cpu")`` returns the model; any other device raises ValueError."""
+        check_device(device, "device")
+        return self
+
+    def eval(self: _Model) -> _Model:
+        """``model.eval()`` returns the model (inference needs no mode switch here)."""
+        return self

@@ -23,10 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .. import _C
-from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
-from ..generation.utils import GenerationMixin, reusable_prefix
-from .base import CausalLMOutput, lm_output
+from .base import CausalLMOutput, PreTrainedCausalLM, lm_output, mask_columns, no_extra_args
 
 __all__ = ["DecoderConfig", "DecoderForCausalLM", "Loaded", "rope_tables"]
 
@@ -109,21 +107,7 @@ def llama3_factors(dim: int, theta: float, scaling: Dict[str, Any]) -> np.ndarra
     return np.asarray(out, dtype=np.float32)
 
 
-def as_batch(input_ids: Any, vocab_size: int) -> np.ndarray:
-    """list / 1-D / 2-D integer ids (numpy or torch) -> (B, T) int32, with type and range checks."""
-    return id_batch(input_ids, "input_ids", vocab_size).astype(np.int32)
-
-
-def no_extra_args(kwargs: Dict[str, Any]) -> None:
-    """transformers' forward takes cache and output switches pyllm has no use for: accept the
-    harmless ones, refuse the rest by name."""
-    harmless = {"use_cache", "return_dict"}
-    unknown = sorted(k for k in kwargs if k not in harmless)
-    if unknown:
-        raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
-
-
-class DecoderForCausalLM(GenerationMixin):
+class DecoderForCausalLM(PreTrainedCausalLM):
     """A decoder-only model over weights used in place (a memory-mapped
     GGUF file, whose quantized blocks stay quantized, or a Hugging Face
     directory's safetensors).
@@ -182,31 +166,20 @@ class DecoderForCausalLM(GenerationMixin):
         >>> out = model(ids, labels=ids); out.loss, out.logits.shape   # doctest: +SKIP
         """
         no_extra_args(kwargs)
-        ids = as_batch(input_ids, self.config.vocab_size)
+        ids = self._check_ids(input_ids)
         B, T = ids.shape
-        if attention_mask is not None:
-            mask = np.asarray(to_numpy(attention_mask))
-            if mask.ndim == 1 and B == 1:
-                mask = mask[None, :]
-            if mask.shape != ids.shape:
-                raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}")
-        if T > self.n_ctx:
-            raise ValueError(f"input of {T} tokens is longer than the context n_ctx={self.n_ctx}")
+        rows = mask_columns(attention_mask, ids.shape)
         out = np.zeros((B, T, self.config.vocab_size), dtype=np.float32)
         with self._lock:
             for b in range(B):
-                cols = np.arange(T) if attention_mask is None else np.flatnonzero(mask[b])
+                cols = np.arange(T) if rows is None else rows[b]
                 if cols.size == 0:
                     continue
-                if cols[-1] - cols[0] + 1 != cols.size:
-                    raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
                 self._live().truncate(0)
                 self._cached = []
-                out[b, cols] = self._live().forward(np.ascontiguousarray(ids[b, cols]), True)
+                out[b, cols] = self._live().forward(ids[b, cols].astype(np.int32), True)
                 self._cached = ids[b, cols].tolist()
         return lm_output(input_ids, out, labels, self.config.vocab_size)
-
-    forward = __call__
 
     # ---- the incremental interface generation builds on
 
@@ -220,25 +193,6 @@ class DecoderForCausalLM(GenerationMixin):
         with self._lock:
             self._live().truncate(0)
             self._cached = []
-
-    def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
-        """Append tokens (1-D) to the cached sequence and return the logits of
-        the last one (V,), or of all of them (T, V)."""
-        ids = as_batch(input_ids, self.config.vocab_size)
-        if ids.shape[0] != 1:
-            raise ValueError("step takes one sequence (1-D ids)")
-        with self._lock:
-            logits = self._live().forward(np.ascontiguousarray(ids[0]), all_logits)
-            self._cached.extend(ids[0].tolist())
-            return logits
-
-    def _step_token(self, token: int) -> np.ndarray:
-        """step([token]) for the decoding loop, without the generic input
-        checks (the compiled forward still checks the id's range)."""
-        with self._lock:
-            logits = self._live().forward(np.array((token,), dtype=np.int32), False)
-            self._cached.append(token)
-            return logits
 
     # ---- several sequences at once (generate with several prompts or
     # num_return_sequences > 1): sequence 0 is the model's own cache (its
@@ -280,14 +234,6 @@ class DecoderForCausalLM(GenerationMixin):
     def _batch_end(self) -> None:
         if self._model is not None:
             self._model.set_n_seq(1)  # frees the other sequences' caches
-
-    def _prefill(self, ids: List[int]) -> np.ndarray:
-        """Logits after ``ids`` (V,), running only what the cache lacks."""
-        with self._lock:
-            common = reusable_prefix(ids, self._cached)
-            self._live().truncate(common)
-            self._cached = self._cached[:common]
-            return self.step(ids[common:])
 
     @property
     def tokenizer(self) -> Any:

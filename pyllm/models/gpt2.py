@@ -16,11 +16,17 @@ import numpy as np
 
 from .. import _C
 from .._fileio import atomic_write, write_text_atomic
-from .._inputs import id_batch, to_numpy
 from ..generation.configuration import GenerationConfig
-from ..generation.utils import GenerationMixin, reusable_prefix
-from .base import CausalLMOutput, lm_output
-from .decoder import no_extra_args
+from .base import (
+    CausalLMOutput,
+    PreTrainedCausalLM,
+    check_labels,
+    check_name_or_path,
+    hf_loading_kwargs,
+    lm_output,
+    mask_columns,
+    no_extra_args,
+)
 from .mapping import spec
 
 CONFIG_NAME = "config.json"
@@ -147,13 +153,6 @@ def _views(flat: np.ndarray, shapes: List[Tuple[str, Tuple[int, ...]]]) -> Dict[
     return out
 
 
-def _int_array(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype == object or a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    return a
-
-
 class _Activations:
     """Forward activations kept for backward, plus backward scratch, for one
     (B, T); every array is 2-D (rows B*T) unless said otherwise."""
@@ -192,7 +191,7 @@ class _Activations:
         self.dfch_gelu = np.empty((R, F), f32)
 
 
-class GPT2LMHeadModel(GenerationMixin):
+class GPT2LMHeadModel(PreTrainedCausalLM):
     """GPT-2 with a language-model head tied to the token embedding, as
     transformers' ``GPT2LMHeadModel``; trains (``forward_backward``) and
     generates (``generate`` with a KV cache).
@@ -284,24 +283,12 @@ class GPT2LMHeadModel(GenerationMixin):
 
     # ---- training
 
-    def _check_ids(self, input_ids: Any, name: str = "input_ids") -> np.ndarray:
-        ids = id_batch(input_ids, name, self.config.vocab_size)
-        if ids.shape[1] > self.config.n_positions:
-            raise ValueError(f"{name} has {ids.shape[1]} positions, more than n_positions={self.config.n_positions}")
-        return np.ascontiguousarray(ids, dtype=np.int64)
+    def _context_limit(self) -> Tuple[str, int]:
+        return "n_positions", self.config.n_positions  # the position embeddings, also for training
 
-    def _check_labels(self, labels: Any, shape: Tuple[int, ...]) -> np.ndarray:
-        lab = _int_array(labels, "labels")
-        if lab.ndim == 1 and len(shape) == 2 and shape[0] == 1:
-            lab = lab[None, :]
-        if lab.shape != shape:
-            raise ValueError(f"labels have shape {lab.shape}, input_ids {shape}")
-        bad = (lab != -100) & ((lab < 0) | (lab >= self.config.vocab_size))
-        if bad.any():
-            b, t = np.argwhere(bad)[0]
-            raise ValueError(f"labels: {int(lab[b, t])} at row {int(b)}, position {int(t)} is neither -100 "
-                             f"nor in [0, {self.config.vocab_size})")
-        return np.ascontiguousarray(lab, dtype=np.int64).reshape(-1)
+    def _targets(self, labels: Any, shape: Tuple[int, ...]) -> np.ndarray:
+        """``labels`` (no shift; -100 ignored) as the flat int64 targets of the loss kernel."""
+        return np.ascontiguousarray(check_labels(labels, shape, self.config.vocab_size)).reshape(-1)
 
     def _activations(self, B: int, T: int) -> _Activations:
         if self._acts is None or (self._acts.B, self._acts.T) != (B, T):
@@ -399,7 +386,7 @@ class GPT2LMHeadModel(GenerationMixin):
         """
         with self._lock:
             ids = self._check_ids(input_ids)
-            targets = self._check_labels(labels, ids.shape)
+            targets = self._targets(labels, ids.shape)
             a = self._forward(ids)
             loss, n_valid = self._mean_loss(a, targets)
             self._backward(a, ids, targets, n_valid)
@@ -409,7 +396,7 @@ class GPT2LMHeadModel(GenerationMixin):
         """The loss of ``forward_backward`` without the backward pass (evaluation)."""
         with self._lock:
             ids = self._check_ids(input_ids)
-            targets = self._check_labels(labels, ids.shape)
+            targets = self._targets(labels, ids.shape)
             return self._mean_loss(self._forward(ids), targets)[0]
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
@@ -424,20 +411,15 @@ class GPT2LMHeadModel(GenerationMixin):
         with self._lock:
             ids = self._check_ids(input_ids)
             B, T = ids.shape
-            if attention_mask is None or np.all(np.asarray(to_numpy(attention_mask)) != 0):
+            rows = mask_columns(attention_mask, ids.shape)
+            if rows is None:
                 logits = self._forward(ids).logits.reshape(B, T, -1).copy()
             else:
-                mask = np.asarray(to_numpy(attention_mask)).reshape(B, T)
                 logits = np.zeros((B, T, self.config.vocab_size), dtype=np.float32)
-                for b in range(B):
-                    cols = np.flatnonzero(mask[b])
-                    if cols.size and cols[-1] - cols[0] + 1 != cols.size:
-                        raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
+                for b, cols in enumerate(rows):
                     if cols.size:
                         logits[b, cols] = self._forward(ids[b:b + 1, cols]).logits
             return lm_output(input_ids, logits, labels, self.config.vocab_size)
-
-    forward = __call__
 
     # ---- checkpoints
 
@@ -465,8 +447,6 @@ class GPT2LMHeadModel(GenerationMixin):
         the ``transformer.`` prefix or not; ``lm_head.weight``, if present,
         must equal the token embedding (tied). transformers' ``torch_dtype`` /
         ``dtype`` / ``device_map`` are accepted as in AutoModelForCausalLM."""
-        from .auto import check_name_or_path, hf_loading_kwargs
-
         check_name_or_path(pretrained_model_name_or_path)
         hf_loading_kwargs(kwargs)
         d = Path(pretrained_model_name_or_path)
@@ -536,11 +516,6 @@ class GPT2LMHeadModel(GenerationMixin):
     def tokenizer(self, tok: Any) -> None:
         self._tokenizer = tok
 
-    @property
-    def n_past(self) -> int:
-        """Positions currently in the KV cache."""
-        return len(self._cached)
-
     def reset(self) -> None:
         """Empty the KV cache (and rebuild the inference weights from the parameters on next use:
         call it after editing parameters by hand)."""
@@ -548,34 +523,13 @@ class GPT2LMHeadModel(GenerationMixin):
             self._cached = []
             self._runtime = None
 
-    def step(self, input_ids: Any, all_logits: bool = False) -> np.ndarray:
-        """Append tokens (1-D) to the cached sequence and return the logits of
-        the last one (V,), or of all of them (T, V)."""
-        ids = self._check_ids(input_ids)
-        if ids.shape[0] != 1:
-            raise ValueError("step takes one sequence (1-D ids)")
-        with self._lock:
-            if self.n_past + ids.shape[1] > self.n_ctx:
-                raise ValueError(f"{self.n_past} cached + {ids.shape[1]} new tokens exceed n_positions={self.n_ctx}")
-            logits = self._live().forward(np.ascontiguousarray(ids[0], dtype=np.int32), all_logits)
-            self._cached.extend(int(t) for t in ids[0])
-            return logits
-
     def _step_token(self, token: int) -> np.ndarray:
+        # the runtime as built by the prefill: _live() would hash a sample of the parameters per token
         with self._lock:
             assert self._runtime is not None  # generation prefills first
             logits = self._runtime.forward(np.array((token,), dtype=np.int32), False)
             self._cached.append(token)
             return logits
-
-    def _prefill(self, ids: List[int]) -> np.ndarray:
-        """Logits after ``ids`` (V,), running only what the cache lacks."""
-        with self._lock:
-            live = self._live()
-            common = reusable_prefix(ids, self._cached)
-            live.truncate(common)
-            self._cached = self._cached[:common]
-            return self.step(ids[common:])
 
     def _live(self) -> _C.DecoderModel:
         """The runtime over the current parameters: rebuilt (cache emptied) when n_ctx or the

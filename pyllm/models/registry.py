@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 if TYPE_CHECKING:
-    from .decoder import Loaded
+    from .decoder import DecoderForCausalLM, Loaded
     from .gguf import GGUFFile
     from .hfdir import HFCheckpoint
 
@@ -32,7 +32,7 @@ class Architecture:
     from_hf: "Callable[[HFCheckpoint], Loaded]"
     model_class: Any = None  # the class it builds (a DecoderForCausalLM subclass; None: DecoderForCausalLM)
 
-    def build(self, loaded: "Loaded", n_ctx: Any) -> Any:
+    def build(self, loaded: "Loaded", n_ctx: Any) -> "DecoderForCausalLM":
         from .decoder import DecoderForCausalLM
 
         cls = self.model_class or DecoderForCausalLM

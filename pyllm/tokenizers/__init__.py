@@ -2,13 +2,13 @@
 (Llama 2, Mistral, Gemma, Phi-3), character-level, their helpers, and reading/writing
 them in model files and directories."""
 
-from .base import AddedToken
+from .base import AddedToken, TokenizerMixin
 from .bpe import BPETokenizer
 from .bytelevel import bytes_to_unicode, decode_bytelevel, encode_bytelevel
 from .char import CharTokenizer
 from .files import load_hf_tokenizer, load_tokenizer, save_tokenizer, tokenizer_from_gguf_metadata
 from .spm import SentencePieceBPETokenizer
 
-__all__ = ["AddedToken", "BPETokenizer", "SentencePieceBPETokenizer", "CharTokenizer", "bytes_to_unicode",
-           "encode_bytelevel", "decode_bytelevel", "load_tokenizer", "load_hf_tokenizer",
+__all__ = ["AddedToken", "TokenizerMixin", "BPETokenizer", "SentencePieceBPETokenizer", "CharTokenizer",
+           "bytes_to_unicode", "encode_bytelevel", "decode_bytelevel", "load_tokenizer", "load_hf_tokenizer",
            "tokenizer_from_gguf_metadata", "save_tokenizer"]

@@ -9,7 +9,9 @@ added), ``_decode_ids(ids, skip_special_tokens) -> str`` and the
 ``tok(texts, padding=True, truncation=True, max_length=..., return_tensors="np")``
 returning a :class:`BatchEncoding` that ``model.generate(**inputs)`` takes,
 ``encode(..., return_tensors=...)``, ``decode`` / ``batch_decode`` of lists,
-numpy arrays and torch tensors, and ``pad``.
+numpy arrays and torch tensors, ``pad``, ``apply_chat_template``, and the
+members every tokenizer has (``vocab_size``, ``len``, ``get_vocab``, the
+special tokens' ids and spellings): the type ``AutoTokenizer`` returns.
 
 Padding is on ``padding_side`` (``"right"``, as transformers' tokenizer for
 the GGUF files pyllm reads) with ``pad_token_id``; truncation cuts on
@@ -17,9 +19,8 @@ the GGUF files pyllm reads) with ``pad_token_id``; truncation cuts on
 ``add_special_tokens`` adds.
 
 :class:`VocabTokenizer` adds what the subword tokenizers share: a vocabulary
-in id order, the named special tokens, added tokens matched whole in the text
-before anything else runs (:class:`AddedToken`, as HF's ``AddedVocabulary``),
-and ``apply_chat_template``.
+in id order, the named special tokens, and added tokens matched whole in the
+text before anything else runs (:class:`AddedToken`, as HF's ``AddedVocabulary``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class TokenizerMixin:
     bos_token_id: Optional[int]
     eos_token_id: Optional[int]
     pad_token_id: Optional[int]
+    unk_token_id: Optional[int] = None
+    chat_template: Optional[str] = None  # Jinja source, as transformers' tokenizer.chat_template
     add_bos_token: bool = False
     add_eos_token: bool = False
     padding_side: str = "right"  # where padding goes: "right" (transformers' default here) or "left"
@@ -112,6 +115,53 @@ class TokenizerMixin:
     @property
     def vocab_size(self) -> int:
         raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def get_vocab(self) -> Dict[str, int]:
+        """Spelling -> id of every token."""
+        raise NotImplementedError
+
+    def convert_ids_to_tokens(self, ids: Union[int, Iterable[int]]) -> Union[str, List[str]]:
+        """Spelling of ids as the vocabulary writes them."""
+        raise NotImplementedError
+
+    def convert_tokens_to_ids(self, tokens: Union[str, Iterable[str]]) -> Union[Optional[int], List[Optional[int]]]:
+        """Ids of tokens; an unknown token gives ``unk_token_id``, as in transformers."""
+        vocab = self.get_vocab()
+        if isinstance(tokens, str):
+            return vocab.get(tokens, self.unk_token_id)
+        return [vocab.get(t, self.unk_token_id) for t in tokens]
+
+    # ---- the named special tokens
+    @property
+    def all_special_ids(self) -> List[int]:
+        raise NotImplementedError
+
+    @property
+    def all_special_tokens(self) -> List[str]:
+        raise NotImplementedError
+
+    def _token(self, tid: Optional[int]) -> Optional[str]:
+        """The spelling of a special token id (None for None)."""
+        return None if tid is None else self._decode_ids([tid], False)
+
+    @property
+    def bos_token(self) -> Optional[str]:
+        return self._token(self.bos_token_id)
+
+    @property
+    def eos_token(self) -> Optional[str]:
+        return self._token(self.eos_token_id)
+
+    @property
+    def pad_token(self) -> Optional[str]:
+        return self._token(self.pad_token_id)
+
+    @property
+    def unk_token(self) -> Optional[str]:
+        return self._token(self.unk_token_id)
 
     # ---- special tokens around a sequence
     def build_inputs_with_special_tokens(self, ids: List[int]) -> List[int]:
@@ -265,6 +315,33 @@ class TokenizerMixin:
         return [self._decode_ids(_checked(self, row, f"sequences[{i}]"), skip_special_tokens)
                 for i, row in enumerate(arr)]
 
+    # ---- chat
+    def apply_chat_template(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool = False,
+                            tokenize: bool = True, return_dict: bool = False, chat_template: Optional[str] = None,
+                            **kwargs: Any) -> Union[str, List[int], Dict[str, List[int]]]:
+        """Render the model's Jinja chat template the way transformers does (sandboxed,
+        ``trim_blocks``/``lstrip_blocks``, ``raise_exception``, bos/eos/unk/pad tokens as
+        variables) and tokenize the result without adding BOS/EOS. ``tokenize=False``
+        returns the string; ``return_dict=True`` returns ``{"input_ids", "attention_mask"}``
+        (transformers 5's default; this method returns the ids list by default).
+
+        >>> text = smollm2.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)  # doctest: +SKIP
+        >>> text.splitlines()  # doctest: +SKIP
+        ['<|im_start|>system', 'You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>',
+         '<|im_start|>user', 'Hi<|im_end|>']
+        """
+        template = chat_template or self.chat_template
+        if template is None:
+            raise ValueError("this tokenizer has no chat template (tokenizer.chat_template); pass chat_template=")
+        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                     "unk_token": self.unk_token, "pad_token": self.pad_token}
+        text: str = _compile_template(template).render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **variables, **kwargs)
+        if not tokenize:
+            return text
+        ids = self.encode(text, add_special_tokens=False)
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
+
 
 def _checked(tok: Any, ids: Any, name: str) -> List[int]:
     return token_ids(ids, name, tok.vocab_size)
@@ -355,8 +432,6 @@ class VocabTokenizer(TokenizerMixin):
 
     _tokens: List[str]
     _vocab: Dict[str, int]
-    unk_token_id: Optional[int]
-    chat_template: Optional[str] = None
     # ids a post-processor puts around a sequence when they are not just the bos / eos tokens
     # (a tokenizer.json TemplateProcessing naming other tokens); None: add_bos_token / add_eos_token
     special_template: Optional[Tuple[List[int], List[int]]] = None
@@ -409,30 +484,11 @@ class VocabTokenizer(TokenizerMixin):
     def vocab_size(self) -> int:
         return len(self._tokens)
 
-    def __len__(self) -> int:
-        return len(self._tokens)
-
     def get_vocab(self) -> Dict[str, int]:
         return dict(self._vocab)
 
     def _token(self, tid: Optional[int]) -> Optional[str]:
         return None if tid is None else self._tokens[tid]
-
-    @property
-    def bos_token(self) -> Optional[str]:
-        return self._token(self.bos_token_id)
-
-    @property
-    def eos_token(self) -> Optional[str]:
-        return self._token(self.eos_token_id)
-
-    @property
-    def pad_token(self) -> Optional[str]:
-        return self._token(self.pad_token_id)
-
-    @property
-    def unk_token(self) -> Optional[str]:
-        return self._token(self.unk_token_id)
 
     @property
     def all_special_ids(self) -> List[int]:
@@ -464,33 +520,6 @@ class VocabTokenizer(TokenizerMixin):
         if not 0 <= i < len(self._tokens):
             raise ValueError(f"token id {i} is out of range for a vocabulary of {len(self._tokens)} tokens")
         return i
-
-    # ---- chat
-    def apply_chat_template(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool = False,
-                            tokenize: bool = True, return_dict: bool = False, chat_template: Optional[str] = None,
-                            **kwargs: Any) -> Union[str, List[int], Dict[str, List[int]]]:
-        """Render the model's Jinja chat template the way transformers does (sandboxed,
-        ``trim_blocks``/``lstrip_blocks``, ``raise_exception``, bos/eos/unk/pad tokens as
-        variables) and tokenize the result without adding BOS/EOS. ``tokenize=False``
-        returns the string; ``return_dict=True`` returns ``{"input_ids", "attention_mask"}``
-        (transformers 5's default; this method returns the ids list by default).
-
-        >>> text = smollm2.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)  # doctest: +SKIP
-        >>> text.splitlines()  # doctest: +SKIP
-        ['<|im_start|>system', 'You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>',
-         '<|im_start|>user', 'Hi<|im_end|>']
-        """
-        template = chat_template or self.chat_template
-        if template is None:
-            raise ValueError("this tokenizer has no chat template (tokenizer.chat_template); pass chat_template=")
-        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token,
-                     "unk_token": self.unk_token, "pad_token": self.pad_token}
-        text: str = _compile_template(template).render(
-            messages=list(messages), add_generation_prompt=add_generation_prompt, **variables, **kwargs)
-        if not tokenize:
-            return text
-        ids = self.encode(text, add_special_tokens=False)
-        return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
 
 
 _TEMPLATES: Dict[str, Template] = {}

@@ -67,9 +67,6 @@ class CharTokenizer(TokenizerMixin):
     def vocab_size(self) -> int:
         return len(self.chars)
 
-    def __len__(self) -> int:
-        return len(self.chars)
-
     def get_vocab(self) -> Dict[str, int]:
         return dict(self._ids)
 
