@@ -133,22 +133,25 @@ constexpr int64_t kGemmKC = kGemmBlocking8.KC;
 //   scales  s[subs][16]  fp16 (as stored) or fp32 (a K type's d * sc, computed once)
 //   terms   m[subs][16]  the same type, when has_m (a K type's -dmin * mn: added)
 //   q       int8 q[32][16] (q[k][r]: element k of row r), or nibble pairs
-//           uint8 q[16][16] (q[j][r]: elements 2j low, 2j+1 high nibble), or
+//           uint8 q[16][16] (q[j][r]: elements 2j low, 2j+1 high nibble),
+//           for 5-bit elements first uint32 h[16] (bit k of h[r]: bit 4 of
+//           element k of row r) then the nibble pairs of their low bits, or
 //           a float type's q[32][16] in its stored precision
 // and element k of row r is s[k / (32 / subs)][r] * (q[k][r] + offset) [+ m[..][r]],
 // one rounding per operation as gguf's reference dequantizers: the bits of
-// dequantize_row. Q5 and Q6 elements and the IQ4 levels go into int8; the
-// layout is the same on every ISA. Needs K a multiple of 32.
+// dequantize_row. Q6 elements and the IQ4 levels go into int8; the layout
+// is the same on every ISA, the size the stored one's (the K types' fp32
+// scales add 1-2 bits per element). Needs K a multiple of 32.
 constexpr int64_t kPackRows = 16;
 
-enum class PackElem { None, Int8, Nibble, F32, F16, BF16 };
+enum class PackElem { None, Int8, Nibble, Nibble5, F32, F16, BF16 };
 
 struct PackFormat {
     PackElem elem = PackElem::None;
     int scale_bytes = 0;  // per row and sub-block: 2 (fp16) or 4 (fp32); 0 for the float types
     int subs = 1;         // sub-blocks of the 32 elements with scales of their own: 1 or 2
     bool has_m = false;   // a term added per row and sub-block, stored like the scales
-    int offset = 0;       // added to a nibble before it is scaled
+    int offset = 0;       // added to a nibble (or 5-bit element) before it is scaled
 };
 
 constexpr PackFormat qpack_format(int type) {
@@ -157,14 +160,14 @@ constexpr PackFormat qpack_format(int type) {
         case kTypeF16: return {PackElem::F16, 0, 1, false, 0};
         case kTypeBF16: return {PackElem::BF16, 0, 1, false, 0};
         case kTypeQ8_0:    // d * q
-        case kTypeQ5_0:    // d * (q - 16), q - 16 in int8
         case kTypeIQ4_NL:  // d * level
             return {PackElem::Int8, 2, 1, false, 0};
+        case kTypeQ5_0: return {PackElem::Nibble5, 2, 1, false, -16};  // d * (q - 16)
         case kTypeQ4_0: return {PackElem::Nibble, 2, 1, false, -8};  // d * (q - 8)
         case kTypeQ4_1: return {PackElem::Nibble, 2, 1, true, 0};    // d * q + m
-        case kTypeQ5_1: return {PackElem::Int8, 2, 1, true, 0};      // d * q + m
+        case kTypeQ5_1: return {PackElem::Nibble5, 2, 1, true, 0};   // d * q + m
         case kTypeQ4_K: return {PackElem::Nibble, 4, 1, true, 0};    // (d * sc) * q - dmin * mn
-        case kTypeQ5_K: return {PackElem::Int8, 4, 1, true, 0};      // the same, 5-bit q
+        case kTypeQ5_K: return {PackElem::Nibble5, 4, 1, true, 0};   // the same, 5-bit q
         case kTypeQ6_K: return {PackElem::Int8, 4, 2, false, 0};     // (d * sc) * (q - 32), 16-element subs
         case kTypeQ3_K: return {PackElem::Nibble, 4, 2, false, -4};  // (d * (sc - 32)) * (q - 4 * !hbit)
         case kTypeQ2_K: return {PackElem::Nibble, 4, 2, true, 0};    // (d * sc) * q - dmin * mn
@@ -187,6 +190,7 @@ constexpr int64_t qpack_record_bytes(int type) {
                       : e == PackElem::F16 || e == PackElem::BF16   ? 2 * kQuantBlock
                       : e == PackElem::Int8                         ? kQuantBlock
                       : e == PackElem::Nibble                       ? kQuantBlock / 2
+                      : e == PackElem::Nibble5                      ? kQuantBlock / 2 + 4
                                                                     : 0;
     return qpack_scale_bytes(type) + q * kPackRows;
 }

@@ -370,7 +370,7 @@ void block_parts(int type, const uint8_t* row, int64_t b, BlockParts& p) {
             const auto blk = block_at<BlockQ5_0>(row, b);
             const uint32_t qh = load_u32(blk.qh);
             p.d16 = blk.d;
-            for (int k = 0; k < 32; k++) p.q[k] = int8_t((nib(blk.qs, k) | int((qh >> k) & 1) << 4) - 16);
+            for (int k = 0; k < 32; k++) p.q[k] = int8_t(nib(blk.qs, k) | int((qh >> k) & 1) << 4);
             break;
         }
         case kTypeQ5_1: {
@@ -492,6 +492,12 @@ void qpack_weights(void* dst, const void* W, int64_t N, int64_t K, int type) {
                 }
                 if (f.elem == PackElem::Int8) {
                     for (int64_t k = 0; k < kQuantBlock; k++) q[k * kPackRows + r] = uint8_t(p.q[k]);
+                } else if (f.elem == PackElem::Nibble5) {
+                    uint32_t h = 0;
+                    for (int k = 0; k < 32; k++) h |= uint32_t((p.q[k] >> 4) & 1) << k;
+                    std::memcpy(q + 4 * r, &h, 4);
+                    for (int64_t jj = 0; jj < kQuantBlock / 2; jj++)
+                        q[4 * kPackRows + jj * kPackRows + r] = uint8_t((p.q[2 * jj] & 0x0f) | (p.q[2 * jj + 1] << 4));
                 } else {
                     for (int64_t jj = 0; jj < kQuantBlock / 2; jj++)
                         q[jj * kPackRows + r] = uint8_t(p.q[2 * jj] | (p.q[2 * jj + 1] << 4));
@@ -552,6 +558,28 @@ struct Lanes8 {
         return vload(f);
 #endif
     }
+    // 5-bit elements k, k+1 of 8 rows: their nibble pairs at p, the rows' high-bit words at h
+    static void q5(const uint8_t* p, const uint8_t* h, int k, V& lo, V& hi) {
+#if defined(PYLLM_ISA_AVX2)
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
+        const __m256i bit = _mm256_set1_epi32(1);
+        const __m256i b0 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(w, _mm_cvtsi32_si128(k)), bit), 4);
+        const __m256i b1 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(w, _mm_cvtsi32_si128(k + 1)), bit), 4);
+        lo = {_mm256_cvtepi32_ps(_mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0x0f)), b0))};
+        hi = {_mm256_cvtepi32_ps(_mm256_or_si256(_mm256_srli_epi32(v, 4), b1))};
+#else
+        float l[8], u[8];
+        for (int i = 0; i < 8; i++) {
+            uint32_t w;
+            std::memcpy(&w, h + 4 * i, 4);
+            l[i] = float((p[i] & 0x0f) | ((w >> k) & 1) << 4);
+            u[i] = float((p[i] >> 4) | ((w >> (k + 1)) & 1) << 4);
+        }
+        lo = vload(l);
+        hi = vload(u);
+#endif
+    }
     // nibble pairs of 8 rows -> the low (element 2j) and high (2j+1) nibbles as floats
     static void q4(const uint8_t* p, V& lo, V& hi) {
 #if defined(PYLLM_ISA_AVX2)
@@ -586,6 +614,15 @@ struct Lanes16 {
     static V f32(const uint8_t* p) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p)); }
     static V q8(const uint8_t* p) {
         return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+    static void q5(const uint8_t* p, const uint8_t* h, int k, V& lo, V& hi) {
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m512i w = _mm512_loadu_si512(h);
+        const __m512i bit = _mm512_set1_epi32(1);
+        const __m512i b0 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(w, _mm_cvtsi32_si128(k)), bit), 4);
+        const __m512i b1 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(w, _mm_cvtsi32_si128(k + 1)), bit), 4);
+        lo = _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)), b0));
+        hi = _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_srli_epi32(v, 4), b1));
     }
     static void q4(const uint8_t* p, V& lo, V& hi) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -641,6 +678,11 @@ struct Record {
         } else if (F.elem == PackElem::Int8) {
             w0 = weight(P::q8(q + k * kPackRows + W * h), i, h);
             w1 = weight(P::q8(q + (k + 1) * kPackRows + W * h), i, h);
+        } else if (F.elem == PackElem::Nibble5) {
+            typename P::V lo, hi;
+            P::q5(q + 4 * kPackRows + k / 2 * kPackRows + W * h, q + 4 * W * h, int(k), lo, hi);
+            w0 = weight(lo, i, h);
+            w1 = weight(hi, i, h);
         } else {
             typename P::V lo, hi;
             P::q4(q + k / 2 * kPackRows + W * h, lo, hi);
@@ -739,20 +781,21 @@ void qpack_matvec_type(float* out, int64_t ldo, const float* x, int64_t ldx, int
 }
 
 // The types with kernels of their own; the others share one of the same
-// packed format (Q5_0 and IQ4_NL records are Q8_0's: fp16 d, int8 q).
+// packed format (IQ4_NL records are Q8_0's: fp16 d, int8 levels).
 #define PYLLM_PACKED_TYPES                                                                                  \
     PYLLM_PACKED(kTypeF32) PYLLM_PACKED(kTypeF16) PYLLM_PACKED(kTypeBF16) PYLLM_PACKED(kTypeQ8_0)             \
-    PYLLM_PACKED(kTypeQ4_0) PYLLM_PACKED(kTypeQ4_1) PYLLM_PACKED(kTypeQ5_1) PYLLM_PACKED(kTypeQ4_K)           \
+    PYLLM_PACKED(kTypeQ4_0) PYLLM_PACKED(kTypeQ4_1) PYLLM_PACKED(kTypeQ5_0) PYLLM_PACKED(kTypeQ5_1)           \
+    PYLLM_PACKED(kTypeQ4_K)                                                                                   \
     PYLLM_PACKED(kTypeQ5_K) PYLLM_PACKED(kTypeQ6_K) PYLLM_PACKED(kTypeQ3_K) PYLLM_PACKED(kTypeQ2_K)           \
     PYLLM_PACKED(kTypeIQ4_XS)
 
 constexpr int packed_kernel_type(int type) {
-    return type == kTypeQ5_0 || type == kTypeIQ4_NL ? kTypeQ8_0 : type;
+    return type == kTypeIQ4_NL ? kTypeQ8_0 : type;
 }
-static_assert(qpack_format(kTypeQ5_0).elem == qpack_format(kTypeQ8_0).elem &&
+static_assert(qpack_format(kTypeIQ4_NL).elem == qpack_format(kTypeQ8_0).elem &&
                   qpack_format(kTypeIQ4_NL).scale_bytes == qpack_format(kTypeQ8_0).scale_bytes &&
-                  !qpack_format(kTypeQ5_0).has_m && qpack_format(kTypeQ5_0).offset == 0,
-              "Q5_0 and IQ4_NL share Q8_0's records");
+                  !qpack_format(kTypeIQ4_NL).has_m && qpack_format(kTypeIQ4_NL).offset == 0,
+              "IQ4_NL shares Q8_0's records");
 
 struct QPackSource {
     const uint8_t* w;  // packed weights (N,K)
