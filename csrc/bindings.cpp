@@ -79,19 +79,33 @@ F32 matmul(const py::object& a_obj, const py::object& b_obj, bool trans_a, bool 
     return c;
 }
 
-F32 matmul_batched(const py::object& a_obj, const py::object& b_obj) {
-    // a (Bt,M,K), b (Bt,K,N) -> (Bt,M,N)
+F32 matmul_batched(const py::object& a_obj, const py::object& b_obj, const py::object& ia_obj,
+                   const py::object& ib_obj) {
+    // a (Ba,M,K), b (Bb,K,N), a_index/b_index (Bt,) -> (Bt,M,N): batch i is a[a_index[i]] @ b[b_index[i]]
     F32 a = f32(a_obj, "a", 3), b = f32(b_obj, "b", 3);
-    const int64_t Bt = a.shape(0), M = a.shape(1), K = a.shape(2), N = b.shape(2);
-    expect(b.shape(0) == Bt && b.shape(1) == K,
+    I64 ia = i64(ia_obj, "a_index", 1), ib = i64(ib_obj, "b_index", 1);
+    const int64_t Ba = a.shape(0), M = a.shape(1), K = a.shape(2), Bb = b.shape(0), N = b.shape(2);
+    expect(b.shape(1) == K,
            "matmul: shapes " + shape_str(a) + " and " + shape_str(b) + " do not match");
+    const int64_t Bt = ia.shape(0);
+    expect(ib.shape(0) == Bt, "matmul: a_index " + shape_str(ia) + " and b_index " + shape_str(ib) +
+                                  " must have the same length");
+    const int64_t* pa = ia.data();
+    const int64_t* pb = ib.data();
+    for (int64_t i = 0; i < Bt; i++) {
+        expect(pa[i] >= 0 && pa[i] < Ba, "matmul: a_index[" + std::to_string(i) + "] = " +
+                                              std::to_string(pa[i]) + " is outside [0, " + std::to_string(Ba) + ")");
+        expect(pb[i] >= 0 && pb[i] < Bb, "matmul: b_index[" + std::to_string(i) + "] = " +
+                                              std::to_string(pb[i]) + " is outside [0, " + std::to_string(Bb) + ")");
+    }
     F32 c({Bt, M, N});
+    if (c.size() == 0) return c;
     {
         py::gil_scoped_release nogil;
         float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
         for (int64_t i = 0; i < Bt; i++)
-            kernels().sgemm(c.mutable_data() + i * M * N, a.data() + i * M * K,
-                            b.data() + i * K * N, M, N, K, false, false, false, work);
+            kernels().sgemm(c.mutable_data() + i * M * N, a.data() + pa[i] * M * K,
+                            b.data() + pb[i] * K * N, M, N, K, false, false, false, work);
     }
     return c;
 }
@@ -141,6 +155,7 @@ F32 rowwise(const py::object& x_obj, const char* name, Fn fn) {
     F32 x = f32(x_obj, name, 2);
     F32 out(shape_of(x));
     const int64_t rows = x.shape(0), cols = x.shape(1);
+    if (out.size() == 0) return out;  // no element to write: no pass over (maybe 2**40) empty rows
     py::gil_scoped_release nogil;
     fn(out.mutable_data(), x.data(), rows, cols);
     return out;
@@ -225,6 +240,7 @@ F32 rope(const py::object& x_obj, const py::object& pos_obj, float theta, bool i
     expect(HS % 2 == 0, "rope: head size must be even, got " + std::to_string(HS));
     expect(theta > 0.0f, "rope: theta must be positive");
     F32 out(shape_of(x));
+    if (out.size() == 0) return out;  // no element to write: no pass over empty heads
     std::vector<float> cos_t(size_t(T * HS / 2)), sin_t(size_t(T * HS / 2));
     py::gil_scoped_release nogil;
     kernels().rope_cache(cos_t.data(), sin_t.data(), pos.data(), T, HS, theta);
@@ -288,6 +304,7 @@ F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object
         mask = static_cast<const float*>(m.data());
     }
     F32 out({B, NH, T, HS});
+    if (out.size() == 0) return out;
     const auto os = row_strides(out), qs = row_strides(q), ks = row_strides(k), vs = row_strides(v);
     py::gil_scoped_release nogil;
     float* work = pyllm::thread_workspace(pyllm::attention_work_floats(HS, pyllm::num_threads()));
@@ -1122,7 +1139,8 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false);
-    m.def("matmul_batched", &matmul_batched, py::arg("a"), py::arg("b"));
+    m.def("matmul_batched", &matmul_batched, py::arg("a"), py::arg("b"), py::arg("a_index"),
+          py::arg("b_index"));
     m.def("matmul_ref", &matmul_ref, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false);
     m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none());

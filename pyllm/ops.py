@@ -37,11 +37,16 @@ __all__ = [
 ]
 
 
-def _f32(x: object, name: str) -> np.ndarray:
+def _floats(x: object, name: str) -> np.ndarray:
+    """``x`` as a floating-point array of its own dtype and layout (no copy)."""
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}")
-    return np.asarray(a, dtype=np.float32, order="C")
+    return a
+
+
+def _f32(x: object, name: str) -> np.ndarray:
+    return np.asarray(_floats(x, name), dtype=np.float32, order="C")
 
 
 def _ints(x: object, name: str) -> np.ndarray:
@@ -58,6 +63,21 @@ def _flat2(x: np.ndarray) -> np.ndarray:
     return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
 
 
+def _compact_batch(x: np.ndarray, nbatch: int) -> np.ndarray:
+    """``x`` with each of its first ``nbatch`` axes that repeats one slice
+    (stride 0: a ``broadcast_to`` view) cut to length 1; the result
+    broadcasts back to ``x``, so a batch that is not there is not copied."""
+    keep = tuple(
+        slice(0, 1) if x.shape[i] > 1 and x.strides[i] == 0 else slice(None) for i in range(nbatch)
+    )
+    return x[keep]
+
+
+def _expand(out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` broadcast to ``shape`` as a C-contiguous array (``out`` itself when it is one)."""
+    return np.ascontiguousarray(out if out.shape == shape else np.broadcast_to(out, shape))
+
+
 def _rows(x: np.ndarray, op: str) -> np.ndarray:
     """(..., C) -> (rows, C) view; a 0-d input is refused."""
     if x.ndim == 0:
@@ -68,42 +88,57 @@ def _rows(x: np.ndarray, op: str) -> np.ndarray:
 def matmul(a: object, b: object) -> np.ndarray:
     """Matrix product with ``numpy.matmul`` semantics, in float32.
 
-    2-D ``(M, K) @ (K, N)``; leading batch dimensions broadcast; a 1-D
-    operand is promoted and the added dimension removed afterwards. One
-    or a few rows take a GEMV path that streams ``b`` once.
+    2-D ``(M, K) @ (K, N)``; leading batch dimensions broadcast without
+    being copied (a batch axis of stride 0, as ``np.broadcast_to`` makes,
+    is read once); a 1-D operand is promoted and the added dimension
+    removed afterwards. One or a few rows take a GEMV path that streams
+    ``b`` once. Zero-size operands give numpy's result (zeros when K is 0).
 
     >>> matmul(np.eye(2), np.arange(4.0).reshape(2, 2)).tolist()
     [[0.0, 1.0], [2.0, 3.0]]
     """
-    a32, b32 = _f32(a, "a"), _f32(b, "b")
-    if a32.ndim == 0 or b32.ndim == 0:
+    a0, b0 = _floats(a, "a"), _floats(b, "b")
+    if a0.ndim == 0 or b0.ndim == 0:
         raise ValueError("matmul: operands must have at least one dimension")
-    if a32.shape[-1] != b32.shape[-2 if b32.ndim > 1 else 0]:
+    if a0.shape[-1] != b0.shape[-2 if b0.ndim > 1 else 0]:
         raise ValueError(
-            f"matmul: a has shape {a32.shape} and b has shape {b32.shape}: "
+            f"matmul: a has shape {a0.shape} and b has shape {b0.shape}: "
             "the last dimension of a must equal the second-to-last of b"
         )
-    if b32.ndim == 1:
+    if b0.ndim == 1:
         # (..., K) @ (K,) -> (...): the rows of a dotted with b, as one GEMV
-        out = _C.matmul(b32[None, :], _flat2(a32), trans_b=True)  # (1, rows)
-        return out.reshape(a32.shape[:-1])
-    if a32.ndim == 1:
-        out = matmul(a32[None, :], b32)  # (..., 1, N)
+        a32 = _f32(_compact_batch(a0, a0.ndim - 1), "a")
+        out = _C.matmul(_f32(b0, "b")[None, :], _flat2(a32), trans_b=True)  # (1, rows)
+        return _expand(out.reshape(a32.shape[:-1]), a0.shape[:-1])
+    if a0.ndim == 1:
+        out = matmul(a0[None, :], b0)  # (..., 1, N)
         return out.reshape(out.shape[:-2] + out.shape[-1:])
-    if b32.ndim == 2:
-        # (..., M, K) @ (K, N): one GEMM over all rows
-        out = _C.matmul(_flat2(a32), b32)
-        return out.reshape(a32.shape[:-1] + (b32.shape[1],))
     try:
-        batch = np.broadcast_shapes(a32.shape[:-2], b32.shape[:-2])
+        batch = np.broadcast_shapes(a0.shape[:-2], b0.shape[:-2])
     except ValueError:
         raise ValueError(
-            f"matmul: batch dimensions of a {a32.shape} and b {b32.shape} do not broadcast"
+            f"matmul: batch dimensions of a {a0.shape} and b {b0.shape} do not broadcast"
         ) from None
-    M, K, N = a32.shape[-2], a32.shape[-1], b32.shape[-1]
-    a3 = np.ascontiguousarray(np.broadcast_to(a32, batch + (M, K))).reshape(-1, M, K)
-    b3 = np.ascontiguousarray(np.broadcast_to(b32, batch + (K, N))).reshape(-1, K, N)
-    return _C.matmul_batched(a3, b3).reshape(batch + (M, N))
+    M, K, N = a0.shape[-2], a0.shape[-1], b0.shape[-1]
+    # broadcast views are read in place: only the batches really there are converted
+    a32 = _f32(_compact_batch(a0, a0.ndim - 2), "a")
+    b32 = _f32(_compact_batch(b0, b0.ndim - 2), "b")
+    ab, bb = a32.shape[:-2], b32.shape[:-2]
+    na, nb = math.prod(ab), math.prod(bb)
+    cbatch = np.broadcast_shapes(ab, bb)
+    if nb == 1:
+        # one b for every batch of a: one GEMM over all of a's rows
+        out = _C.matmul(a32.reshape(na * M, K), b32.reshape(K, N))  # (na*M, N)
+    elif na == 1:
+        # one a for every batch of b: one GEMM over all of b's columns
+        bk = np.ascontiguousarray(b32.reshape(nb, K, N).transpose(1, 0, 2)).reshape(K, nb * N)
+        out = _C.matmul(a32.reshape(M, K), bk).reshape(M, nb, N).transpose(1, 0, 2)  # (nb, M, N)
+    else:
+        # batch i multiplies a[ia[i]] by b[ib[i]]: broadcasting by index, not by copy
+        ia = np.ascontiguousarray(np.broadcast_to(np.arange(na, dtype=np.int64).reshape(ab), cbatch))
+        ib = np.ascontiguousarray(np.broadcast_to(np.arange(nb, dtype=np.int64).reshape(bb), cbatch))
+        out = _C.matmul_batched(a32.reshape(na, M, K), b32.reshape(nb, K, N), ia.reshape(-1), ib.reshape(-1))
+    return _expand(out.reshape(cbatch + (M, N)), batch + (M, N))
 
 
 def linear(x: object, weight: object, bias: Optional[object] = None) -> np.ndarray:
@@ -211,7 +246,8 @@ def rope(
     pos = np.arange(T, dtype=np.int64) if positions is None else _ints(positions, "positions")
     if pos.ndim != 1 or pos.shape[0] != T:
         raise ValueError(f"rope: positions must be ({T},), got {pos.shape}")
-    out = _C.rope(x32.reshape(-1, T, HS), pos, float(theta), bool(interleaved))
+    N = math.prod(x32.shape[:-2])
+    out = _C.rope(x32.reshape(N, T, HS), pos, float(theta), bool(interleaved))
     return out.reshape(x32.shape)
 
 
@@ -266,6 +302,11 @@ def scaled_dot_product_attention(
     if v.shape != k.shape:
         raise ValueError(f"scaled_dot_product_attention: value {v.shape} must match key {k.shape}")
     NKV, S = k.shape[1], k.shape[2]
+    if NKV == 0 and NH != 0:
+        raise ValueError(
+            f"scaled_dot_product_attention: {NH} query heads and 0 key/value heads: "
+            "key and value need at least one head"
+        )
     if NH != NKV and (not enable_gqa or NH % NKV != 0):
         raise ValueError(
             f"scaled_dot_product_attention: {NH} query heads and {NKV} key/value heads: "
@@ -292,6 +333,10 @@ def scaled_dot_product_attention(
         if mb.strides[-1] != 4 or any(st % 4 for st in mb.strides):
             mb = np.ascontiguousarray(mb)
         mask = mb
+    if q.size == 0:
+        # no batch, head, query or head dimension: nothing to attend (as torch)
+        out = np.zeros((B, NH, T, HS), dtype=np.float32)
+        return out[:, 0] if squeeze else out
     sc = 1.0 / math.sqrt(HS) if scale is None else float(scale)
     out = _C.attention(q, k, v, mask, bool(is_causal), sc, 0)
     return out[:, 0] if squeeze else out

@@ -81,6 +81,7 @@ static inline int64_t attention_work_floats(int64_t HS, int nthreads) {
 // kAttnStackRows / (heads per chunk) steps. Unit u is, from the fastest
 // varying: block (latest first), chunk, key/value head, batch entry.
 static inline int64_t attention_units(int64_t B, int64_t NH, int64_t NKV, int64_t T) {
+    if (B <= 0 || NH <= 0 || NKV <= 0 || T <= 0) return 0;  // nothing to attend (and no group of 0 heads)
     const int64_t group = NH / NKV, hg = group < kAttnStackRows ? group : kAttnStackRows;
     const int64_t chunks = (group + hg - 1) / hg, tq = kAttnStackRows / hg;
     return B * NKV * chunks * ((T + tq - 1) / tq);

@@ -274,9 +274,8 @@ cdef list ids_to_list(vector[int32_t]& ids, list id_objects):
 # ---- BPE merging
 cdef enum:
     NO_RANK = 0x7FFFFFFF
-    MAX_CACHED_WORD = 256        # bytes; longer pieces are merged every time
-    MAX_CACHE_WORDS = 1 << 20    # a cache slot is cleared when it grows past this many words
 
+include "_wordcache.pxi"
 
 cdef class BPECore:
     """Rank table, byte -> id table, token bytes and word caches for one vocabulary.
@@ -296,9 +295,7 @@ cdef class BPECore:
     cdef int pre
     cdef bint ignore_merges
     cdef unordered_map[string, int32_t] whole  # token bytes -> id, for ignore_merges
-    # word caches, one per concurrent caller: UTF-8 piece -> (offset << 16 | count) in cache_ids
-    cdef vector[unordered_map[string, uint64_t]] cache_index
-    cdef vector[vector[int32_t]] cache_ids
+    cdef vector[WordCache] caches  # one per concurrent caller (_wordcache.pxi)
     cdef list free_slots
     cdef list id_objects  # the int of every id, so building a result list allocates no ints
 
@@ -309,6 +306,8 @@ cdef class BPECore:
         cdef str t
         if pre not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2):
             raise ValueError(f"pre must be 0, 1 or 2, got {pre}")
+        if cache_slots < 0:
+            raise ValueError(f"cache_slots must be >= 0, got {cache_slots}")
         self.pre = pre
         self.ignore_merges = ignore_merges
         self.n_tokens = len(tokens)
@@ -337,8 +336,7 @@ cdef class BPECore:
                 raise ValueError(f"merge {rank} {m!r} needs 'left right' with left, right and "
                                  "their concatenation all in the vocabulary")
             self.ranks[(<uint64_t><int64_t>a << 32) | <uint32_t><int64_t>b] = (<uint64_t>rank << 32) | <uint32_t><int64_t>ab
-        self.cache_index.resize(cache_slots)
-        self.cache_ids.resize(cache_slots)
+        self.caches.resize(cache_slots)
         self.free_slots = list(range(cache_slots))
         self.id_objects = list(range(self.n_tokens))
 
@@ -351,7 +349,7 @@ cdef class BPECore:
             return <uint64_t>NO_RANK << 32
         return deref(it).second
 
-    cdef void merge_word(self, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
+    cdef int merge_word(self, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) except -1 nogil:
         """Append the ids of one piece: start from its bytes and merge the pair of lowest
         (rank, position) until no adjacent pair has a rank."""
         cdef vector[int32_t] ids, nxt, prv, rank, merged
@@ -363,7 +361,7 @@ cdef class BPECore:
                 ids.push_back(self.byte_ids[s[i]])
         n = ids.size()
         if n == 0:
-            return
+            return 0
         nxt.resize(n)
         prv.resize(n)
         rank.resize(n, NO_RANK)
@@ -393,65 +391,53 @@ cdef class BPECore:
         while i >= 0:
             out.push_back(ids[i])
             i = nxt[i]
+        return 0
 
-    cdef inline void rank_pair(self, Py_ssize_t i, vector[int32_t]& ids, vector[int32_t]& nxt,
+    cdef inline int rank_pair(self, Py_ssize_t i, vector[int32_t]& ids, vector[int32_t]& nxt,
                                vector[int32_t]& rank, vector[int32_t]& merged,
-                               vector[uint64_t]& heap) noexcept nogil:
+                               vector[uint64_t]& heap) except -1 nogil:
         # rank the pair starting at symbol i and queue it if it can merge
         cdef uint64_t r
         if nxt[i] < 0:
             rank[i] = NO_RANK
-            return
+            return 0
         r = self.lookup(ids[i], ids[nxt[i]])
         rank[i] = <int32_t>(r >> 32)
         merged[i] = <int32_t><uint32_t>r
         if rank[i] != NO_RANK:
             heap.push_back(~(((r >> 32) << 32) | <uint64_t>i))
             push_heap(heap.begin(), heap.end())
+        return 0
 
-    cdef void encode_piece(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
-        cdef unordered_map[string, uint64_t].iterator it
-        cdef uint64_t v, off, cnt, k
+    cdef int encode_piece(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) except -1 nogil:
         cdef size_t start
         cdef string key
         cdef unordered_map[string, int32_t].iterator hit
         if n == 1:
             if self.byte_ids[s[0]] >= 0:
                 out.push_back(self.byte_ids[s[0]])
-            return
+            return 0
         if self.ignore_merges:
             hit = self.whole.find(string(<const char*>s, <size_t>n))
             if hit != self.whole.end():
                 out.push_back(deref(hit).second)
-                return
+                return 0
         if slot < 0 or n > MAX_CACHED_WORD:
-            self.merge_word(s, n, out)
-            return
+            return self.merge_word(s, n, out)
         key = string(<const char*>s, <size_t>n)
-        it = self.cache_index[slot].find(key)
-        if it != self.cache_index[slot].end():
-            v = deref(it).second
-            off = v >> 16
-            cnt = v & 0xFFFF
-            for k in range(cnt):
-                out.push_back(self.cache_ids[slot][off + k])
-            return
+        if cache_get(&self.caches[slot], key, out):
+            return 0
         start = out.size()
         self.merge_word(s, n, out)
-        if self.cache_index[slot].size() >= MAX_CACHE_WORDS:
-            self.cache_index[slot].clear()
-            self.cache_ids[slot].clear()
-        off = self.cache_ids[slot].size()
-        for k in range(start, out.size()):
-            self.cache_ids[slot].push_back(out[k])
-        self.cache_index[slot][key] = (off << 16) | (out.size() - start)
+        return cache_put(&self.caches[slot], key, out, start)
 
-    cdef void encode_utf8(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
+    cdef int encode_utf8(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) except -1 nogil:
         cdef Py_ssize_t pos = 0, end
         while pos < n:
             end = split_end(self.pre, s, n, pos)
             self.encode_piece(slot, s + pos, end - pos, out)
             pos = end
+        return 0
 
     def encode(self, str text):
         """Ids of text with no special-token handling (the GIL is released while it runs).
@@ -483,10 +469,15 @@ cdef class BPECore:
         return out
 
     def clear_cache(self):
+        """Empty the word caches and give their memory back."""
         cdef size_t k
-        for k in range(self.cache_index.size()):
-            self.cache_index[k].clear()
-            self.cache_ids[k].clear()
+        for k in range(self.caches.size()):
+            cache_free(&self.caches[k])
+        pyllm_trim_heap()
+
+    def cache_size(self):
+        """(entries, estimated bytes) over all word caches (for tests and monitoring)."""
+        return cache_stats(self.caches)
 
     def decode(self, ids, bint skip_special=False):
         """bytes of the tokens ids; ValueError naming the first id out of range."""

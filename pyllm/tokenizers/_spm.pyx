@@ -35,9 +35,9 @@ cdef extern from "Python.h":
 
 cdef enum:
     NO_RANK = 0x7FFFFFFF
-    MAX_CACHED_WORD = 256        # bytes; longer words are merged every time
-    MAX_CACHE_WORDS = 1 << 20    # a cache slot is cleared when it grows past this many words
     SPACE = 0x2581               # U+2581, SentencePiece's visible space
+
+include "_wordcache.pxi"
 
 
 cdef inline uint32_t decode_cp(const uint8_t* s, Py_ssize_t i, int* length) noexcept nogil:
@@ -86,9 +86,7 @@ cdef class SPMCore:
     cdef bint fuse_unk
     cdef int split_mode
     cdef int64_t n_tokens
-    # word caches, one per concurrent caller: UTF-8 word -> (offset << 16 | count) in cache_ids
-    cdef vector[unordered_map[string, uint64_t]] cache_index
-    cdef vector[vector[int32_t]] cache_ids
+    cdef vector[WordCache] caches  # one per concurrent caller (_wordcache.pxi)
     cdef list free_slots
     cdef list id_objects  # the int of every id, so building a result list allocates no ints
 
@@ -97,6 +95,8 @@ cdef class SPMCore:
         cdef int64_t rank, a, b, ab
         if len(byte_ids) != 256:
             raise ValueError(f"byte_ids has {len(byte_ids)} entries, expected 256")
+        if cache_slots < 0:
+            raise ValueError(f"cache_slots must be >= 0, got {cache_slots}")
         if split_mode not in (0, 1, 2):
             raise ValueError(f"split_mode must be 0, 1 or 2, got {split_mode}")
         self.n_tokens = n_tokens
@@ -113,8 +113,7 @@ cdef class SPMCore:
             self._checked(b, "merges")
             self._checked(ab, "merges")
             self.ranks[(<uint64_t>a << 32) | <uint32_t>b] = (<uint64_t>rank << 32) | <uint32_t>ab
-        self.cache_index.resize(cache_slots)
-        self.cache_ids.resize(cache_slots)
+        self.caches.resize(cache_slots)
         self.free_slots = list(range(cache_slots))
         self.id_objects = list(range(n_tokens))
 
@@ -132,7 +131,7 @@ cdef class SPMCore:
             return <uint64_t>NO_RANK << 32
         return deref(it).second
 
-    cdef void symbols(self, const uint8_t* s, Py_ssize_t n, vector[int32_t]& ids) noexcept nogil:
+    cdef int symbols(self, const uint8_t* s, Py_ssize_t n, vector[int32_t]& ids) except -1 nogil:
         """The initial symbols of a word, as HF's BPE model makes them."""
         cdef Py_ssize_t i = 0, k
         cdef int ln
@@ -163,8 +162,9 @@ cdef class SPMCore:
             i += ln
         if pending_unk:
             ids.push_back(self.unk_id)
+        return 0
 
-    cdef void merge_word(self, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
+    cdef int merge_word(self, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) except -1 nogil:
         """Append the ids of one word: merge the pair of lowest (rank, position) until none is left."""
         cdef vector[int32_t] ids, nxt, prv, rank, merged
         cdef vector[uint64_t] heap  # ~(rank << 32 | position): a max-heap of these pops the min
@@ -173,10 +173,10 @@ cdef class SPMCore:
         self.symbols(s, n, ids)
         m = ids.size()
         if m == 0:
-            return
+            return 0
         if m == 1:
             out.push_back(ids[0])
-            return
+            return 0
         nxt.resize(m)
         prv.resize(m)
         rank.resize(m, NO_RANK)
@@ -206,57 +206,43 @@ cdef class SPMCore:
         while i >= 0:
             out.push_back(ids[i])
             i = nxt[i]
+        return 0
 
-    cdef inline void rank_pair(self, Py_ssize_t i, vector[int32_t]& ids, vector[int32_t]& nxt,
+    cdef inline int rank_pair(self, Py_ssize_t i, vector[int32_t]& ids, vector[int32_t]& nxt,
                                vector[int32_t]& rank, vector[int32_t]& merged,
-                               vector[uint64_t]& heap) noexcept nogil:
+                               vector[uint64_t]& heap) except -1 nogil:
         # rank the pair starting at symbol i and queue it if it can merge
         cdef uint64_t r
         if nxt[i] < 0:
             rank[i] = NO_RANK
-            return
+            return 0
         r = self.lookup(ids[i], ids[nxt[i]])
         rank[i] = <int32_t>(r >> 32)
         merged[i] = <int32_t><uint32_t>r
         if rank[i] != NO_RANK:
             heap.push_back(~(((r >> 32) << 32) | <uint64_t>i))
             push_heap(heap.begin(), heap.end())
+        return 0
 
-    cdef void encode_word(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
-        cdef unordered_map[string, uint64_t].iterator it
-        cdef uint64_t v, off, cnt, k
+    cdef int encode_word(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) except -1 nogil:
         cdef size_t start
         cdef string key
         if slot < 0 or n > MAX_CACHED_WORD:
-            self.merge_word(s, n, out)
-            return
+            return self.merge_word(s, n, out)
         key = string(<const char*>s, <size_t>n)
-        it = self.cache_index[slot].find(key)
-        if it != self.cache_index[slot].end():
-            v = deref(it).second
-            off = v >> 16
-            cnt = v & 0xFFFF
-            for k in range(cnt):
-                out.push_back(self.cache_ids[slot][off + k])
-            return
+        if cache_get(&self.caches[slot], key, out):
+            return 0
         start = out.size()
         self.merge_word(s, n, out)
-        if self.cache_index[slot].size() >= MAX_CACHE_WORDS:
-            self.cache_index[slot].clear()
-            self.cache_ids[slot].clear()
-        off = self.cache_ids[slot].size()
-        for k in range(start, out.size()):
-            self.cache_ids[slot].push_back(out[k])
-        self.cache_index[slot][key] = (off << 16) | (out.size() - start)
+        return cache_put(&self.caches[slot], key, out, start)
 
-    cdef void encode_utf8(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) noexcept nogil:
+    cdef int encode_utf8(self, int slot, const uint8_t* s, Py_ssize_t n, vector[int32_t]& out) except -1 nogil:
         # cut before a U+2581 (bytes e2 96 81) that follows another character (mode 1) or before any (mode 2)
         cdef Py_ssize_t start = 0, i = 0
         cdef int ln
         cdef uint32_t cp, prev = SPACE
         if self.split_mode == 0:
-            self.merge_word(s, n, out)
-            return
+            return self.merge_word(s, n, out)
         while i < n:
             cp = decode_cp(s, i, &ln)
             if cp == SPACE and i > start and (self.split_mode == 2 or prev != SPACE):
@@ -266,6 +252,7 @@ cdef class SPMCore:
             i += ln
         if n > start:
             self.encode_word(slot, s + start, n - start, out)
+        return 0
 
     def encode(self, str text):
         """Ids of normalized text (the GIL is released while it runs).
@@ -298,7 +285,12 @@ cdef class SPMCore:
         return out
 
     def clear_cache(self):
+        """Empty the word caches and give their memory back."""
         cdef size_t k
-        for k in range(self.cache_index.size()):
-            self.cache_index[k].clear()
-            self.cache_ids[k].clear()
+        for k in range(self.caches.size()):
+            cache_free(&self.caches[k])
+        pyllm_trim_heap()
+
+    def cache_size(self):
+        """(entries, estimated bytes) over all word caches (for tests and monitoring)."""
+        return cache_stats(self.caches)

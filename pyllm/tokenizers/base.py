@@ -388,7 +388,8 @@ class _Matcher:
     alternation longest first), with their lstrip / rstrip / single_word rules."""
 
     def __init__(self, tokens: Sequence[Tuple[str, AddedToken]]):
-        self.by_text = {text: tok for text, tok in tokens}
+        # an empty token would match between every two characters: it matches nothing (as in HF)
+        self.by_text = {text: tok for text, tok in tokens if text}
         ordered = sorted(self.by_text, key=len, reverse=True)  # a longer token wins at a position
         self.regex = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
@@ -449,8 +450,8 @@ class VocabTokenizer(TokenizerMixin):
         raw = [(t.content, t) for t in self._added_tokens.values() if not t.normalized]
         norm = [((normalize or str)(t.content), t) for t in self._added_tokens.values() if t.normalized]
         self._raw_matcher = _Matcher(raw)
-        self._norm_matcher = _Matcher([(text, t) for text, t in norm if text])
-        self._has_added = bool(raw or norm)
+        self._norm_matcher = _Matcher(norm)
+        self._has_added = self._raw_matcher.regex is not None or self._norm_matcher.regex is not None
 
     def _normalize(self, text: str, offset: int) -> str:
         return text
@@ -478,6 +479,13 @@ class VocabTokenizer(TokenizerMixin):
                     # a piece after a normalized token starts later than offset in the input
                     ids += self._encode_segment(sub[0], offset == 0 and sub[1] == offset)
         return ids
+
+    def clear_cache(self) -> None:
+        """Empty the encoder's word caches and free their memory (they refill as text is
+        encoded; each is capped at a few MB either way)."""
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.clear_cache()
 
     # ---- sizes and special tokens
     @property
