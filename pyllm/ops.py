@@ -75,7 +75,8 @@ def _compact_batch(x: np.ndarray, nbatch: int) -> np.ndarray:
 
 def _expand(out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``out`` broadcast to ``shape`` as a C-contiguous array (``out`` itself when it is one)."""
-    return np.ascontiguousarray(out if out.shape == shape else np.broadcast_to(out, shape))
+    res = out if out.shape == shape else np.broadcast_to(out, shape)
+    return res if res.flags.c_contiguous else res.copy()  # (ascontiguousarray would make a 0-d result 1-d)
 
 
 def _rows(x: np.ndarray, op: str) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -30,6 +31,7 @@ def _run_child(code: str, timeout: float = 20.0, mem_mb: int = 1500) -> subproce
         return subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code)],
             capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env,
+            cwd=tempfile.gettempdir(),  # the installed pyllm, not the source tree beside the tests
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"child did not finish within {timeout} s:\n{code}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -21,7 +22,7 @@ def _run_child(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
         return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+                              timeout=timeout, env=env, cwd=tempfile.gettempdir())  # the installed pyllm
     except subprocess.TimeoutExpired:
         pytest.fail(f"child did not finish within {timeout} s:\n{code}")
 
