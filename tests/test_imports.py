@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ast
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
