@@ -1,0 +1,166 @@
+# Serving speed: pyllm serve beside llama-cpp-python's server on the same GGUF, both driven by the same
+# async openai client at 1, 4, 16 and 32 concurrent streaming clients. Not a test: prints a markdown table.
+"""Aggregate generated tokens/s and time to first token (p50 / p99) per concurrency level.
+
+    python bench/serve.py [--model PATH] [--clients 1 4 16 32] [--max-tokens 64] [--threads 2]
+
+Each server runs alone in its own process, started by this script on
+127.0.0.1 (llama-cpp-python needs its ``server`` extra). Every client sends
+``--requests-per-client`` streaming chat requests one after another
+(greedy, the same prompts for both servers); tokens are counted by encoding
+each answer with the model's tokenizer, so both servers are counted alike.
+The 1-client row also gives pyllm's own ``generate`` on the same prompts
+(the HTTP layer's overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+import httpx
+import openai
+
+PROMPTS = [
+    "Why is the sky blue?", "Write a short poem about autumn.", "Explain what a CPU cache is.",
+    "Give me three tips for learning to cook.", "What is the difference between a list and a tuple in Python?",
+    "Describe a walk through a forest.", "How do airplanes stay in the air?", "Tell me a story about a robot.",
+]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def start(kind: str, model: str, threads: int, n_ctx: int, parallel: int) -> Tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    if kind == "pyllm":
+        cmd = [sys.executable, "-m", "pyllm.cli", "serve", "--model", f"m={model}", "--port", str(port),
+               "--threads", str(threads), "--n-ctx", str(n_ctx), "--max-parallel", str(parallel),
+               "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "m", "--port", str(port),
+               "--host", "127.0.0.1", "--n_threads", str(threads), "--n_ctx", str(n_ctx), "--verbose", "False",
+               # by default a new request interrupts the one streaming: queue them instead
+               "--interrupt_requests", "False"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}: {' '.join(cmd)}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"{kind} server did not come up")
+
+
+async def drive(url: str, clients: int, per_client: int, max_tokens: int, tok: Any) -> Dict[str, float]:
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
+    ttfts: List[float] = []
+    tokens = 0
+
+    async def one(c: int) -> None:
+        nonlocal tokens
+        for r in range(per_client):
+            prompt = PROMPTS[(c * per_client + r) % len(PROMPTS)]
+            t0 = time.perf_counter()
+            first = None
+            parts: List[str] = []
+            stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}],
+                                                          max_tokens=max_tokens, temperature=0, stream=True)
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    parts.append(chunk.choices[0].delta.content)
+            ttfts.append(first if first is not None else time.perf_counter() - t0)
+            tokens += len(tok.encode("".join(parts), add_special_tokens=False))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(c) for c in range(clients)))
+    wall = time.perf_counter() - t0
+    await client.close()
+    ttfts.sort()
+    return {"tok_s": tokens / wall, "ttft_p50": statistics.median(ttfts),
+            "ttft_p99": ttfts[min(len(ttfts) - 1, int(round(0.99 * (len(ttfts) - 1))))], "tokens": tokens}
+
+
+def generate_rate(model_path: str, n_ctx: int, max_tokens: int, n: int) -> float:
+    from pyllm import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, n_ctx=n_ctx)
+    tok = model.tokenizer
+    tokens, t0 = 0, time.perf_counter()
+    for i in range(n):
+        ids = model.encode_prompt([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
+        out = model.generate(ids, max_new_tokens=max_tokens)
+        tokens += len(tok.encode(tok.decode(out[0][len(ids):], skip_special_tokens=True), add_special_tokens=False))
+    rate = tokens / (time.perf_counter() - t0)
+    model.close()
+    return rate
+
+
+def cell(r: Any) -> str:
+    return f"{r['ttft_p50']:.2f} / {r['ttft_p99']:.2f}" if r else "-"
+
+
+def main() -> int:
+    from pyllm import AutoTokenizer
+    from pyllm.hub import resolve_model_file
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="a GGUF file (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
+    ap.add_argument("--requests-per-client", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--servers", nargs="+", default=["pyllm", "llama.cpp"], choices=["pyllm", "llama.cpp"])
+    args = ap.parse_args()
+    model = args.model or str(resolve_model_file("SmolLM2-135M-Instruct"))
+    tok = AutoTokenizer.from_pretrained(model)
+    results: Dict[Tuple[str, int], Dict[str, float]] = {}
+    for kind in args.servers:
+        proc, url = start(kind, model, args.threads, args.n_ctx, max(args.clients))
+        try:
+            asyncio.run(drive(url, 1, 1, 8, tok))  # warm-up
+            for c in args.clients:
+                results[(kind, c)] = asyncio.run(drive(url, c, args.requests_per_client, args.max_tokens, tok))
+                print(f"{kind} {c} clients: {results[(kind, c)]}", file=sys.stderr, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    own = generate_rate(model, args.n_ctx, args.max_tokens, args.requests_per_client) if "pyllm" in args.servers \
+        else float("nan")
+    load = os.getloadavg()
+    print(f"\n{os.path.basename(model)}, {args.threads} threads, {args.max_tokens} tokens per greedy answer, "
+          f"{args.requests_per_client} requests per client; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+    print("| clients | pyllm tok/s | llama.cpp tok/s | ratio | pyllm TTFT p50 / p99 s | llama.cpp TTFT p50 / p99 s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for c in args.clients:
+        p, q = results.get(("pyllm", c)), results.get(("llama.cpp", c))
+        ratio = f"{p['tok_s'] / q['tok_s']:.2f}x" if p and q else "-"
+        print(f"| {c} | {p['tok_s']:.1f} | " if p else f"| {c} | - | ", end="")
+        print(f"{q['tok_s']:.1f} | " if q else "- | ", end="")
+        print(f"{ratio} | {cell(p)} | {cell(q)} |")
+    print(f"\npyllm generate() alone, same prompts: {own:.1f} tok/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
