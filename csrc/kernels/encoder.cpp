@@ -1,0 +1,283 @@
+// BERT encoder kernels, forward and backward side by side: word + position + token-type
+// embeddings, exact (erf) GELU, tanh, counter-based dropout and padded bidirectional
+// attention with saved probabilities. Not the GEMMs (matmul.cpp) nor layer norm (nn.cpp,
+// train.cpp). Backward ops add (+=) into their gradient outputs.
+#include <cmath>
+#include <cstring>
+
+#include "../simd/simd.h"
+#include "common.h"
+#include "rows.h"
+
+namespace pyllm {
+namespace PYLLM_ISA {
+
+#include "kernels.inc"
+
+namespace {
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// [c0, c1) of n split into `parts` slices of whole 8-float vectors
+inline void slice8(int64_t n, int part, int parts, int64_t* c0, int64_t* c1) {
+    const int64_t vecs = (n + 7) / 8;
+    *c0 = min64(n, vecs * part / parts * 8);
+    *c1 = min64(n, vecs * (part + 1) / parts * 8);
+}
+
+// Phi(x) = 0.5 (1 + erf(x / sqrt 2)), the standard normal CDF, in 8 lanes:
+// erfc(z) = t p(t) exp(-z^2), t = 1 / (1 + 0.3275911 z), for z = |x| / sqrt 2
+// (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), mirrored for x < 0.
+inline vf normal_cdf8(vf x) {
+    const vf zero = vzero(), one = vset1(1.0f), half = vset1(0.5f);
+    const vf ax = vmax(x, vsub(zero, x));
+    const vf z = vmul(ax, vset1(0.70710678118654752f));
+    const vf t = vdiv(one, vfma(vset1(0.3275911f), z, one));
+    vf p = vset1(1.061405429f);
+    p = vfma(p, t, vset1(-1.453152027f));
+    p = vfma(p, t, vset1(1.421413741f));
+    p = vfma(p, t, vset1(-0.284496736f));
+    p = vfma(p, t, vset1(0.254829592f));
+    const vf tail = vmul(half, vmul(vmul(p, t), vexp(vsub(zero, vmul(z, z)))));  // Phi(-|x|)
+    // x / (|x| + tiny): the sign of x (0 at 0, where Phi is 0.5 either way)
+    const vf sign = vdiv(x, vadd(ax, vset1(1e-30f)));
+    return vfma(vsub(half, tail), sign, half);
+}
+
+inline float normal_cdf1(float x) { return 0.5f * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+// splitmix64: the dropout mask is a pure function of (seed, element index),
+// so forward and backward agree and no thread count changes it
+inline uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// whether element i is kept: 24 random bits against the drop threshold
+inline bool dropout_keep(uint64_t seed, int64_t i, uint32_t threshold) {
+    return uint32_t(mix64(seed ^ (uint64_t(i) * 0xd1b54a32d192ed03ull)) >> 40) >= threshold;
+}
+
+inline uint32_t dropout_threshold(float p) { return uint32_t(double(p) * double(1u << 24)); }
+
+// x[0:n] (element ids i0..i0+n) *= keep ? 1/(1-p) : 0
+inline void dropout_span(float* x, int64_t n, int64_t i0, uint64_t seed, uint32_t threshold, float scale) {
+    for (int64_t j = 0; j < n; j++) x[j] = dropout_keep(seed, i0 + j, threshold) ? x[j] * scale : 0.0f;
+}
+
+// p[0:T] = softmax(scale * p + mask), mask additive (0 or -inf), at least one key unmasked
+inline void masked_softmax_row(float* p, const float* mask, int64_t T, float scale) {
+    const vf sv = vset1(scale);
+    int64_t j = 0;
+    for (; j + 8 <= T; j += 8) vstore(p + j, vfma(vload(p + j), sv, vload(mask + j)));
+    for (; j < T; j++) p[j] = p[j] * scale + mask[j];
+    const float mx = row_max(p, T);
+    const vf mv = vset1(mx);
+    for (j = 0; j + 8 <= T; j += 8) vstore(p + j, vexp(vsub(vload(p + j), mv)));
+    for (; j < T; j++) p[j] = std::exp(p[j] - mx);
+    const float inv = float(1.0 / row_sum(p, T));
+    const vf iv = vset1(inv);
+    for (j = 0; j + 8 <= T; j += 8) vstore(p + j, vmul(vload(p + j), iv));
+    for (; j < T; j++) p[j] *= inv;
+}
+
+// d[0:T] = p * (d - sum(p * d)) * scale, in place (softmax backward)
+inline void softmax_backward_row(float* d, const float* p, int64_t T, float scale) {
+    vf acc = vzero();
+    int64_t j = 0;
+    for (; j + 8 <= T; j += 8) acc = vfma(vload(p + j), vload(d + j), acc);
+    float dot = vhsum(acc);
+    for (; j < T; j++) dot += p[j] * d[j];
+    const vf dv = vset1(dot), sv = vset1(scale);
+    for (j = 0; j + 8 <= T; j += 8) vstore(d + j, vmul(vmul(vload(p + j), vsub(vload(d + j), dv)), sv));
+    for (; j < T; j++) d[j] = p[j] * (d[j] - dot) * scale;
+}
+
+inline int masked_attention_threads(int64_t B, int64_t NH, int64_t T, int64_t HS) {
+    const int64_t units = B * NH;
+    const int nt = threads_for(units * T * T * HS / 8);
+    return units < nt ? int(units) : nt;
+}
+
+}  // namespace
+
+// ---- embeddings: word + absolute position + token type
+
+void bert_embed_forward(float* out, const int64_t* ids, const int64_t* types, const float* wte,
+                        const float* wpe, const float* wtt, int64_t B, int64_t T, int64_t C) {
+    // ids, types (B,T) checked by the caller, wte (V,C), wpe (>=T,C), wtt (TT,C) -> out (B,T,C)
+    // position t of every row is t; the sum rounds as torch's (word + type) + position
+#pragma omp parallel for num_threads(threads_for(B * T * C)) schedule(static)
+    for (int64_t bt = 0; bt < B * T; bt++) {
+        const float* e = wte + ids[bt] * C;
+        const float* y = wtt + types[bt] * C;
+        const float* p = wpe + (bt % T) * C;
+        float* o = out + bt * C;
+        int64_t j = 0;
+        for (; j + 8 <= C; j += 8) vstore(o + j, vadd(vadd(vload(e + j), vload(y + j)), vload(p + j)));
+        for (; j < C; j++) o[j] = (e[j] + y[j]) + p[j];
+    }
+}
+
+void bert_embed_backward(float* dwte, float* dwpe, float* dwtt, const float* dout, const int64_t* ids,
+                         const int64_t* types, int64_t B, int64_t T, int64_t C) {
+    // dout (B,T,C) -> dwte (V,C), dwpe (>=T,C), dwtt (TT,C) +=
+    // Each thread owns a slice of the channels, so a row repeated anywhere in
+    // the batch is summed by one thread, in (b,t) order.
+    const int nt = C >= 64 ? threads_for(B * T * C) : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t c0, c1;
+        slice8(C, thread_index(), thread_count(), &c0, &c1);
+        for (int64_t bt = 0; bt < B * T; bt++) {
+            row_add(dwte + ids[bt] * C + c0, dout + bt * C + c0, c1 - c0);
+            row_add(dwtt + types[bt] * C + c0, dout + bt * C + c0, c1 - c0);
+        }
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t b = 0; b < B; b++) row_add(dwpe + t * C + c0, dout + (b * T + t) * C + c0, c1 - c0);
+    }
+}
+
+// ---- GELU, exact (erf)
+
+void gelu_erf_forward(float* out, const float* inp, int64_t n) {
+    // inp (n) -> out (n) = x Phi(x)
+    const int64_t blocks = n / 8;
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const vf x = vload(inp + b * 8);
+        vstore(out + b * 8, vmul(x, normal_cdf8(x)));
+    }
+    for (int64_t i = blocks * 8; i < n; i++) out[i] = inp[i] * normal_cdf1(inp[i]);
+}
+
+void gelu_erf_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+    // inp, dout (n) -> dinp (n) += (Phi(x) + x phi(x)) dout, phi the normal density
+    const int64_t blocks = n / 8;
+    const vf halfneg = vset1(-0.5f), k = vset1(0.3989422804014327f);
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const vf x = vload(inp + b * 8);
+        const vf pdf = vmul(k, vexp(vmul(halfneg, vmul(x, x))));
+        const vf g = vfma(x, pdf, normal_cdf8(x));
+        vstore(dinp + b * 8, vfma(g, vload(dout + b * 8), vload(dinp + b * 8)));
+    }
+    for (int64_t i = blocks * 8; i < n; i++) {
+        const float x = inp[i];
+        const float g = normal_cdf1(x) + x * 0.3989422804014327f * std::exp(-0.5f * x * x);
+        dinp[i] += g * dout[i];
+    }
+}
+
+// ---- tanh (the pooler)
+
+void tanh_forward(float* out, const float* inp, int64_t n) {
+    // inp (n) -> out (n); small (one row per sequence): one thread
+    for (int64_t i = 0; i < n; i++) out[i] = std::tanh(inp[i]);
+}
+
+void tanh_backward(float* dinp, const float* out, const float* dout, int64_t n) {
+    // out = tanh(inp), dout (n) -> dinp (n) += (1 - out^2) dout
+    for (int64_t i = 0; i < n; i++) dinp[i] += (1.0f - out[i] * out[i]) * dout[i];
+}
+
+// ---- dropout
+
+void dropout_forward(float* x, int64_t n, float p, uint64_t seed) {
+    // x (n) in place: element i kept (scaled by 1/(1-p)) or zeroed as mix(seed, i) says;
+    // the backward pass is the same call on the gradient
+    if (p <= 0.0f) return;
+    const uint32_t th = dropout_threshold(p);
+    const float scale = p >= 1.0f ? 0.0f : float(1.0 / (1.0 - double(p)));
+    constexpr int64_t kChunk = 4096;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for num_threads(threads_for(n)) schedule(static)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i0 = c * kChunk;
+        dropout_span(x + i0, min64(kChunk, n - i0), i0, seed, th, scale);
+    }
+}
+
+// ---- bidirectional self-attention over packed qkv with a key mask
+
+void attention_masked_forward(float* out, float* att, const float* qkv, const float* mask, int64_t B,
+                              int64_t T, int64_t C, int64_t NH, float p_drop, uint64_t seed, float* work) {
+    // qkv (B,T,3C), mask (B,T) additive (0 or -inf) -> out (B,T,C), att (B,NH,T,T); threads over (b,h)
+    // att holds the softmax before dropout; out = dropout(att) @ v, the dropped
+    // element (b,h,t,s) being element (b*NH+h)*T*T + t*T + s of dropout_forward.
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / std::sqrt(float(HS));
+    const int64_t per_thread = attention_masked_thread_floats(T);
+    const uint32_t th = dropout_threshold(p_drop);
+    const float dscale = p_drop >= 1.0f ? 0.0f : float(1.0 / (1.0 - double(p_drop)));
+#pragma omp parallel for num_threads(masked_attention_threads(B, NH, T, HS)) schedule(static)
+    for (int64_t bh = 0; bh < B * NH; bh++) {
+        float* gw = work + int64_t(thread_index()) * per_thread;  // one thread's sgemm blocks
+        float* pd = gw + sgemm_work_floats(1);                     // (T,T) dropped probabilities
+        const int64_t b = bh / NH, h = bh % NH;
+        const float* q = qkv + b * T * C3 + h * HS;  // (T,HS), row stride 3C
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        float* a = att + bh * T * T;          // (T,T)
+        float* o = out + b * T * C + h * HS;  // (T,HS), row stride C
+        // a = q @ k^T, then the scaled, masked softmax of every row
+        sgemm_strided(a, q, k, T, T, HS, T, C3, 1, 1, C3, false, gw);
+        for (int64_t t = 0; t < T; t++) masked_softmax_row(a + t * T, mask + b * T, T, scale);
+        const float* src = a;
+        if (p_drop > 0.0f) {
+            std::memcpy(pd, a, sizeof(float) * T * T);
+            dropout_span(pd, T * T, bh * T * T, seed, th, dscale);
+            src = pd;
+        }
+        // o = src @ v
+        sgemm_strided(o, src, v, T, HS, T, C, T, 1, C3, 1, false, gw);
+    }
+}
+
+void attention_masked_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int64_t B,
+                               int64_t T, int64_t C, int64_t NH, float p_drop, uint64_t seed, float* work) {
+    // dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T) as saved -> dqkv (B,T,3C) +=; threads over (b,h)
+    // With P = att, D = dropout(P), dO the head's columns of dout:
+    //   dD = dO v^T, dP = dropout(dD), dS = P * (dP - rowsum(P * dP)) * scale,
+    //   dq += dS k, dk += dS^T q, dv += D^T dO (masked keys have P = 0, so dS = 0).
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / std::sqrt(float(HS));
+    const int64_t per_thread = attention_masked_thread_floats(T);
+    const uint32_t th = dropout_threshold(p_drop);
+    const float dscale = p_drop >= 1.0f ? 0.0f : float(1.0 / (1.0 - double(p_drop)));
+#pragma omp parallel for num_threads(masked_attention_threads(B, NH, T, HS)) schedule(static)
+    for (int64_t bh = 0; bh < B * NH; bh++) {
+        float* gw = work + int64_t(thread_index()) * per_thread;
+        float* pd = gw + sgemm_work_floats(1);  // (T,T) dropped probabilities
+        float* ds = pd + T * T;                 // (T,T) score gradients
+        const int64_t b = bh / NH, h = bh % NH;
+        const float* q = qkv + b * T * C3 + h * HS;
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        float* dq = dqkv + b * T * C3 + h * HS;
+        float* dk = dq + C;
+        float* dv = dq + 2 * C;
+        const float* dout_h = dout + b * T * C + h * HS;  // (T,HS), row stride C
+        const float* a = att + bh * T * T;
+        const float* d = a;
+        if (p_drop > 0.0f) {
+            std::memcpy(pd, a, sizeof(float) * T * T);
+            dropout_span(pd, T * T, bh * T * T, seed, th, dscale);
+            d = pd;
+        }
+        // dv += d^T @ dout_h
+        sgemm_strided(dv, d, dout_h, T, HS, T, C3, 1, T, C, 1, true, gw);
+        // ds = dout_h @ v^T, through the dropout, then the softmax backward
+        sgemm_strided(ds, dout_h, v, T, T, HS, T, C, 1, 1, C3, false, gw);
+        if (p_drop > 0.0f) dropout_span(ds, T * T, bh * T * T, seed, th, dscale);
+        for (int64_t t = 0; t < T; t++) softmax_backward_row(ds + t * T, a + t * T, T, scale);
+        // dq += ds @ k, dk += ds^T @ q
+        sgemm_strided(dq, ds, k, T, HS, T, C3, T, 1, C3, 1, true, gw);
+        sgemm_strided(dk, ds, q, T, HS, T, C3, 1, T, C3, 1, true, gw);
+    }
+}
+
+}  // namespace PYLLM_ISA
+}  // namespace pyllm
