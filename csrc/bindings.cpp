@@ -4,12 +4,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/dispatch.h"
@@ -53,6 +57,37 @@ py::array_t<T, py::array::c_style> checked(const py::object& obj, const char* na
 F32 f32(const py::object& obj, const char* name, int ndim) { return checked<float>(obj, name, ndim, "float32"); }
 I64 i64(const py::object& obj, const char* name, int ndim) { return checked<int64_t>(obj, name, ndim, "int64"); }
 
+// A C++ call without the GIL. The thread count is read once, here, and every
+// kernel of the call sees that one value (ScopedThreads): the scratch sized
+// for it and the threads started are the same count, whatever
+// set_num_threads does meanwhile on another thread.
+class Released {
+public:
+    Released() : state_(PyEval_SaveThread()) {}
+    Released(const Released&) = delete;
+    Released& operator=(const Released&) = delete;
+    ~Released() {
+#if defined(__GLIBCXX__)
+        try {
+            PyEval_RestoreThread(state_);
+        } catch (abi::__forced_unwind&) {
+            // The interpreter is finalizing and ends this thread (a daemon
+            // thread whose call outlived the main thread) by unwinding its
+            // stack, which std::terminate()s through this destructor, and whose
+            // frames hold Python objects nothing may touch now. Park the
+            // thread instead until the process exits, as Python 3.14 does.
+            for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
+        }
+#else
+        PyEval_RestoreThread(state_);
+#endif
+    }
+
+private:
+    PyThreadState* state_;
+    pyllm::ScopedThreads threads_{pyllm::num_threads()};
+};
+
 void expect(bool ok, const std::string& msg) {
     if (!ok) throw py::value_error(msg);
 }
@@ -71,7 +106,7 @@ F32 matmul(const py::object& a_obj, const py::object& b_obj, bool trans_a, bool 
                         shape_str(b) + (trans_b ? " (transposed)" : ""));
     F32 c({M, N});
     {
-        py::gil_scoped_release nogil;
+        Released nogil;
         float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
         kernels().sgemm(c.mutable_data(), a.data(), b.data(), M, N, K, trans_a, trans_b, false,
                         work);
@@ -101,7 +136,7 @@ F32 matmul_batched(const py::object& a_obj, const py::object& b_obj, const py::o
     F32 c({Bt, M, N});
     if (c.size() == 0) return c;
     {
-        py::gil_scoped_release nogil;
+        Released nogil;
         float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
         for (int64_t i = 0; i < Bt; i++)
             kernels().sgemm(c.mutable_data() + i * M * N, a.data() + pa[i] * M * K,
@@ -116,7 +151,7 @@ F32 matmul_ref(const py::object& a_obj, const py::object& b_obj, bool trans_a, b
     const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
     expect(K == Kb, "matmul_ref: inner dimensions differ");
     F32 c({M, N});
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().matmul_ref(c.mutable_data(), a.data(), b.data(), M, N, K, trans_a, trans_b, false);
     return c;
 }
@@ -137,7 +172,7 @@ F32 linear(const py::object& x_obj, const py::object& w_obj, const py::object& b
     }
     F32 out({M, N});
     {
-        py::gil_scoped_release nogil;
+        Released nogil;
         float* o = out.mutable_data();
         if (bias)
             for (int64_t i = 0; i < M; i++)
@@ -156,7 +191,7 @@ F32 rowwise(const py::object& x_obj, const char* name, Fn fn) {
     F32 out(shape_of(x));
     const int64_t rows = x.shape(0), cols = x.shape(1);
     if (out.size() == 0) return out;  // no element to write: no pass over (maybe 2**40) empty rows
-    py::gil_scoped_release nogil;
+    Released nogil;
     fn(out.mutable_data(), x.data(), rows, cols);
     return out;
 }
@@ -211,7 +246,7 @@ F32 layer_norm(const py::object& x_obj, const py::object& w_obj, const py::objec
 F32 gelu(const py::object& x_obj, bool tanh_approx) {
     F32 x = f32(x_obj, "x", -1);
     F32 out(shape_of(x));
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().gelu_forward(out.mutable_data(), x.data(), x.size(), tanh_approx);
     return out;
 }
@@ -219,14 +254,14 @@ F32 gelu(const py::object& x_obj, bool tanh_approx) {
 F32 silu(const py::object& x_obj) {
     F32 x = f32(x_obj, "x", -1);
     F32 out(shape_of(x));
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().silu_forward(out.mutable_data(), x.data(), x.size());
     return out;
 }
 
 double sum(const py::object& x_obj) {
     F32 x = f32(x_obj, "x", -1);
-    py::gil_scoped_release nogil;
+    Released nogil;
     return kernels().sum_forward(x.data(), x.size());
 }
 
@@ -242,7 +277,7 @@ F32 rope(const py::object& x_obj, const py::object& pos_obj, float theta, bool i
     F32 out(shape_of(x));
     if (out.size() == 0) return out;  // no element to write: no pass over empty heads
     std::vector<float> cos_t(size_t(T * HS / 2)), sin_t(size_t(T * HS / 2));
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().rope_cache(cos_t.data(), sin_t.data(), pos.data(), T, HS, theta);
     kernels().rope_forward(out.mutable_data(), x.data(), cos_t.data(), sin_t.data(), N, T, 1, HS, HS,
                            interleaved);
@@ -260,7 +295,7 @@ F32 embedding(const py::object& ids_obj, const py::object& table_obj) {
                                           std::to_string(i) + " is out of range [0, " +
                                           std::to_string(V) + ")");
     F32 out({n, C});
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().embedding_forward(out.mutable_data(), p, table.data(), n, C);
     return out;
 }
@@ -306,7 +341,7 @@ F32 attention(const py::object& q_obj, const py::object& k_obj, const py::object
     F32 out({B, NH, T, HS});
     if (out.size() == 0) return out;
     const auto os = row_strides(out), qs = row_strides(q), ks = row_strides(k), vs = row_strides(v);
-    py::gil_scoped_release nogil;
+    Released nogil;
     float* work = pyllm::thread_workspace(pyllm::attention_work_floats(HS, pyllm::num_threads()));
     kernels().attention_forward(out.mutable_data(), q.data(), k.data(), v.data(), mask, os.data(),
                                 qs.data(), ks.data(), vs.data(), ms.data(), B, NH, NKV, T, S, HS,
@@ -574,7 +609,7 @@ DecoderPtr make_decoder(const py::dict& spec_d, const py::dict& tensors, const p
     });
     DecoderPtr model;
     {
-        py::gil_scoped_release nogil;
+        Released nogil;
         model = std::make_shared<DecoderModel>(spec, std::move(w), std::move(owner));
     }
     // arrays whose matrices were repacked are read no more: let them go (a
@@ -630,7 +665,7 @@ py::array decoder_forward(pyllm::DecoderModel& m, const py::object& tokens_obj, 
     const int32_t* tokens = static_cast<const int32_t*>(a.data());
     float* logits = out.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        Released nogil;
         std::lock_guard<std::mutex> lock(m.mutex());
         m.select_seq(seq);
         m.forward(tokens, T, logits, all_logits);
@@ -649,7 +684,7 @@ py::array decoder_decode_batch(pyllm::DecoderModel& m, const py::object& tokens_
     const int64_t* seqs = static_cast<const int64_t*>(s.data());
     float* logits = out.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        Released nogil;
         std::lock_guard<std::mutex> lock(m.mutex());
         m.decode_batch(tokens, seqs, B, logits);
     }
@@ -684,6 +719,7 @@ py::list quant_types() {
         d["block_bytes"] = t.block_bytes;
         d["computable"] = t.computable();
         d["quantizable"] = t.quantize;
+        d["file_quantizable"] = t.quantize_file != nullptr;  // `pyllm quantize` writes it
         d["packed"] = pyllm::qpack_supported(t.id);  // repacked at load for the packed products
         out.append(d);
     }
@@ -707,7 +743,7 @@ F32 dequantize(const py::object& raw_obj, int type, int64_t n, bool ref) {
                                               std::to_string(n) + " elements of type id " +
                                               std::to_string(type) + " take " + std::to_string(want));
     F32 out({n});
-    py::gil_scoped_release nogil;
+    Released nogil;
     if (ref)
         kernels().dequantize_row_ref(out.mutable_data(), raw.data(), n, type);
     else
@@ -722,8 +758,28 @@ U8 quantize(const py::object& x_obj, int type) {
     const int64_t n = x.shape(0);
     check_qlength(type, n, "x's length");
     U8 out({pyllm::quant_row_bytes(type, n)});
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().quantize_row(out.mutable_data(), x.data(), n, type);
+    return out;
+}
+
+U8 quantize_file(const py::object& x_obj, int type, int threads) {
+    // x (rows, n) -> (rows, quant_row_bytes(type, n)) by the type's file quantizer, rows over threads
+    const pyllm::QuantType* t = pyllm::quant_type(type);
+    if (!t) throw py::value_error("unknown tensor type id " + std::to_string(type));
+    if (!t->quantize_file) {
+        std::string names;
+        for (const pyllm::QuantType& r : pyllm::kQuantTypes)
+            if (r.quantize_file) names += (names.empty() ? "" : ", ") + std::string(r.name);
+        throw py::value_error(std::string("no file quantizer for ") + t->name + "; written: " + names);
+    }
+    F32 x = f32(x_obj, "x", 2);
+    const int64_t rows = x.shape(0), n = x.shape(1);
+    check_qlength(type, n, "x's row length");
+    expect(threads >= 1, "threads must be >= 1, got " + std::to_string(threads));
+    U8 out({rows, pyllm::quant_row_bytes(type, n)});
+    py::gil_scoped_release nogil;
+    pyllm::quantize_rows_file(type, out.mutable_data(), x.data(), rows, n, threads);
     return out;
 }
 
@@ -743,7 +799,7 @@ F32 qmatmul(const py::object& x_obj, const py::object& w_obj, int type, int64_t 
     // the types with a packed layout take the runtime's packed product, the others its unpacked one
     const bool block = pyllm::qpack_supported(type) && K % pyllm::kQuantBlock == 0;
     expect(!packed || block, "qmatmul: packed=True needs K a multiple of 32 and a type with a packed layout");
-    py::gil_scoped_release nogil;
+    Released nogil;
     if (ref) {
         kernels().qmatmul_ref(out.mutable_data(), x.data(), w.data(), M, N, K, type);
     } else if (block) {
@@ -835,7 +891,7 @@ void sgemm_into(const py::object& out_obj, const py::object& a_obj, const py::ob
         expect(!overlap(out, bias), "sgemm: out must not overlap bias");
     }
     const float* bp = bias_obj.is_none() ? nullptr : bias.data();
-    py::gil_scoped_release nogil;
+    Released nogil;
     float* work = pyllm::thread_workspace(pyllm::sgemm_work_floats(pyllm::num_threads()));
     kernels().sgemm_bias(out.mutable_data(), a.data(), b.data(), bp, M, N, K, trans_a, trans_b,
                          accumulate, work);
@@ -844,14 +900,14 @@ void sgemm_into(const py::object& out_obj, const py::object& a_obj, const py::ob
 void bias_add(const py::object& out_obj, const py::object& bias_obj) {
     F32 out = fout(out_obj, "out"), bias = fbuf(bias_obj, "bias", 1);
     const int64_t N = bias.shape(0), R = rows_of(out, "out", N, "N, the size of bias");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().bias_add(out.mutable_data(), bias.data(), R, N);
 }
 
 void bias_backward(const py::object& dbias_obj, const py::object& dout_obj) {
     F32 dbias = fout(dbias_obj, "dbias", 1), dout = fbuf(dout_obj, "dout");
     const int64_t N = dbias.shape(0), R = rows_of(dout, "dout", N, "N, the size of dbias");
-    py::gil_scoped_release nogil;
+    Released nogil;
     float* work = pyllm::thread_workspace(pyllm::bias_backward_work_floats(N, pyllm::num_threads()));
     kernels().bias_backward(dbias.mutable_data(), dout.data(), R, N, work);
 }
@@ -868,7 +924,7 @@ void encoder_forward(const py::object& out_obj, const py::object& ids_obj,
                ", got " + shape_str(wpe));
     expect_shape(out, "out", {B, T, C});
     check_ids(ids, "ids", V, "the rows of wte");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().encoder_forward(out.mutable_data(), ids.data(), wte.data(), wpe.data(), B, T, C);
 }
 
@@ -885,7 +941,7 @@ void encoder_backward(const py::object& dwte_obj, const py::object& dwpe_obj,
                ", got " + shape_str(dwpe));
     expect(!overlap(dwte, dwpe), "encoder_backward: dwte and dwpe must not overlap");
     check_ids(ids, "ids", V, "the rows of dwte");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().encoder_backward(dwte.mutable_data(), dwpe.mutable_data(), dout.data(), ids.data(), B,
                                T, C);
 }
@@ -903,7 +959,7 @@ void layernorm_fwd(const py::object& out_obj, const py::object& mean_obj,
                                                ", got " + shape_str(out));
     expect_size(mean, "mean", R, "one per row of inp");
     expect_size(rstd, "rstd", R, "one per row of inp");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().layernorm_forward(out.mutable_data(), mean.mutable_data(), rstd.mutable_data(),
                                 inp.data(), weight.data(), bias.data(), R, C, eps);
 }
@@ -927,7 +983,7 @@ void layernorm_bwd(const py::object& dinp_obj, const py::object& dweight_obj,
     expect_size(mean, "mean", R, "one per row of inp");
     expect_size(rstd, "rstd", R, "one per row of inp");
     expect(!overlap(dweight, dbias), "layernorm_backward: dweight and dbias must not overlap");
-    py::gil_scoped_release nogil;
+    Released nogil;
     float* work = pyllm::thread_workspace(pyllm::layernorm_backward_work_floats(C, pyllm::num_threads()));
     kernels().layernorm_backward(dinp.mutable_data(), dweight.mutable_data(), dbias.mutable_data(),
                                  dout.data(), inp.data(), weight.data(), mean.data(), rstd.data(), R,
@@ -951,7 +1007,7 @@ void layernorm_bwd_ref(const py::object& dinp_obj, const py::object& dweight_obj
     expect_shape(dbias, "dbias", {C});
     expect_shape(mean, "mean", {R});
     expect_shape(rstd, "rstd", {R});
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().layernorm_backward_ref(dinp.mutable_data(), dweight.mutable_data(),
                                      dbias.mutable_data(), dout.data(), inp.data(), weight.data(),
                                      mean.data(), rstd.data(), R, C);
@@ -966,7 +1022,7 @@ void expect_same_size(const py::array& a, const char* name, const py::array& ref
 void gelu_fwd(const py::object& out_obj, const py::object& inp_obj) {
     F32 inp = fbuf(inp_obj, "inp"), out = fout(out_obj, "out");
     expect_same_size(out, "out", inp, "inp");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().gelu_forward(out.mutable_data(), inp.data(), inp.size(), true);
 }
 
@@ -974,7 +1030,7 @@ void gelu_bwd(const py::object& dinp_obj, const py::object& inp_obj, const py::o
     F32 inp = fbuf(inp_obj, "inp"), dout = fbuf(dout_obj, "dout"), dinp = fout(dinp_obj, "dinp");
     expect_same_size(dout, "dout", inp, "inp");
     expect_same_size(dinp, "dinp", inp, "inp");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().gelu_backward(dinp.mutable_data(), inp.data(), dout.data(), inp.size());
 }
 
@@ -982,7 +1038,7 @@ void residual_fwd(const py::object& out_obj, const py::object& a_obj, const py::
     F32 a = fbuf(a_obj, "a"), b = fbuf(b_obj, "b"), out = fout(out_obj, "out");
     expect_same_size(b, "b", a, "a");
     expect_same_size(out, "out", a, "a");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().residual_forward(out.mutable_data(), a.data(), b.data(), a.size());
 }
 
@@ -1004,7 +1060,7 @@ void crossentropy_fwd(const py::object& losses_obj, const py::object& logits_obj
     expect_shape(targets, "targets", {R});
     expect_shape(losses, "losses", {R});
     check_targets(targets, V);
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().crossentropy_forward(losses.mutable_data(), logits.data(), targets.data(), R, V);
 }
 
@@ -1019,7 +1075,7 @@ void crossentropy_bwd(const py::object& dlogits_obj, const py::object& logits_ob
     expect(dlogits.data() == logits.data() || !overlap(dlogits, logits),
            "crossentropy_backward: dlogits must be logits itself or not overlap it");
     check_targets(targets, V);
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().crossentropy_backward(dlogits.mutable_data(), logits.data(), targets.data(), dloss, R,
                                     V);
 }
@@ -1040,20 +1096,20 @@ void adamw_step(const py::object& param_obj, const py::object& grad_obj, const p
     expect(beta1 >= 0.0 && beta1 < 1.0, "adamw_step: beta1 must be in [0, 1), got " + std::to_string(beta1));
     expect(beta2 >= 0.0 && beta2 < 1.0, "adamw_step: beta2 must be in [0, 1), got " + std::to_string(beta2));
     expect(weight_decay >= 0.0, "adamw_step: weight_decay must be >= 0, got " + std::to_string(weight_decay));
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().adamw_step(param.mutable_data(), m.mutable_data(), v.mutable_data(), grad.data(),
                          param.size(), lr, beta1, beta2, eps, weight_decay, step);
 }
 
 double sumsq(const py::object& x_obj) {
     F32 x = fbuf(x_obj, "x");
-    py::gil_scoped_release nogil;
+    Released nogil;
     return kernels().sumsq_forward(x.data(), x.size());
 }
 
 void scale_inplace(const py::object& x_obj, float s) {
     F32 x = fout(x_obj, "x");
-    py::gil_scoped_release nogil;
+    Released nogil;
     kernels().scale_forward(x.mutable_data(), s, x.size());
 }
 
@@ -1076,7 +1132,7 @@ void attention_fwd(const py::object& out_obj, const py::object& att_obj, const p
     expect_shape(att, "att", {B, n_head, T, T});
     expect(!overlap(out, qkv) && !overlap(att, qkv) && !overlap(out, att),
            "attention_forward: out, att and qkv must be separate buffers");
-    py::gil_scoped_release nogil;
+    Released nogil;
     if (ref) {
         kernels().attention_qkv_forward_ref(out.mutable_data(), att.mutable_data(), qkv.data(), B, T,
                                             C, n_head);
@@ -1099,7 +1155,7 @@ void attention_bwd(const py::object& dqkv_obj, const py::object& dout_obj, const
     expect_shape(att, "att", {B, n_head, T, T});
     expect(!overlap(dqkv, qkv) && !overlap(dqkv, dout) && !overlap(dqkv, att),
            "attention_backward: dqkv must not overlap dout, qkv or att");
-    py::gil_scoped_release nogil;
+    Released nogil;
     if (ref) {
         kernels().attention_qkv_backward_ref(dqkv.mutable_data(), dout.data(), qkv.data(), att.data(),
                                              B, T, C, n_head);
@@ -1136,6 +1192,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_adaptive_threads", &pyllm::set_adaptive_threads, py::arg("on"));
     m.def("get_num_threads", &pyllm::num_threads);
     void bind_threads(py::module_&); bind_threads(m);  // ThreadChooser, ScopedThreads (bind_threads.cpp)
+    void bind_encoder(py::module_&); bind_encoder(m);  // EncoderModel, the BERT runtime (bind_encoder.cpp)
 
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false);
@@ -1157,7 +1214,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("embedding", &embedding, py::arg("ids"), py::arg("table"));
     py::class_<pyllm::GGUFFile, GGUFPtr>(m, "GGUFFile")
         .def(py::init([](const std::string& path) {
-                 py::gil_scoped_release nogil;
+                 Released nogil;
                  return std::make_shared<pyllm::GGUFFile>(path);
              }),
              py::arg("path"))
@@ -1191,17 +1248,17 @@ PYBIND11_MODULE(_C, m) {
             return mm.n_seq();
         })
         .def("set_n_seq", [](pyllm::DecoderModel& mm, int64_t n) {
-            py::gil_scoped_release nogil;
+            Released nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.set_n_seq(n);
         }, py::arg("n"))
         .def("copy_seq", [](pyllm::DecoderModel& mm, int64_t src, int64_t dst) {
-            py::gil_scoped_release nogil;
+            Released nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.copy_seq(src, dst);
         }, py::arg("src"), py::arg("dst"))
         .def("truncate", [](pyllm::DecoderModel& mm, int64_t n, int64_t seq) {
-            py::gil_scoped_release nogil;
+            Released nogil;
             std::lock_guard<std::mutex> lock(mm.mutex());
             mm.select_seq(seq);
             mm.truncate(n);
@@ -1213,6 +1270,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("ref") = false);
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"));
     m.def("quant_types", &quant_types);
+    m.def("quantize_file", &quantize_file, py::arg("x"), py::arg("type"), py::arg("threads") = 1,
+          "(rows, n) float32 -> (rows, row bytes) uint8 by the type's file quantizer (pyllm quantize), GIL released");
     m.def("qmatmul", &qmatmul, py::arg("x"), py::arg("w_raw"), py::arg("type"), py::arg("K"),
           py::arg("ref") = false, py::arg("packed") = false, py::arg("decode_rows") = false);
 

@@ -11,11 +11,16 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from . import _C, ops
+from . import _C, ops, serve  # serve: callable, pyllm.serve(...) runs the server; light until used
 from .generation import GenerationConfig, TextIteratorStreamer, TextStreamer
 from .models import (
+    AutoModel,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
     GGUFFile,
     GPT2Config,
     GPT2LMHeadModel,
@@ -24,13 +29,19 @@ from .models import (
 )
 from .optim import AdamW, clip_grad_norm_
 from .pipelines import pipeline
+from .tokenizers.wordpiece import BertTokenizerFast as BertTokenizerFast
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdamW",
+    "AutoModel",
     "AutoModelForCausalLM",
+    "AutoModelForSequenceClassification",
     "AutoTokenizer",
+    "BertConfig",
+    "BertForSequenceClassification",
+    "BertModel",
     "GGUFFile",
     "GPT2Config",
     "GPT2LMHeadModel",
@@ -38,6 +49,7 @@ __all__ = [
     "TextIteratorStreamer",
     "TextStreamer",
     "pipeline",
+    "serve",
     "LlamaConfig",
     "LlamaForCausalLM",
     "clip_grad_norm_",

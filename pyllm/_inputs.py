@@ -110,6 +110,8 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be token ids (integers), got {type(x).__name__}; encode text with the tokenizer")
     if _is_int(x):
+        if not -2**63 <= x < 2**63:
+            raise ValueError(f"token id {x} of {name} is out of range")
         return np.asarray([x], dtype=np.int64)
     if isinstance(x, (bool, np.bool_, float, complex, np.floating, np.complexfloating)) or x is None:
         raise _kind_error(name, f"{type(x).__name__} {x!r}")

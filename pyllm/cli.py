@@ -45,9 +45,15 @@ def _trained_context(name_or_path: str) -> Optional[int]:
     return int(n) if isinstance(n, int) else None
 
 
+def _check_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None and not 1 <= args.threads <= 1 << 16:
+        raise ValueError(f"--threads must be a positive number of threads, got {args.threads}")
+
+
 def _load(args: argparse.Namespace) -> Any:
     from .models import AutoModelForCausalLM
 
+    _check_threads(args)
     if args.threads is not None and args.threads > _cores():
         _warn(f"--threads {args.threads} is more than the {_cores()} cores this process may use; "
               "extra threads only wait for each other")
@@ -198,12 +204,14 @@ def _perplexity(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = model.score(ids, stride=args.stride)
     dt = time.perf_counter() - t0
-    out = {"file": args.file, "tokens": len(ids), "perplexity": res.perplexity, "nll": res.nll,
+    scored = int(res.scored.sum())  # all but the first, unless --stride n_ctx leaves windows' first tokens out
+    out = {"file": args.file, "tokens": len(ids), "scored": scored, "perplexity": res.perplexity, "nll": res.nll,
            "seconds": dt, "tokens_per_second": len(ids) / dt}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"perplexity {res.perplexity:.4f} over {len(ids)} tokens ({len(ids) / dt:.0f} tok/s)")
+        print(f"perplexity {res.perplexity:.4f} over {scored} scored of {len(ids)} tokens "
+              f"({len(ids) / dt:.0f} tok/s)")
     return 0
 
 
@@ -215,6 +223,13 @@ def _bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = _load(args)
     load = time.perf_counter() - t0
+    for flag, n in (("--prompt-tokens", args.prompt_tokens), ("--new-tokens", args.new_tokens),
+                    ("--repeats", args.repeats)):
+        if n < 1:
+            raise ValueError(f"{flag} must be at least 1, got {n}")
+    if args.prompt_tokens + args.new_tokens > model.n_ctx:
+        raise ValueError(f"--prompt-tokens {args.prompt_tokens} + --new-tokens {args.new_tokens} do not fit the "
+                         f"context of {model.n_ctx} tokens (--n-ctx)")
     prompt = (np.arange(args.prompt_tokens) * 7919 + 13) % model.config.vocab_size
     pf, dc = [], []
     for _ in range(args.repeats):
@@ -240,16 +255,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train_tokenizer(args: argparse.Namespace, text: str) -> Any:
-    """The tokenizer a training run uses: the resumed run's, the --init-from
-    model's, or a new one (--tokenizer char|bpe) or a saved one (a path)."""
-    from pathlib import Path
-
+    """The tokenizer a new training run uses: the --init-from model's, or a new
+    one (--tokenizer char|bpe) or a saved one (a path). A resumed run's is
+    :func:`_resumed_tokenizer`."""
     from .tokenizers.files import find_tokenizer, load_tokenizer
     from .training import CharTokenizer, train_bpe
 
-    out = Path(args.out)
-    if args.resume and find_tokenizer(out) is not None:
-        return load_tokenizer(out)
     if args.init_from:
         if find_tokenizer(args.init_from) is not None:
             if args.tokenizer not in (None, "char", "bpe"):
@@ -266,10 +277,66 @@ def _train_tokenizer(args: argparse.Namespace, text: str) -> Any:
         return CharTokenizer.from_text(text)
     if kind == "bpe":
         t0 = time.perf_counter()
-        tok = train_bpe(text, args.vocab_size)
+        tok = train_bpe(text, args.vocab_size or DEFAULT_ARCH["vocab_size"])
         _err(f"[trained a byte-level BPE vocabulary of {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f} s]")
         return tok
     return load_tokenizer(kind)
+
+
+# the flags that fix a trained model's shape, their config field and their default for a new run
+DEFAULT_ARCH: Dict[str, int] = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "vocab_size": 4096}
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _resumed_tokenizer(args: argparse.Namespace, checkpoint: Path) -> Any:
+    """The tokenizer saved in the checkpoint being resumed (never one rebuilt from --data, whose
+    ids could differ); --tokenizer / --vocab-size, when given, must describe that same tokenizer."""
+    from .tokenizers import BPETokenizer, CharTokenizer
+    from .tokenizers.files import find_tokenizer, load_tokenizer
+
+    if find_tokenizer(checkpoint) is None:
+        raise ValueError(f"--resume: {checkpoint} holds no tokenizer; the ids it was trained on cannot be "
+                         "reproduced from --data. Start a new --out")
+    tok = load_tokenizer(checkpoint)
+    kind = "char" if isinstance(tok, CharTokenizer) else "bpe" if isinstance(tok, BPETokenizer) else None
+    if args.tokenizer in ("char", "bpe"):
+        if args.tokenizer != kind:
+            raise ValueError(f"--resume: --tokenizer {args.tokenizer} differs from the checkpoint's tokenizer "
+                             f"({type(tok).__name__}, {checkpoint}); drop --tokenizer to use it")
+    elif args.tokenizer is not None:
+        given = load_tokenizer(args.tokenizer)
+        if _tokenizer_fingerprint(given) != _tokenizer_fingerprint(tok):
+            raise ValueError(f"--resume: --tokenizer {args.tokenizer} is not the tokenizer the checkpoint "
+                             f"{checkpoint} was trained with; drop --tokenizer to use the checkpoint's")
+    if args.vocab_size is not None and kind == "bpe" and args.vocab_size != tok.vocab_size:
+        raise ValueError(f"--resume: --vocab-size {args.vocab_size} differs from the checkpoint's "
+                         f"{tok.vocab_size}; drop --vocab-size to use the checkpoint's tokenizer")
+    return tok
+
+
+def _resumed_architecture(args: argparse.Namespace, checkpoint: Path) -> Dict[str, int]:
+    """n_layer, n_head, n_embd and block_size of the checkpoint being resumed; an architecture flag
+    given on the command line must agree with it (a checkpoint cannot change shape)."""
+    from .models.gpt2 import GPT2Config
+    from .training.checkpoint import TRAINER_STATE_FILE
+
+    config = GPT2Config.from_json_file(checkpoint / "config.json")
+    try:
+        block = json.loads((checkpoint / TRAINER_STATE_FILE).read_text()).get("block_size")
+    except (OSError, ValueError, AttributeError):
+        block = None
+    have = {"n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.n_embd,
+            "block_size": int(block) if isinstance(block, int) else config.n_positions}
+    for name, value in have.items():
+        given = getattr(args, name)
+        if given is not None and given != value:
+            raise ValueError(f"--resume: {_flag(name)} {given} differs from the checkpoint's {name}={value} "
+                             f"({checkpoint}); drop {_flag(name)} to continue with {value}, or start a new --out")
+    return have
+
 
 
 def _tokenizer_fingerprint(tok: Any) -> str:
@@ -294,8 +361,9 @@ def _train(args: argparse.Namespace) -> int:
     from .models.gpt2 import GPT2Config, GPT2LMHeadModel
     from .training import Trainer, TrainingArguments, load_splits, prepare_data, read_text
     from .training.checkpoint import last_checkpoint
-    from .training.data import read_meta, sidecar
+    from .training.data import encode_text, read_meta, sidecar
 
+    _check_threads(args)
     if args.threads is not None:
         from . import set_num_threads
 
@@ -305,7 +373,20 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and resume is None:
         raise ValueError(f"--resume: {out} holds no checkpoint-* directory to resume from")
     text = read_text(args.data)
-    tok = _train_tokenizer(args, text)
+    if resume is not None:
+        for name, value in _resumed_architecture(args, resume).items():
+            setattr(args, name, value)
+        tok = _resumed_tokenizer(args, resume)
+        try:
+            encode_text(text, tok)  # refuses a character the saved vocabulary lacks
+        except ValueError as e:
+            raise ValueError(f"--resume: {args.data} does not fit the checkpoint's tokenizer ({e}); resume with "
+                             "the text the run was trained on, or start a new --out") from None
+    else:
+        for name, value in DEFAULT_ARCH.items():
+            if getattr(args, name) is None and name != "vocab_size":
+                setattr(args, name, value)
+        tok = _train_tokenizer(args, text)
 
     # tokens, re-encoded only when the text or the tokenizer changed
     bin_path = out / "data" / "tokens.bin"
@@ -324,11 +405,18 @@ def _train(args: argparse.Namespace) -> int:
                             extra={"val_fraction": args.val_fraction, "tokenizer": _tokenizer_fingerprint(tok)})
         _err(f"[{meta['n_tokens']:,} tokens ({tok.vocab_size} in the vocabulary) written to {bin_path} "
              f"in {time.perf_counter() - t0:.1f} s]")
-    train, val = load_splits(bin_path, args.block_size)
+    try:
+        train, val = load_splits(bin_path, args.block_size, validation=bool(args.eval_every))
+    except ValueError as e:
+        if "validation split" not in str(e):
+            raise
+        raise ValueError(f"{e} (or raise --val-fraction, or pass --eval-every 0 to train without evaluating)") from None
     if args.eval_every and val is None:
         raise ValueError("evaluation needs a validation split: use --val-fraction > 0, or --eval-every 0")
 
-    if args.init_from:
+    if resume is not None:
+        model = GPT2LMHeadModel.from_pretrained(resume)  # the trainer loads its weights and state again
+    elif args.init_from:
         model = GPT2LMHeadModel.from_pretrained(args.init_from)
         if model.config.vocab_size < tok.vocab_size:
             raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model from {args.init_from} has "
@@ -435,6 +523,20 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from . import serve
+    from .hub import DEFAULT_MODEL
+
+    if args.max_parallel < 1:
+        raise ValueError(f"--max-parallel must be positive, got {args.max_parallel}")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        _warn(f"serving on {args.host} without --api-key: anyone who can reach it may use it")
+    serve.serve(args.model or [DEFAULT_MODEL], host=args.host, port=args.port, n_ctx=args.n_ctx,
+                threads=args.threads, max_parallel=args.max_parallel, max_queue=args.max_queue,
+                prefill_chunk=args.prefill_chunk, api_key=args.api_key or None, log_level=args.log_level)
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     from .hub import DEFAULT_MODEL
 
@@ -513,12 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory: checkpoints, log.jsonl, and the final model")
     p.add_argument("--tokenizer", default=None,
                    help="char (default), bpe (trained on the data), or a path to a saved tokenizer / model directory")
-    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size for --tokenizer bpe")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size for --tokenizer bpe (default 4096)")
     p.add_argument("--init-from", default=None, help="fine-tune a saved pyllm or Hugging Face GPT-2 directory")
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=128, help="tokens per training sequence (the context)")
+    p.add_argument("--n-layer", type=int, default=None, help="layers (default 4; --resume: the checkpoint's)")
+    p.add_argument("--n-head", type=int, default=None, help="attention heads (default 4; --resume: the checkpoint's)")
+    p.add_argument("--n-embd", type=int, default=None, help="width (default 128; --resume: the checkpoint's)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="tokens per training sequence, the context (default 128; --resume: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--max-steps", type=int, default=1000)
@@ -537,10 +640,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-total-limit", type=int, default=2, help="keep this many checkpoints")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out, with its tokenizer and architecture")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     p.add_argument("--threads", "-t", type=int, default=None)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with continuous batching",
+                       description="Serve models over OpenAI's HTTP API (/v1/chat/completions, /v1/completions, "
+                                   "/v1/models, /tokenize, /detokenize, /health, /metrics). Needs pyllm[serve].")
+    p.add_argument("--model", "-m", action="append", default=None,
+                   help="a .gguf path, model directory or registered name; ALIAS=PATH names it; repeat to serve "
+                        "several (requests pick one by 'model'; default SmolLM2-135M-Instruct)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-parallel", type=int, default=32, help="sequences decoded together per model (default 32)")
+    p.add_argument("--max-queue", type=int, default=None,
+                   help="requests that may wait for a slot; past it: HTTP 429 (default 4 x --max-parallel)")
+    p.add_argument("--prefill-chunk", type=int, default=128,
+                   help="prompt tokens prefilled per step while other sequences decode (default 128)")
+    p.add_argument("--n-ctx", type=int, default=None, help="context length of each sequence (default: min(trained, 4096))")
+    p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("--api-key", default=os.environ.get("PYLLM_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on the API routes (default: $PYLLM_API_KEY, else none)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("pull", help="fetch a registered model into the local cache")
     p.add_argument("name", nargs="?", default=None, help="registered model name (default: the default model)")
@@ -555,9 +679,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, OSError, FloatingPointError) as e:
         _err(f"pyllm: error: {e}")
         return 1
+    except MemoryError as e:
+        _err(f"pyllm: error: out of memory{': ' + str(e) if str(e) else ''} (smaller sizes, or fewer tokens, may fit)")
+        return 1
     except KeyboardInterrupt:
         _err("")
         return 130
+    except Exception as e:  # jinja2's TemplateError (as transformers raises it): a model's chat template failed
+        if not type(e).__module__.startswith("jinja2"):
+            raise
+        _err(f"pyllm: error: the model's chat template failed: {type(e).__name__}: {e}")
+        return 1
 
 
 if __name__ == "__main__":

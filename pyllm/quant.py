@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, SupportsInt, Tuple, Union, cast
 
@@ -44,11 +45,13 @@ __all__ = [
     "TYPE_SIZES",
     "SUPPORTED_TYPES",
     "QUANTIZED_TYPES",
+    "FILE_TYPES",
     "type_info",
     "type_name",
     "row_bytes",
     "dequantize",
     "quantize",
+    "quantize_file",
     "qmatmul",
 ]
 
@@ -63,6 +66,7 @@ class QuantType:
     block_bytes: int  # bytes per block
     computable: bool  # the runtime computes with it (dequantize reads it)
     quantizable: bool  # quantize writes it
+    file_quantizable: bool  # quantize_file (and so ``pyllm quantize``) writes it
     packed: bool  # the runtime repacks its matrices at load (groups of 16 rows) for its packed products
 
 
@@ -77,6 +81,8 @@ TYPE_SIZES: Dict[str, int] = {t.name: t.block_bytes for t in TYPES}
 # the types the runtime computes with, and those quantize() writes
 SUPPORTED_TYPES: Tuple[str, ...] = tuple(t.name for t in TYPES if t.computable)
 QUANTIZED_TYPES: Tuple[str, ...] = tuple(t.name for t in TYPES if t.quantizable)
+# the types quantize_file (and ``pyllm quantize``) writes
+FILE_TYPES: Tuple[str, ...] = tuple(t.name for t in TYPES if t.file_quantizable)
 
 TensorType = Union[str, int]
 
@@ -195,6 +201,42 @@ def quantize(x: object, type: TensorType) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.float32)
     out = _C.quantize(a.reshape(-1), GGML_TYPES[name])
     return out.reshape(a.shape[:-1] + (row_bytes(name, a.shape[-1]),))
+
+
+def quantize_file(x: object, type: TensorType, threads: Optional[int] = None) -> np.ndarray:
+    """Quantize rows (..., K) of floats to ``type`` (one of
+    :data:`FILE_TYPES`) as ``pyllm quantize`` writes file tensors: uint8
+    (..., row_bytes(type, K)).
+
+    Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 come out bit for bit as the gguf
+    package's numpy quantizers write them; the K types (Q2_K to Q6_K) and
+    IQ4_NL/IQ4_XS search each sub-block's scale (and minimum) for the least
+    weighted squared error, then quantize the sub-block scales against the
+    block's. Rows are split over ``threads`` threads (default: all cores),
+    without the GIL.
+
+    >>> x = np.linspace(-1, 1, 512, dtype=np.float32).reshape(2, 256)
+    >>> raw = quantize_file(x, "Q4_K")
+    >>> raw.shape, bool(np.abs(dequantize(raw, "Q4_K", x.shape) - x).max() < 0.02)
+    ((2, 144), True)
+    """
+    row = type_info(type)
+    if row.name not in FILE_TYPES:
+        raise ValueError(f"quantize_file does not write {row.name}; it writes {', '.join(FILE_TYPES)}")
+    a = np.asarray(x)
+    if a.dtype.kind != "f":
+        raise ValueError(f"x must be a floating-point array, got dtype {a.dtype}")
+    if a.ndim == 0:
+        raise ValueError("x must have at least one dimension")
+    _check_multiple(row.name, a.shape[-1], "x's last dimension")
+    if threads is None:
+        threads = os.cpu_count() or 1
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    K = a.shape[-1]
+    x2 = np.ascontiguousarray(a, dtype=np.float32).reshape(-1, K)
+    out = _C.quantize_file(x2, row.id, int(threads))
+    return out.reshape(a.shape[:-1] + (row_bytes(row.name, K),))
 
 
 def qmatmul(x: object, w_raw: object, type: TensorType) -> np.ndarray:

@@ -68,3 +68,45 @@ def test_gguf_check_reads_tensors(tmp_path, smollm_path):
     g = pyllm.GGUFFile(str(tmp_path / "tokenizer.gguf"))
     assert g.metadata["tokenizer.ggml.model"] == "gpt2"
     assert seeds["types"] == path.read_bytes()
+
+
+CHAT_TEMPLATE_INPUTS = _files("corpus", "chat_template") + _files("regressions", "chat_template")
+
+
+@pytest.mark.parametrize("path", CHAT_TEMPLATE_INPUTS, ids=os.path.basename)
+def test_chat_template_inputs(path):
+    _load("fuzz_chat_template").check_template(_read(path))
+
+
+def test_chat_template_check_can_fail(monkeypatch):
+    # a renderer that leaks Python's own error is a finding
+    harness = _load("fuzz_chat_template")
+    with pytest.raises(ZeroDivisionError):
+        monkeypatch.setattr(harness.ct, "render_chat_template", lambda source, **kw: 1 / 0)
+        harness.check_template(b"{{ 1 }}")
+
+
+def test_hfdir_seeds_and_regressions():
+    harness = _load("fuzz_hfdir")
+    found = harness.seeds()
+    assert len(found) == 9
+    for data in found.values():
+        harness.check_dir(data)
+    for path in _files("regressions", "hfdir"):
+        harness.check_dir(_read(path))
+
+
+def test_hfdir_check_loads_the_whole_seeds():
+    # the untouched seeds load and reach the forward pass
+    from pyllm import AutoModelForCausalLM
+
+    harness = _load("fuzz_hfdir")
+    calls = []
+    real = AutoModelForCausalLM.from_pretrained
+    try:
+        AutoModelForCausalLM.from_pretrained = staticmethod(lambda d, **k: calls.append(real(d, **k)) or calls[-1])
+        for arch in ("llama3", "qwen3", "gpt2"):
+            harness.check_dir(harness.seeds()[arch])
+    finally:
+        AutoModelForCausalLM.from_pretrained = staticmethod(real)
+    assert len(calls) == 3

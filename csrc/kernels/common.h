@@ -104,6 +104,15 @@ static inline int64_t attention_qkv_work_floats(int64_t T, int nthreads) {
     return int64_t(nthreads) * attention_qkv_thread_floats(T);
 }
 
+// attention_masked_forward/backward scratch: per thread, one thread's sgemm
+// blocks, a (T,T) matrix of dropped probabilities and one of score gradients
+static inline int64_t attention_masked_thread_floats(int64_t T) {
+    return sgemm_work_floats(1) + (2 * T * T + 15) / 16 * 16;
+}
+static inline int64_t attention_masked_work_floats(int64_t T, int nthreads) {
+    return int64_t(nthreads) * attention_masked_thread_floats(T);
+}
+
 // ---- quantized weights: GGUF tensor types, their ids, block sizes and
 // reference decoders, one row each in quant_types.h (kQuantTypes).
 

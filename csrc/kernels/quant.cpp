@@ -558,21 +558,32 @@ struct Lanes8 {
         return vload(f);
 #endif
     }
-    // 5-bit elements k, k+1 of 8 rows: their nibble pairs at p, the rows' high-bit words at h
-    static void q5(const uint8_t* p, const uint8_t* h, int k, V& lo, V& hi) {
+    // the high-bit words of 8 rows (at h), loaded once per record: bit k of
+    // a row's word is bit 4 of its element k
+#if defined(PYLLM_ISA_AVX2)
+    using HighBits = __m256i;
+    static HighBits high_bits(const uint8_t* h) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)); }
+    // bit k of each lane moved to bit 4, the other bits cleared
+    static __m256i bit4(__m256i w, int k) {
+        const __m256i t = k >= 4 ? _mm256_srl_epi32(w, _mm_cvtsi32_si128(k - 4)) : _mm256_sll_epi32(w, _mm_cvtsi32_si128(4 - k));
+        return _mm256_and_si256(t, _mm256_set1_epi32(16));
+    }
+#else
+    using HighBits = const uint8_t*;
+    static HighBits high_bits(const uint8_t* h) { return h; }
+#endif
+    // 5-bit elements k, k+1 of 8 rows: their nibble pairs at p, the rows' high bits in hb
+    static void q5(const uint8_t* p, HighBits hb, int k, V& lo, V& hi) {
 #if defined(PYLLM_ISA_AVX2)
         const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
-        const __m256i bit = _mm256_set1_epi32(1);
-        const __m256i b0 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(w, _mm_cvtsi32_si128(k)), bit), 4);
-        const __m256i b1 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(w, _mm_cvtsi32_si128(k + 1)), bit), 4);
+        const __m256i b0 = bit4(hb, k), b1 = bit4(hb, k + 1);
         lo = {_mm256_cvtepi32_ps(_mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0x0f)), b0))};
         hi = {_mm256_cvtepi32_ps(_mm256_or_si256(_mm256_srli_epi32(v, 4), b1))};
 #else
         float l[8], u[8];
         for (int i = 0; i < 8; i++) {
             uint32_t w;
-            std::memcpy(&w, h + 4 * i, 4);
+            std::memcpy(&w, hb + 4 * i, 4);
             l[i] = float((p[i] & 0x0f) | ((w >> k) & 1) << 4);
             u[i] = float((p[i] >> 4) | ((w >> (k + 1)) & 1) << 4);
         }
@@ -615,12 +626,15 @@ struct Lanes16 {
     static V q8(const uint8_t* p) {
         return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
     }
-    static void q5(const uint8_t* p, const uint8_t* h, int k, V& lo, V& hi) {
+    using HighBits = __m512i;
+    static HighBits high_bits(const uint8_t* h) { return _mm512_loadu_si512(h); }
+    static __m512i bit4(__m512i w, int k) {
+        const __m512i t = k >= 4 ? _mm512_srl_epi32(w, _mm_cvtsi32_si128(k - 4)) : _mm512_sll_epi32(w, _mm_cvtsi32_si128(4 - k));
+        return _mm512_and_si512(t, _mm512_set1_epi32(16));
+    }
+    static void q5(const uint8_t* p, HighBits hb, int k, V& lo, V& hi) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        const __m512i w = _mm512_loadu_si512(h);
-        const __m512i bit = _mm512_set1_epi32(1);
-        const __m512i b0 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(w, _mm_cvtsi32_si128(k)), bit), 4);
-        const __m512i b1 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(w, _mm_cvtsi32_si128(k + 1)), bit), 4);
+        const __m512i b0 = bit4(hb, k), b1 = bit4(hb, k + 1);
         lo = _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)), b0));
         hi = _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_srli_epi32(v, 4), b1));
     }
@@ -645,7 +659,13 @@ struct Record {
     static constexpr PackFormat F = qpack_format(TYPE);
     static constexpr int H = P::kHalves, W = int(kPackRows) / H;  // vectors, rows per vector
     static constexpr int S = F.subs;
+    // s * q fits in 24 bits for every type (an fp16 or fp16-times-6-bit
+    // scale, an element of at most 6 bits), so it is exact and one fused
+    // s * q + m rounds exactly as dequantize_row's product-then-sum does;
+    // an offset o becomes m = s * o, exact too (o is -4, -8 or -16)
+    static constexpr bool kTerm = F.has_m || F.offset != 0;
     typename P::V s[S][H], m[S][H];
+    typename P::HighBits hb[H];  // Nibble5's high bits
     const uint8_t* q = nullptr;
     Record() = default;
     explicit Record(const uint8_t* rec) { load(rec); }
@@ -658,13 +678,15 @@ struct Record {
             for (int h = 0; h < H; h++) {
                 const uint8_t* at = rec + (i * kPackRows + W * h) * F.scale_bytes;
                 s[i][h] = scale(at);
-                m[i][h] = F.has_m ? scale(at + terms) : P::zero();
+                m[i][h] = F.has_m ? scale(at + terms) : F.offset != 0 ? P::mul(s[i][h], P::set1(float(F.offset)))
+                                                                      : P::zero();
             }
+        if (F.elem == PackElem::Nibble5)
+            for (int h = 0; h < H; h++) hb[h] = P::high_bits(q + 4 * W * h);
     }
     typename P::V weight(typename P::V qv, int i, int h) const {
-        if (F.offset != 0) qv = P::add(qv, P::set1(float(F.offset)));
-        const typename P::V x = P::mul(s[i][h], qv);
-        return F.has_m ? P::add(x, m[i][h]) : x;
+        static_assert(!(F.has_m && F.offset != 0), "a type has a term or an offset, not both");
+        return kTerm ? P::fma(s[i][h], qv, m[i][h]) : P::mul(s[i][h], qv);
     }
     // elements k, k+1 (k even) of the rows of vector h
     void pair(int64_t k, int h, typename P::V& w0, typename P::V& w1) const {
@@ -680,7 +702,7 @@ struct Record {
             w1 = weight(P::q8(q + (k + 1) * kPackRows + W * h), i, h);
         } else if (F.elem == PackElem::Nibble5) {
             typename P::V lo, hi;
-            P::q5(q + 4 * kPackRows + k / 2 * kPackRows + W * h, q + 4 * W * h, int(k), lo, hi);
+            P::q5(q + 4 * kPackRows + k / 2 * kPackRows + W * h, hb[h], int(k), lo, hi);
             w0 = weight(lo, i, h);
             w1 = weight(hi, i, h);
         } else {
@@ -705,13 +727,19 @@ inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const
     using V = typename P::V;
     for (int64_t b0 = 0; b0 < nb; b0 += kcb) {
         const int64_t b1 = b0 + kcb < nb ? b0 + kcb : nb;
+        // every loop over the tile's lanes is unrolled, so acc lives in
+        // registers (an indexed array would make each FMA chain go through memory)
         V acc[MB][G][H];
+#pragma GCC unroll 4
         for (int mi = 0; mi < MB; mi++)
+#pragma GCC unroll 4
             for (int gi = 0; gi < G; gi++)
+#pragma GCC unroll 2
                 for (int h = 0; h < H; h++) acc[mi][gi][h] = P::zero();
         for (int64_t b = b0; b < b1; b++) {
             const float* xb = x + b * kQuantBlock;
             Record<P, TYPE> rec[G];
+#pragma GCC unroll 4
             for (int gi = 0; gi < G; gi++) {
                 const uint8_t* r = Wp + ((g0 + gi) * nb + b) * RB;
 #if defined(PYLLM_ISA_AVX2)
@@ -722,13 +750,18 @@ inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const
 #endif
                 rec[gi].load(r);
             }
+#pragma GCC unroll 16
             for (int64_t k = 0; k < kQuantBlock; k += 2) {
                 V x0[MB], x1[MB];
+#pragma GCC unroll 4
                 for (int mi = 0; mi < MB; mi++) x0[mi] = P::set1(xb[mi * ldx + k]), x1[mi] = P::set1(xb[mi * ldx + k + 1]);
+#pragma GCC unroll 4
                 for (int gi = 0; gi < G; gi++) {
+#pragma GCC unroll 2
                     for (int h = 0; h < H; h++) {
                         V w0, w1;
                         rec[gi].pair(k, h, w0, w1);
+#pragma GCC unroll 4
                         for (int mi = 0; mi < MB; mi++) {
                             acc[mi][gi][h] = P::fma(x0[mi], w0, acc[mi][gi][h]);
                             acc[mi][gi][h] = P::fma(x1[mi], w1, acc[mi][gi][h]);

@@ -121,6 +121,27 @@ void dequantize_q6_k_ref(float* out, const uint8_t* src, int64_t nb);
 void dequantize_iq4_nl_ref(float* out, const uint8_t* src, int64_t nb);
 void dequantize_iq4_xs_ref(float* out, const uint8_t* src, int64_t nb);
 
+// ---- file quantizers (quantize.cpp: baseline code, no FMA contraction),
+// what `pyllm quantize` writes. Each turns nb blocks of floats at x into nb
+// blocks at y: the 32-element types as gguf's numpy quantizers (bit for
+// bit), the K and IQ4 types by a search over each sub-block's scale.
+using QuantizeFn = void (*)(uint8_t* y, const float* x, int64_t nb);
+void quantize_q4_0_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q4_1_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q5_0_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q5_1_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q8_0_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q2_k_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q3_k_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q4_k_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q5_k_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_q6_k_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_iq4_nl_file(uint8_t* y, const float* x, int64_t nb);
+void quantize_iq4_xs_file(uint8_t* y, const float* x, int64_t nb);
+// rows (rows, n) of floats -> rows * quant_row_bytes(type, n) bytes, rows
+// split over `threads` threads; `type` has a quantize_file (checked by the caller)
+void quantize_rows_file(int type, uint8_t* dst, const float* src, int64_t rows, int64_t n, int threads);
+
 // ---- the table
 struct QuantType {
     int id;                  // ggml type id
@@ -129,6 +150,7 @@ struct QuantType {
     int64_t block_bytes;     // bytes per block
     DequantizeFn dequantize; // the reference decoder, or null: the runtime does not compute with it
     bool quantize;           // quantize_row (quant.cpp) writes it
+    QuantizeFn quantize_file = nullptr;  // the file quantizer (quantize.cpp), or null: `pyllm quantize` does not write it
     constexpr bool computable() const { return dequantize != nullptr; }
 };
 
@@ -136,29 +158,29 @@ struct QuantType {
 // runtime computes with it, its decoder in quant_types.cpp); tests/test_quant_types.py
 // checks every row against the gguf package.
 inline constexpr QuantType kQuantTypes[] = {
-    // id          name       block          bytes                   reference decoder      quantize
+    // id          name       block          bytes                   reference decoder      quantize  file quantizer
     {kTypeF32,     "F32",     1,             4,                      dequantize_f32_ref,    false},
     {kTypeF16,     "F16",     1,             2,                      dequantize_f16_ref,    false},
-    {kTypeQ4_0,    "Q4_0",    kQuantBlock,   sizeof(BlockQ4_0),      dequantize_q4_0_ref,   true},
-    {kTypeQ4_1,    "Q4_1",    kQuantBlock,   sizeof(BlockQ4_1),      dequantize_q4_1_ref,   true},
-    {kTypeQ5_0,    "Q5_0",    kQuantBlock,   sizeof(BlockQ5_0),      dequantize_q5_0_ref,   false},
-    {kTypeQ5_1,    "Q5_1",    kQuantBlock,   sizeof(BlockQ5_1),      dequantize_q5_1_ref,   false},
-    {kTypeQ8_0,    "Q8_0",    kQuantBlock,   sizeof(BlockQ8_0),      dequantize_q8_0_ref,   true},
+    {kTypeQ4_0,    "Q4_0",    kQuantBlock,   sizeof(BlockQ4_0),      dequantize_q4_0_ref,   true, quantize_q4_0_file},
+    {kTypeQ4_1,    "Q4_1",    kQuantBlock,   sizeof(BlockQ4_1),      dequantize_q4_1_ref,   true, quantize_q4_1_file},
+    {kTypeQ5_0,    "Q5_0",    kQuantBlock,   sizeof(BlockQ5_0),      dequantize_q5_0_ref,   false, quantize_q5_0_file},
+    {kTypeQ5_1,    "Q5_1",    kQuantBlock,   sizeof(BlockQ5_1),      dequantize_q5_1_ref,   false, quantize_q5_1_file},
+    {kTypeQ8_0,    "Q8_0",    kQuantBlock,   sizeof(BlockQ8_0),      dequantize_q8_0_ref,   true, quantize_q8_0_file},
     {kTypeQ8_1,    "Q8_1",    kQuantBlock,   sizeof(BlockQ8_1),      nullptr,               false},
-    {kTypeQ2_K,    "Q2_K",    kQuantBlockK,  sizeof(BlockQ2_K),      dequantize_q2_k_ref,   false},
-    {kTypeQ3_K,    "Q3_K",    kQuantBlockK,  sizeof(BlockQ3_K),      dequantize_q3_k_ref,   false},
-    {kTypeQ4_K,    "Q4_K",    kQuantBlockK,  sizeof(BlockQ4_K),      dequantize_q4_k_ref,   false},
-    {kTypeQ5_K,    "Q5_K",    kQuantBlockK,  sizeof(BlockQ5_K),      dequantize_q5_k_ref,   false},
-    {kTypeQ6_K,    "Q6_K",    kQuantBlockK,  sizeof(BlockQ6_K),      dequantize_q6_k_ref,   false},
+    {kTypeQ2_K,    "Q2_K",    kQuantBlockK,  sizeof(BlockQ2_K),      dequantize_q2_k_ref,   false, quantize_q2_k_file},
+    {kTypeQ3_K,    "Q3_K",    kQuantBlockK,  sizeof(BlockQ3_K),      dequantize_q3_k_ref,   false, quantize_q3_k_file},
+    {kTypeQ4_K,    "Q4_K",    kQuantBlockK,  sizeof(BlockQ4_K),      dequantize_q4_k_ref,   false, quantize_q4_k_file},
+    {kTypeQ5_K,    "Q5_K",    kQuantBlockK,  sizeof(BlockQ5_K),      dequantize_q5_k_ref,   false, quantize_q5_k_file},
+    {kTypeQ6_K,    "Q6_K",    kQuantBlockK,  sizeof(BlockQ6_K),      dequantize_q6_k_ref,   false, quantize_q6_k_file},
     {kTypeQ8_K,    "Q8_K",    kQuantBlockK,  sizeof(BlockQ8_K),      nullptr,               false},
     {kTypeIQ2_XXS, "IQ2_XXS", kQuantBlockK,  sizeof(BlockIQ2_XXS),   nullptr,               false},
     {kTypeIQ2_XS,  "IQ2_XS",  kQuantBlockK,  sizeof(BlockIQ2_XS),    nullptr,               false},
     {kTypeIQ3_XXS, "IQ3_XXS", kQuantBlockK,  sizeof(BlockIQ3_XXS),   nullptr,               false},
     {kTypeIQ1_S,   "IQ1_S",   kQuantBlockK,  sizeof(BlockIQ1_S),     nullptr,               false},
-    {kTypeIQ4_NL,  "IQ4_NL",  kQuantBlock,   sizeof(BlockIQ4_NL),    dequantize_iq4_nl_ref, false},
+    {kTypeIQ4_NL,  "IQ4_NL",  kQuantBlock,   sizeof(BlockIQ4_NL),    dequantize_iq4_nl_ref, false, quantize_iq4_nl_file},
     {kTypeIQ3_S,   "IQ3_S",   kQuantBlockK,  sizeof(BlockIQ3_S),     nullptr,               false},
     {kTypeIQ2_S,   "IQ2_S",   kQuantBlockK,  sizeof(BlockIQ2_S),     nullptr,               false},
-    {kTypeIQ4_XS,  "IQ4_XS",  kQuantBlockK,  sizeof(BlockIQ4_XS),    dequantize_iq4_xs_ref, false},
+    {kTypeIQ4_XS,  "IQ4_XS",  kQuantBlockK,  sizeof(BlockIQ4_XS),    dequantize_iq4_xs_ref, false, quantize_iq4_xs_file},
     {kTypeI8,      "I8",      1,             1,                      nullptr,               false},
     {kTypeI16,     "I16",     1,             2,                      nullptr,               false},
     {kTypeI32,     "I32",     1,             4,                      nullptr,               false},
@@ -177,7 +199,7 @@ constexpr bool quant_table_is_sound() {
     // ids unique; blocks fit the scratch of one block; quantize only what is also read
     for (const QuantType& a : kQuantTypes) {
         if (a.block < 1 || a.block > kQuantMaxBlock || a.block_bytes < 1) return false;
-        if (a.quantize && !a.computable()) return false;
+        if ((a.quantize || a.quantize_file) && !a.computable()) return false;
         int same = 0;
         for (const QuantType& b : kQuantTypes) same += a.id == b.id;
         if (same != 1) return false;

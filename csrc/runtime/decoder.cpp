@@ -453,7 +453,7 @@ void DecoderModel::forward(const int32_t* tokens, int64_t T, float* logits, bool
     for (int64_t t0 = 0; t0 < T; t0 += kDecoderChunk) {
         const int64_t n = std::min(kDecoderChunk, T - t0);
         const bool last = t0 + n == T;
-        const int nt = prefill_threads_.pick(max_threads());
+        const int nt = prefill_threads_.pick(num_threads());
         ScopedThreads scoped(nt);  // the kernels' OpenMP regions
         const auto start = std::chrono::steady_clock::now();
         if (all_logits)
@@ -465,7 +465,7 @@ void DecoderModel::forward(const int32_t* tokens, int64_t T, float* logits, bool
 }
 
 void DecoderModel::decode_timed(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits) {
-    const int nt = decode_threads_.pick(max_threads());
+    const int nt = decode_threads_.pick(num_threads());
     const auto start = std::chrono::steady_clock::now();
     decode_rows(tokens, seqs, B, logits, nt);
     decode_threads_.record(nt, seconds_since(start), double(B));

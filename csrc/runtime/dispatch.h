@@ -58,7 +58,16 @@
     X(attention_qkv_forward) \
     X(attention_qkv_forward_ref) \
     X(attention_qkv_backward) \
-    X(attention_qkv_backward_ref)
+    X(attention_qkv_backward_ref) \
+    X(bert_embed_forward)    \
+    X(bert_embed_backward)   \
+    X(gelu_erf_forward)      \
+    X(gelu_erf_backward)     \
+    X(tanh_forward)          \
+    X(tanh_backward)         \
+    X(dropout_forward)       \
+    X(attention_masked_forward) \
+    X(attention_masked_backward)
 
 namespace pyllm {
 

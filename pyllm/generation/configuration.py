@@ -82,6 +82,8 @@ class GenerationConfig:
             return []
         if isinstance(self.stop_strings, str):
             return [self.stop_strings]
+        if not isinstance(self.stop_strings, (list, tuple)):
+            raise ValueError(f"stop_strings must be a string or a list of strings, got {self.stop_strings!r}")
         return list(self.stop_strings)
 
     @property

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numbers
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -154,6 +154,19 @@ _FusedArgs = Tuple[npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[n
 _FusedOp = Tuple[int, float, float, int, Sequence[int]]
 
 
+def _processed(processor: Any, out: Any, shape: Tuple[int, ...]) -> Any:
+    """A processor's output, checked: floating scores of the shape it was given (a
+    processor that drops or adds columns would make the sampler pick a wrong id)."""
+    name = getattr(processor, "__name__", type(processor).__name__)
+    arr = np.asarray(out)  # a view of numpy or CPU torch output
+    if arr.shape != tuple(shape):
+        raise ValueError(f"logits processor {name} returned scores of shape {arr.shape}, expected {tuple(shape)} "
+                         "(batch, vocab): a processor must return one score per token id")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"logits processor {name} returned scores of dtype {arr.dtype}; scores must be floating point")
+    return out
+
+
 class LogitsProcessorList(list[ProcessorLike]):
     """A list of processors applied in order; :meth:`sample` also picks the token.
 
@@ -163,8 +176,9 @@ class LogitsProcessorList(list[ProcessorLike]):
     """
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        shape = np.shape(scores)
         for processor in self:
-            scores = processor(input_ids, scores)
+            scores = _processed(processor, processor(input_ids, scores), shape)
         return scores
 
     def sample(self, input_ids: np.ndarray, scores: np.ndarray,

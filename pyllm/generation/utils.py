@@ -5,6 +5,7 @@ here; per-vocabulary work is in the Cython sampler. Not model code."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ContextManager, Dict, Iterator, List, Optional, Protocol, Sequence, Union
@@ -12,7 +13,7 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Protocol
 import numpy as np
 
 from .. import ops
-from .._inputs import like_input, to_numpy, token_id_rows, token_ids
+from .._inputs import as_int, like_input, to_numpy, token_id_rows, token_ids
 from .beam_search import ReplayCaches, SequenceCaches, beam_search
 from .configuration import GenerationConfig
 from .logits_process import LogitsProcessorList, ProcessorLike, build_logits_processors
@@ -21,12 +22,18 @@ from .logits_process import LogitsProcessorList, ProcessorLike, build_logits_pro
 @dataclass
 class ScoreResult:
     token_ids: np.ndarray  # (T,) the scored sequence
-    logprobs: np.ndarray  # (T-1,) log p(token t+1 | tokens <= t)
-    perplexity: float  # exp(-mean(logprobs))
+    logprobs: np.ndarray  # (T-1,) log p(token t+1 | tokens <= t); NaN where no window scores it (below)
+    perplexity: float  # exp(-mean of the scored logprobs)
+
+    @property
+    def scored(self) -> np.ndarray:
+        """(T-1,) bool: which targets have a log-probability (all unless stride == n_ctx)."""
+        done: np.ndarray = ~np.isnan(self.logprobs)
+        return done
 
     @property
     def nll(self) -> float:
-        return float(-self.logprobs.mean())
+        return float(-self.logprobs[self.scored].mean())
 
 
 class _StopStrings:
@@ -44,6 +51,29 @@ class _StopStrings:
             return False
         tail = self.tokenizer.decode(out[-self.window:])
         return any(s in tail for s in self.stops)
+
+
+class _SharedIterator(Iterator[str]):
+    """A generator several threads may read: ``next`` calls take turns (a bare
+    generator raises "already executing" when two threads resume it at once)."""
+
+    def __init__(self, gen: Iterator[str]):
+        self._gen = gen
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> "_SharedIterator":
+        return self
+
+    def __next__(self) -> str:
+        with self._lock:
+            return next(self._gen)
+
+    def close(self) -> None:
+        """Stop the stream (what ``generator.close()`` does)."""
+        close = getattr(self._gen, "close", None)
+        with self._lock:
+            if close is not None:
+                close()
 
 
 class _ModelConfig(Protocol):
@@ -64,7 +94,7 @@ def reusable_prefix(ids: Sequence[int], cached: Sequence[int]) -> int:
 class GenerationMixin(ABC):
     """generate / stream / score over a model with a KV cache. The model provides the
     generation protocol: ``_prefill``, ``step`` and ``reset`` below, ``config``, ``n_ctx``,
-    ``tokenizer``, ``_lock``, and optionally the ``_batch_*`` methods for several sequences
+    ``tokenizer``, ``_lock``, ``_cached``, and optionally the ``_batch_*`` methods for several sequences
     (:class:`pyllm.models.base.PreTrainedCausalLM` implements it on the decoder runtime)."""
 
     generation_config: GenerationConfig
@@ -73,6 +103,7 @@ class GenerationMixin(ABC):
     n_ctx: int  # the longest sequence the KV cache holds
     tokenizer: Any  # duck-typed: pyllm's BPETokenizer or a transformers tokenizer
     _lock: ContextManager[bool]  # held while the KV cache is in use (a threading.RLock)
+    _cached: List[int]  # the token ids whose keys and values are in the cache
 
     @abstractmethod
     def _prefill(self, ids: List[int]) -> np.ndarray:
@@ -116,15 +147,19 @@ class GenerationMixin(ABC):
             )
 
     def _tokens(self, prompt: List[int], cfg: GenerationConfig, procs: LogitsProcessorList,
-                rng: np.random.Generator, stops: _StopStrings) -> Iterator[int]:
-        """Yields the new tokens of one sequence; the caller holds the lock."""
+                rng: np.random.Generator, stops: _StopStrings, shared: bool = False) -> Iterator[int]:
+        """Yields the new tokens of one sequence. The caller holds the lock; or,
+        ``shared``, nobody does between tokens (a stream): each step then takes the
+        lock itself and, when another user of the model changed the KV cache
+        meanwhile, runs this sequence again from what the cache still shares with it."""
         self._check_length(prompt, cfg)
         eos = set(cfg.eos_ids())
         n_new = int(cfg.max_new_tokens or 0)
         ids = np.empty((1, len(prompt) + n_new), dtype=np.int64)  # (1, T) history buffer
         ids[0, : len(prompt)] = prompt
         n = len(prompt)
-        logits = self._prefill(prompt)
+        with self._lock:
+            logits = self._prefill(prompt)
         out: List[int] = []
         for i in range(n_new):
             tok = int(procs.sample(ids[:, :n], logits[None, :], rng, do_sample=not cfg.greedy)[0])
@@ -134,7 +169,15 @@ class GenerationMixin(ABC):
             yield tok
             if tok in eos or stops.hit(out) or i == n_new - 1:
                 return
-            logits = self._step_token(tok)
+            if not shared:
+                logits = self._step_token(tok)
+                continue
+            with self._lock:
+                cached = self._cached
+                if len(cached) == n - 1 and cached[len(prompt):] == out[:-1] and cached[: len(prompt)] == prompt:
+                    logits = self._step_token(tok)
+                else:  # another stream, generate() or step() used the cache since this sequence's last token
+                    logits = self._prefill(prompt + out)
 
     def _step_token(self, token: int) -> np.ndarray:
         """Logits after appending one sampled token (models may take a shorter path)."""
@@ -322,9 +365,13 @@ class GenerationMixin(ABC):
         """Yield the generated text piece by piece (whole characters and words).
 
         ``prompt``: a string, chat messages (the chat template is applied with
-        a generation prompt) or a sequence of token ids. The model stays
-        locked until the iterator is exhausted or closed. Arguments are
-        checked when ``stream`` is called, before the first piece.
+        a generation prompt) or a sequence of token ids. Arguments are
+        checked when ``stream`` is called, before the first piece. The model
+        is locked while a piece is computed, not between pieces: streams may
+        be read interleaved (each keeps its own sequence; one whose cache
+        another used runs its tokens again), an iterator may be read from
+        several threads (they take turns) and one dropped unfinished holds
+        nothing.
 
         >>> for piece in model.stream("The capital of France is", max_new_tokens=10):  # doctest: +SKIP
         ...     print(piece, end="")
@@ -338,23 +385,22 @@ class GenerationMixin(ABC):
             raise ValueError("stream() cannot follow beam search: num_beams must be 1 (use generate)")
         cfg = self._resolve_length(cfg, len(ids))
         self._check_length(ids, cfg)
-        return self._stream(ids, tok, cfg, logits_processor)
+        return _SharedIterator(self._stream(ids, tok, cfg, logits_processor))
 
     def _stream(self, ids: List[int], tok: Any, cfg: GenerationConfig,
                 logits_processor: Optional[Sequence[ProcessorLike]]) -> Iterator[str]:
         from .streamers import TextDecodeBuffer
 
         buf = TextDecodeBuffer(tok, skip_special_tokens=True)
-        with self._lock:
-            procs = self._processors(cfg, len(ids), logits_processor)
-            stops = _StopStrings(tok, cfg.stop_list())
-            for t in self._tokens(ids, cfg, procs, np.random.default_rng(cfg.seed), stops):
-                piece = buf.push([t])
-                if piece:
-                    yield piece
-            rest = buf.flush()
-            if rest:
-                yield rest
+        procs = self._processors(cfg, len(ids), logits_processor)
+        stops = _StopStrings(tok, cfg.stop_list())
+        for t in self._tokens(ids, cfg, procs, np.random.default_rng(cfg.seed), stops, shared=True):
+            piece = buf.push([t])
+            if piece:
+                yield piece
+        rest = buf.flush()
+        if rest:
+            yield rest
 
     def encode_prompt(self, prompt: Any, tokenizer: Any = None) -> List[int]:
         """Token ids for a string (the tokenizer's special tokens added), chat
@@ -380,10 +426,17 @@ class GenerationMixin(ABC):
     def score(self, text: Union[str, Sequence[int]], tokenizer: Any = None, stride: Optional[int] = None,
               add_special_tokens: bool = False) -> ScoreResult:
         """Log-probability of every token of ``text`` given the ones before it,
-        and the perplexity. Text longer than the context is scored with a
-        sliding window: windows of ``n_ctx`` tokens advancing by ``stride``
-        (default n_ctx // 2), each token scored once with as much context as
-        the window gives it.
+        and the perplexity. Text longer than the context is scored with
+        transformers' sliding window ("Perplexity of fixed-length models"):
+        windows of ``n_ctx`` tokens starting every ``stride`` tokens (default
+        n_ctx // 2), each scoring the tokens no earlier window reached, with
+        the rest of the window as their context. With ``stride == n_ctx`` the
+        windows are disjoint and, as there, the first token of each window
+        after the first has no context and is not scored: its entry in
+        ``logprobs`` is NaN and the perplexity averages the others.
+        (transformers' example weights each later window's mean loss by
+        ``trg_len - 1`` targets where the window has ``trg_len`` when
+        ``stride < n_ctx``; here every scored token counts once.)
 
         >>> model.score("The quick brown fox").perplexity   # doctest: +SKIP
         """
@@ -395,27 +448,26 @@ class GenerationMixin(ABC):
         if len(ids) < 2:
             raise ValueError("scoring needs at least two tokens")
         n_ctx = self.n_ctx
-        stride = stride or max(1, n_ctx // 2)
+        stride = max(1, n_ctx // 2) if stride is None else as_int(stride, "stride")
         if not 0 < stride <= n_ctx:
             raise ValueError(f"stride must be in [1, n_ctx={n_ctx}], got {stride}")
-        logprobs = np.empty(len(ids) - 1, dtype=np.float64)
-        scored = 0  # targets 1..scored are done
-        begin = 0
+        arr = np.asarray(ids, dtype=np.int64)
+        logprobs = np.full(len(ids) - 1, np.nan, dtype=np.float64)  # [t]: log p(ids[t+1] | window before it)
+        prev_end = 0  # tokens before it were scored by earlier windows
         with self._lock:
-            while scored < len(ids) - 1:
+            for begin in range(0, len(ids), stride):
                 end = min(begin + n_ctx, len(ids))
+                first = max(prev_end, begin + 1)  # this window scores targets first .. end-1
                 self.reset()
-                for c0 in range(begin, end, 256):  # chunks bound the (chunk, V) logits
-                    c1 = min(c0 + 256, end)
+                for c0 in range(begin, end - 1, 256):  # chunks bound the (chunk, V) logits
+                    c1 = min(c0 + 256, end - 1)  # position end-1 predicts nothing in this window
                     logits = self.step(ids[c0:c1], all_logits=True)  # (c1-c0, V)
                     lp = ops.log_softmax(logits)
-                    for t in range(c0, c1):
-                        target = t + 1
-                        if scored < target < end and target == scored + 1:
-                            logprobs[scored] = lp[t - c0, ids[target]]
-                            scored += 1
+                    t = np.arange(max(c0, first - 1), c1)  # positions whose next token is a target
+                    logprobs[t] = lp[t - c0, arr[t + 1]]
+                prev_end = end
                 if end == len(ids):
                     break
-                begin += stride
-        return ScoreResult(token_ids=np.asarray(ids), logprobs=logprobs,
-                           perplexity=float(np.exp(-logprobs.mean())))
+        done = ~np.isnan(logprobs)
+        return ScoreResult(token_ids=arr, logprobs=logprobs,
+                           perplexity=float(np.exp(-logprobs[done].mean())))

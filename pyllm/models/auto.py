@@ -17,6 +17,7 @@ from .hfdir import HFCheckpoint
 
 if TYPE_CHECKING:
     from ..tokenizers.base import TokenizerMixin
+    from .bert import BertForSequenceClassification, BertModel
 
 
 def _hf_dir(name_or_path: Any) -> Optional[Path]:
@@ -90,11 +91,64 @@ class AutoModelForCausalLM:
         return arch.build(arch.from_gguf(f), n_ctx)
 
 
+def _bert_dir(name_or_path: Any) -> Path:
+    """The BERT model directory meant by ``name_or_path`` (a directory or a registered name)."""
+    d = hub.resolve_model_dir(name_or_path)
+    try:
+        model_type = json.loads((d / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"cannot read {d / 'config.json'}: {e}") from None
+    if model_type != "bert":
+        raise ValueError(f"unsupported model_type {model_type!r} in {d / 'config.json'}; this class supports: bert "
+                         "(decoders load with AutoModelForCausalLM)")
+    return d
+
+
+class AutoModel:
+    """``AutoModel.from_pretrained(name_or_path)`` as in transformers, for encoders: a BERT
+    directory (config.json + model.safetensors) or a registered name such as
+    ``"all-MiniLM-L6-v2"``, as a :class:`~pyllm.models.bert.BertModel`. Keywords go to
+    ``BertModel.from_pretrained``.
+
+    >>> model = AutoModel.from_pretrained("all-MiniLM-L6-v2")  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("use AutoModel.from_pretrained(name_or_path)")
+
+    @staticmethod
+    def from_pretrained(name_or_path: Any, **kwargs: Any) -> "BertModel":
+        from .bert import BertModel
+
+        check_name_or_path(name_or_path)
+        return BertModel.from_pretrained(_bert_dir(name_or_path), **kwargs)
+
+
+class AutoModelForSequenceClassification:
+    """``AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=...)`` as in
+    transformers: a BERT directory or registered name as a
+    :class:`~pyllm.models.bert.BertForSequenceClassification` (a missing classifier
+    initialised from ``seed``). Keywords go to its ``from_pretrained``.
+
+    >>> model = AutoModelForSequenceClassification.from_pretrained("all-MiniLM-L6-v2", num_labels=2)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("use AutoModelForSequenceClassification.from_pretrained(name_or_path)")
+
+    @staticmethod
+    def from_pretrained(name_or_path: Any, **kwargs: Any) -> "BertForSequenceClassification":
+        from .bert import BertForSequenceClassification
+
+        check_name_or_path(name_or_path)
+        return BertForSequenceClassification.from_pretrained(_bert_dir(name_or_path), **kwargs)
+
+
 class AutoTokenizer:
     """``AutoTokenizer.from_pretrained(name_or_path)``: the tokenizer stored in a
     GGUF file's metadata (byte-level BPE or SentencePiece-style BPE, ``tokenizer.ggml.model``),
     or the tokenizer files of a model directory (tokenizer.json, vocab.json +
-    merges.txt, or pyllm's char_tokenizer.json), as a
+    merges.txt, BERT's vocab.txt + tokenizer_config.json, or pyllm's char_tokenizer.json), as a
     :class:`~pyllm.tokenizers.base.TokenizerMixin`."""
 
     def __init__(self) -> None:
@@ -118,7 +172,11 @@ class AutoTokenizer:
     @staticmethod
     def _load(name_or_path: Any) -> TokenizerMixin:
         from ..tokenizers.files import find_tokenizer, load_tokenizer, tokenizer_from_gguf_metadata
+        from ..tokenizers.wordpiece import BertTokenizerFast, is_bert_tokenizer_dir
 
+        bert = is_bert_tokenizer_dir(name_or_path)  # WordPiece tokenizer.json, or vocab.txt + tokenizer_config.json
+        if bert is not None:
+            return BertTokenizerFast.from_pretrained(bert)
         if isinstance(name_or_path, (str, os.PathLike)) and Path(name_or_path).is_dir():
             if find_tokenizer(name_or_path) is not None:
                 return load_tokenizer(name_or_path)

@@ -123,6 +123,29 @@ class GPT2Config:
         return cls.from_dict(d)
 
 
+def _physical_memory() -> Optional[int]:
+    """Bytes of RAM in this machine, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits(nbytes: int, what: str) -> None:
+    """Refuse an allocation larger than the machine's RAM before making it (it could only end in
+    a MemoryError deep inside, or the system swapping and killing the process)."""
+    ram = _physical_memory()
+    if ram is not None and nbytes > ram:
+        raise ValueError(f"{what} needs {nbytes / 1e9:,.1f} GB, more than this machine's {ram / 1e9:,.1f} GB of RAM")
+
+
+def parameter_count(config: GPT2Config) -> int:
+    """Number of parameters (tied head counted once), computed without listing them."""
+    C, V, F, L = config.n_embd, config.vocab_size, config.inner_size, config.n_layer
+    per_layer = C * 3 * C + C * C + C * F + F * C + 2 * C + 3 * C + C + 2 * C + F + C
+    return V * C + config.n_positions * C + L * per_layer + 2 * C
+
+
 def parameter_shapes(config: GPT2Config) -> List[Tuple[str, Tuple[int, ...]]]:
     """(HF name, shape) of every parameter in the order of the flat buffer:
     the matrices (weight decay) first, then biases and norms (no decay).
@@ -160,6 +183,9 @@ class _Activations:
     def __init__(self, cfg: GPT2Config, B: int, T: int):
         L, C, V, F, NH = cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.inner_size, cfg.n_head
         R = B * T
+        floats = R * C * (1 + 7 * L + 4) + L * R * (4 + 3 * C + 2 * F) + L * B * NH * T * T + R * (V + 3 + F * 2) \
+            + 3 * R * C  # everything below, roughly
+        _check_fits(4 * floats, f"training activations for batch {B} x {T} tokens")
         f32 = np.float32
         self.B, self.T = B, T
         self.encoded = np.empty((B, T, C), f32)  # wte[ids] + wpe, the first residual
@@ -214,13 +240,16 @@ class GPT2LMHeadModel(PreTrainedCausalLM):
 
     config: GPT2Config
 
-    def __init__(self, config: GPT2Config, seed: int = 0, tokenizer: Any = None):
+    def __init__(self, config: GPT2Config, seed: int = 0, tokenizer: Any = None, init_weights: bool = True):
+        # init_weights=False leaves every parameter 0 (from_pretrained fills them all)
         if not isinstance(config, GPT2Config):
             raise ValueError(f"config must be a GPT2Config, got {type(config).__name__}")
         config.validate()
         self.config = config
         self.n_ctx = config.n_positions
         self._lock = threading.RLock()
+        _check_fits(8 * parameter_count(config), f"a GPT-2 of {parameter_count(config):,} parameters (weights and "
+                    "gradients)")
         self._shapes = parameter_shapes(config)
         n = sum(math.prod(s) for _, s in self._shapes)
         self._params = np.zeros(n, dtype=np.float32)
@@ -228,7 +257,8 @@ class GPT2LMHeadModel(PreTrainedCausalLM):
         self.params = _views(self._params, self._shapes)
         self.grads = _views(self._grads, self._shapes)
         self._acts: Optional[_Activations] = None
-        self._init_weights(seed)
+        if init_weights:
+            self._init_weights(seed)
         # inference runs on the decoder runtime (its own KV cache), built from
         # the parameters when first needed and again after they change
         self._runtime: Optional[_C.DecoderModel] = None
@@ -453,8 +483,17 @@ class GPT2LMHeadModel(PreTrainedCausalLM):
         if not d.is_dir():
             raise ValueError(f"{d} is not a directory holding config.json and model.safetensors")
         config = GPT2Config.from_json_file(d / CONFIG_NAME)
-        model = cls(config, tokenizer=tokenizer)
-        model.load_state_dict(_read_safetensors(d))
+        ckpt = _open_safetensors(d)  # headers read and checked; the weights mapped, not read
+        # every name, shape and dtype checked against the config before anything is allocated
+        plan, lm_head = _load_plan(config, {k: (ckpt.shape(k), ckpt.dtype(k) in _FLOAT_DTYPES) for k in ckpt.names})
+        model = cls(config, tokenizer=tokenizer, init_weights=False)
+        with model._lock:
+            for name, key in plan.items():
+                model.params[name][...] = ckpt.float32(key)
+            wte = model.params["transformer.wte.weight"]
+            if lm_head is not None and not np.array_equal(ckpt.float32(lm_head), wte):
+                raise ValueError("lm_head.weight differs from transformer.wte.weight: untied output "
+                                 "embeddings are not supported")
         return model
 
     def state_dict(self) -> Dict[str, np.ndarray]:
@@ -465,34 +504,12 @@ class GPT2LMHeadModel(PreTrainedCausalLM):
     def load_state_dict(self, tensors: Dict[str, np.ndarray]) -> None:
         """Copy HF-named tensors into the parameters; every parameter must be
         present with its shape (ValueError otherwise)."""
-        named: Dict[str, np.ndarray] = {}
-        lm_head = None
-        ignored = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of old checkpoints
-        for key, value in tensors.items():
-            if key in ("lm_head.weight", "transformer.lm_head.weight"):
-                lm_head = value
-                continue
-            name = key if key.startswith("transformer.") else "transformer." + key
-            if name.endswith(ignored):
-                continue
-            if name not in self.params:
-                raise ValueError(f"unexpected tensor {key!r} in the checkpoint: not a GPT-2 parameter "
-                                 f"(n_layer={self.config.n_layer})")
-            named[name] = value
-        missing = [n for n in self.params if n not in named]
-        if missing:
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise ValueError(f"the checkpoint lacks {', '.join(missing[:5])}{more}")
-        for name, value in named.items():
-            arr = np.asarray(value)
-            if arr.dtype.kind != "f":
-                raise ValueError(f"tensor {name} has dtype {arr.dtype}; expected floating point")
-            if arr.shape != self.params[name].shape:
-                raise ValueError(f"tensor {name} has shape {arr.shape}; the config implies "
-                                 f"{self.params[name].shape}")
-        if lm_head is not None:
-            lm = np.asarray(lm_head)
-            wte = np.asarray(named["transformer.wte.weight"])
+        arrays = {key: np.asarray(value) for key, value in tensors.items()}
+        plan, lm_key = _load_plan(self.config, {k: (a.shape, a.dtype.kind == "f") for k, a in arrays.items()})
+        named = {name: arrays[key] for name, key in plan.items()}
+        if lm_key is not None:
+            lm = arrays[lm_key]
+            wte = named["transformer.wte.weight"]
             if lm.shape != wte.shape or not np.array_equal(lm, wte):
                 raise ValueError("lm_head.weight differs from transformer.wte.weight: untied output "
                                  "embeddings are not supported")
@@ -578,25 +595,53 @@ def runtime_weights(cfg: GPT2Config, p: Dict[str, np.ndarray], n_ctx: int
     return {**s, "n_ctx": n_ctx}, t, [], False
 
 
-def _read_safetensors(d: Path) -> Dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+_FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+_IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of old checkpoints
 
-    index = d / (WEIGHTS_NAME + ".index.json")
-    if (d / WEIGHTS_NAME).is_file():
-        files = [d / WEIGHTS_NAME]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"cannot read {index}: {e}") from e
-        files = [d / f for f in sorted(set(weight_map.values()))]
-    else:
+
+def _open_safetensors(d: Path) -> Any:
+    """The directory's safetensors files (one, or the shards of model.safetensors.index.json) with
+    their headers parsed and checked against the file sizes; the weights are mapped, not read."""
+    from .hfdir import HFCheckpoint
+
+    if not (d / WEIGHTS_NAME).is_file() and not (d / (WEIGHTS_NAME + ".index.json")).is_file():
         raise ValueError(f"{d} has no {WEIGHTS_NAME} (pyllm reads safetensors checkpoints only)")
-    tensors: Dict[str, np.ndarray] = {}
-    for f in files:
-        try:
-            tensors.update(load_file(str(f)))
-        except (SafetensorError, OSError, TypeError, ValueError) as e:
-            raise ValueError(f"cannot read {f}: {e} (float32, float16 and float64 tensors are supported)") from e
-    return tensors
+    try:
+        return HFCheckpoint(d)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the weights in {d}: {e}") from e
+
+
+def _load_plan(config: GPT2Config, found: Dict[str, Tuple[Tuple[int, ...], bool]]
+               ) -> Tuple[Dict[str, str], Optional[str]]:
+    """Which stored tensor fills which parameter: ``found`` maps each stored name to (shape, is
+    floating point). Returns {parameter: stored name} and the stored lm_head's name (or None);
+    raises ValueError naming the first tensor that is missing, unexpected or of the wrong shape."""
+    shapes = dict(parameter_shapes(config))
+    plan: Dict[str, str] = {}
+    lm_head = None
+    for key in found:
+        if key in ("lm_head.weight", "transformer.lm_head.weight"):
+            lm_head = key
+            continue
+        name = key if key.startswith("transformer.") else "transformer." + key
+        if name.endswith(_IGNORED):
+            continue
+        if name not in shapes:
+            raise ValueError(f"unexpected tensor {key!r} in the checkpoint: not a GPT-2 parameter "
+                             f"(n_layer={config.n_layer})")
+        plan[name] = key
+    missing = [n for n in shapes if n not in plan]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(f"the checkpoint lacks {', '.join(missing[:5])}{more}")
+    for name, key in plan.items():
+        shape, floating = found[key]
+        if not floating:
+            raise ValueError(f"tensor {name} is not floating point; expected float32, float16, bfloat16 or float64")
+        if tuple(shape) != shapes[name]:
+            raise ValueError(f"tensor {name} has shape {tuple(shape)}; the config implies {shapes[name]}")
+    if lm_head is not None and tuple(found[lm_head][0]) != shapes["transformer.wte.weight"]:
+        raise ValueError("lm_head.weight differs from transformer.wte.weight: untied output "
+                         "embeddings are not supported")
+    return plan, lm_head

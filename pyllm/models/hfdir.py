@@ -15,6 +15,7 @@ of the mapped file (bfloat16 as its raw 16-bit words, ggml type BF16).
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -32,6 +33,18 @@ _DTYPES: Dict[str, Tuple[Any, int]] = {
     "F16": (np.float16, 1),
     "BF16": (np.uint16, 30),
 }
+# dtypes that can be viewed and converted to float32 (GPT-2 directories) but have no runtime type
+_VIEW_ONLY: Dict[str, Any] = {"F64": np.float64}
+
+
+def _view_dtype(dtype: str) -> Any:
+    return _DTYPES[dtype][0] if dtype in _DTYPES else _VIEW_ONLY.get(dtype)
+
+
+def _dim(d: Any) -> int:
+    if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+        raise TypeError(d)
+    return d
 
 
 class _Shard:
@@ -58,27 +71,31 @@ class _Shard:
         self.base = 8 + n
         self.entries: Dict[str, Tuple[str, Tuple[int, ...], int, int]] = {}
         for name, entry in header.items():
-            try:
-                dtype, shape, (a, b) = (entry["dtype"], tuple(int(d) for d in entry["shape"]),
-                                        entry["data_offsets"])
+            try:  # dimensions and offsets are non-negative integers (not 2.5, true or -1)
+                dtype, shape, (a, b) = (entry["dtype"], tuple(_dim(d) for d in entry["shape"]),
+                                        tuple(_dim(o) for o in entry["data_offsets"]))
+                if not isinstance(dtype, str):
+                    raise TypeError(dtype)
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"{path}: tensor {name!r} has a malformed header entry") from None
             if not 0 <= a <= b or self.base + b > size:
                 raise ValueError(f"{path}: tensor {name!r} lies outside the file (truncated?)")
-            if dtype in _DTYPES:
-                count = int(np.prod(shape)) if shape else 1
-                if count * np.dtype(_DTYPES[dtype][0]).itemsize != b - a:
+            view = _view_dtype(dtype)
+            if view is not None:
+                count = math.prod(shape)  # exact: numpy's product would wrap around on huge dimensions
+                if count * np.dtype(view).itemsize != b - a:
                     raise ValueError(f"{path}: tensor {name!r} has {b - a} bytes for shape {shape} of {dtype}")
             self.entries[name] = (dtype, shape, a, b)
 
     def array(self, name: str) -> np.ndarray:
         dtype, shape, a, b = self.entries[name]
-        if dtype not in _DTYPES:
+        view = _view_dtype(dtype)
+        if view is None:
             raise ValueError(f"tensor {name!r} in {self.path} has dtype {dtype}; pyllm reads "
-                             f"{', '.join(_DTYPES)} safetensors weights")
+                             f"{', '.join(list(_DTYPES) + list(_VIEW_ONLY))} safetensors weights")
         if self._map is None or a == b:
-            return np.zeros(shape, _DTYPES[dtype][0])
-        return np.frombuffer(self._map, dtype=_DTYPES[dtype][0], count=(b - a) // np.dtype(_DTYPES[dtype][0]).itemsize,
+            return np.zeros(shape, view)
+        return np.frombuffer(self._map, dtype=view, count=(b - a) // np.dtype(view).itemsize,
                              offset=self.base + a).reshape(shape)
 
 
@@ -130,6 +147,10 @@ class HFCheckpoint:
     def shape(self, name: str) -> Tuple[int, ...]:
         return self._entry(name).entries[name][1]
 
+    def dtype(self, name: str) -> str:
+        """The safetensors dtype as the header says it (``"F32"``, ``"BF16"``, ...)."""
+        return self._entry(name).entries[name][0]
+
     def type_of(self, name: str) -> int:
         dtype = self._entry(name).entries[name][0]
         if dtype not in _DTYPES:
@@ -143,7 +164,7 @@ class HFCheckpoint:
     def float32(self, name: str) -> np.ndarray:
         """The tensor converted to float32 (a copy unless stored so)."""
         a = self.array(name)
-        if self.type_of(name) == 30:
+        if self.dtype(name) == "BF16":
             return (a.astype(np.uint32) << 16).view(np.float32)
         return np.ascontiguousarray(a, dtype=np.float32)
 

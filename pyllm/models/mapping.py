@@ -8,6 +8,7 @@ at load instead of answering wrongly.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -134,6 +135,19 @@ class GGUFSource:
 _LAYER = re.compile(r"^(?:model\.)?layers\.(\d+)\.(.+)$")
 
 
+# config.json numbers the loaders read, and what each must be: sizes are integers (4.0, "4" and
+# true are refused, never truncated), the rest finite numbers in range
+_HF_COUNTS = {"vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1,
+              "num_key_value_heads": 1, "head_dim": 1, "intermediate_size": 1, "max_position_embeddings": 1,
+              "sliding_window": 0, "sliding_window_pattern": 1}
+_HF_POSITIVE = ("rms_norm_eps", "rope_theta", "rope_local_base_freq", "query_pre_attn_scalar")
+_HF_NON_NEGATIVE = ("final_logit_softcapping", "attn_logit_softcapping")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 class HFSource:
     """A Hugging Face directory read for one architecture: tensors renamed
     onto runtime slots by a table of suffixes (``self_attn.q_proj.weight``
@@ -143,11 +157,26 @@ class HFSource:
         self.ckpt, self.config = ckpt, ckpt.config
 
     def get(self, key: str, default: Any = _REQUIRED) -> Any:
+        """config.json's ``key`` (checked when it is a size or a numeric parameter), or ``default``."""
         if key in self.config and self.config[key] is not None:
-            return self.config[key]
+            return self._checked(key, self.config[key])
         if default is _REQUIRED:
             raise ValueError(f"{self.ckpt.path}/config.json lacks {key!r}")
         return default
+
+    def _checked(self, key: str, v: Any) -> Any:
+        where = f"{self.ckpt.path}/config.json"
+        if key in _HF_COUNTS:
+            if isinstance(v, bool) or not isinstance(v, int) or v < _HF_COUNTS[key] or v >= 1 << 31:
+                raise ValueError(f"{where}: {key} must be an integer in [{_HF_COUNTS[key]}, 2**31), got {v!r}")
+        elif key in _HF_POSITIVE or key in _HF_NON_NEGATIVE:
+            ok = _is_number(v) and math.isfinite(v) and (v > 0 if key in _HF_POSITIVE else v >= 0)
+            if not ok:
+                raise ValueError(f"{where}: {key} must be a finite number "
+                                 f"{'> 0' if key in _HF_POSITIVE else '>= 0'}, got {v!r}")
+        elif key == "partial_rotary_factor" and not (_is_number(v) and 0 < v <= 1):
+            raise ValueError(f"{where}: partial_rotary_factor must be in (0, 1], got {v!r}")
+        return v
 
     def matrix(self, name: str) -> Matrix:
         shape = self.ckpt.shape(name)
@@ -207,6 +236,8 @@ LLAMA_IGNORED = (r"rotary_emb\.inv_freq$",)
 
 def tie_output(slots: Dict[str, Any], tied: bool) -> None:
     """A tied head reads the token embedding; an untied model must store its own."""
+    if "token_embd" not in slots:
+        raise ValueError("the weights have no token embedding (model.embed_tokens.weight / token_embd.weight)")
     if "output" not in slots:
         if not tied:
             raise ValueError("the model has no output head (lm_head.weight / output.weight) and does not tie it")
@@ -232,10 +263,22 @@ def spec(sizes: Dict[str, Any], *, eps: float, norm: str = "rms", act: str = "si
                 rope_table=list(rope_table) if rope_table is not None else [0] * L)
 
 
+def hf_layers(src: HFSource) -> int:
+    """config.json's num_hidden_layers, which must be the number of layers the weights hold (checked
+    before anything per layer is built: a config claiming 10**9 layers is refused, not allocated)."""
+    L = int(src.get("num_hidden_layers"))
+    found = {int(m.group(1)) for m in map(_LAYER.match, src.ckpt.names) if m}
+    held = max(found) + 1 if found else 0
+    if held != L:
+        raise ValueError(f"{src.ckpt.path}/config.json says num_hidden_layers={L} but the weights hold "
+                         f"{held} layers")
+    return L
+
+
 def hf_sizes(src: HFSource) -> Dict[str, Any]:
     """The sizes of a llama-family config.json."""
     C, NH = int(src.get("hidden_size")), int(src.get("num_attention_heads"))
-    return dict(vocab_size=int(src.get("vocab_size")), hidden_size=C, n_layer=int(src.get("num_hidden_layers")),
+    return dict(vocab_size=int(src.get("vocab_size")), hidden_size=C, n_layer=hf_layers(src),
                 n_head=NH, n_kv_head=int(src.get("num_key_value_heads", NH)),
                 head_dim=int(src.get("head_dim", C // NH)), ffn_size=int(src.get("intermediate_size")),
                 context=int(src.get("max_position_embeddings", 2048)))
@@ -246,7 +289,10 @@ def hf_rope(src: HFSource) -> Tuple[float, Dict[str, Any]]:
     ``rope_scaling``; the parameters' ``rope_type`` is "default" when unscaled."""
     params = dict(src.get("rope_parameters", None) or {})
     params.update(src.get("rope_scaling", None) or {})  # the older name, as transformers still reads it
-    theta = float(params.get("rope_theta", src.get("rope_theta", 10000.0)))
+    theta = params.get("rope_theta", src.get("rope_theta", 10000.0))
+    if not (_is_number(theta) and math.isfinite(theta) and theta > 0):
+        raise ValueError(f"{src.ckpt.path}/config.json: rope_theta must be a finite number > 0, got {theta!r}")
+    theta = float(theta)
     params["rope_type"] = params.get("rope_type", params.get("type", "default"))
     return theta, params
 

@@ -27,15 +27,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._inputs import to_numpy, token_ids
-
-if TYPE_CHECKING:
-    from jinja2 import Template  # jinja2 is needed for chat templates only
 
 __all__ = ["BatchEncoding", "TokenizerMixin", "AddedToken", "VocabTokenizer"]
 
@@ -228,9 +224,9 @@ class TokenizerMixin:
             what = type(text).__name__ if not isinstance(text, (list, tuple)) else \
                 f"a list holding {type(next(t for t in text if not isinstance(t, str))).__name__}"
             raise TypeError(f"text must be a string or a list of strings, got {what}")
-        if padding not in _PADDING:
+        if not isinstance(padding, (bool, str)) or padding not in _PADDING:  # (a list is not hashable)
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False/'do_not_pad'")
-        if truncation is not None and truncation not in _TRUNCATION:
+        if truncation is not None and (not isinstance(truncation, (bool, str)) or truncation not in _TRUNCATION):
             raise ValueError(f"truncation={truncation!r}: use True/'longest_first' or False")
         if max_length is not None:
             from .._inputs import as_int
@@ -254,7 +250,7 @@ class TokenizerMixin:
             pad_to_multiple_of: Optional[int] = None, padding_side: Optional[str] = None,
             return_attention_mask: bool = True, return_tensors: Optional[str] = None) -> BatchEncoding:
         """Pad ``{"input_ids": rows}`` (lists of ids) as transformers' ``tokenizer.pad``."""
-        if padding not in _PADDING:
+        if not isinstance(padding, (bool, str)) or padding not in _PADDING:  # (a list is not hashable)
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False/'do_not_pad'")
         rows = [token_ids(r, f"input_ids[{i}]", self.vocab_size) for i, r in enumerate(encoded_inputs["input_ids"])]
         enc = self._pad_rows(rows, _PADDING[padding], max_length, pad_to_multiple_of, padding_side,
@@ -310,6 +306,9 @@ class TokenizerMixin:
         """Texts of a batch of id sequences: a list of lists, a 2-D array or tensor (generate's output)."""
         _decode_kwargs(kwargs)
         arr = to_numpy(sequences)
+        if not isinstance(arr, (list, tuple, np.ndarray)):
+            raise TypeError(f"sequences must be a batch of id sequences (a list of lists, a 2-D array or tensor), "
+                            f"got {type(arr).__name__}")
         if isinstance(arr, np.ndarray) and arr.ndim != 2:
             raise ValueError(f"sequences must be 2-D (batch, time), got shape {arr.shape}")
         return [self._decode_ids(_checked(self, row, f"sequences[{i}]"), skip_special_tokens)
@@ -321,7 +320,8 @@ class TokenizerMixin:
                             **kwargs: Any) -> Union[str, List[int], Dict[str, List[int]]]:
         """Render the model's Jinja chat template the way transformers does (sandboxed,
         ``trim_blocks``/``lstrip_blocks``, ``raise_exception``, bos/eos/unk/pad tokens as
-        variables) and tokenize the result without adding BOS/EOS. ``tokenize=False``
+        variables; bounded in time and size, see :mod:`pyllm.tokenizers.chat_template`) and
+        tokenize the result without adding BOS/EOS. ``tokenize=False``
         returns the string; ``return_dict=True`` returns ``{"input_ids", "attention_mask"}``
         (transformers 5's default; this method returns the ids list by default).
 
@@ -335,12 +335,20 @@ class TokenizerMixin:
             raise ValueError("this tokenizer has no chat template (tokenizer.chat_template); pass chat_template=")
         variables = {"bos_token": self.bos_token, "eos_token": self.eos_token,
                      "unk_token": self.unk_token, "pad_token": self.pad_token}
-        text: str = _compile_template(template).render(
-            messages=list(messages), add_generation_prompt=add_generation_prompt, **variables, **kwargs)
+        from .chat_template import render_chat_template
+
+        text = render_chat_template(template, messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                    **variables, **kwargs)
         if not tokenize:
             return text
         ids = self.encode(text, add_special_tokens=False)
         return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
+
+
+def _is_scalar_id(ids: Any) -> bool:
+    """One id rather than a sequence (a bare float or bool too, so token_ids refuses it by name)."""
+    ids = to_numpy(ids)
+    return not isinstance(ids, (list, tuple, np.ndarray, str, bytes)) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
 
 
 def _checked(tok: Any, ids: Any, name: str) -> List[int]:
@@ -514,9 +522,9 @@ class VocabTokenizer(TokenizerMixin):
 
     def convert_ids_to_tokens(self, ids: Union[int, Iterable[int]]) -> Union[str, List[str]]:
         """Spelling of ids as the vocabulary writes them (``"Ġworld"`` / ``"▁world"`` for ``" world"``)."""
-        if isinstance(ids, int):
-            return self._tokens[self._check_id(ids)]
-        return [self._tokens[self._check_id(i)] for i in ids]
+        if _is_scalar_id(ids):
+            return self._tokens[token_ids(ids, "ids", len(self._tokens))[0]]
+        return [self._tokens[i] for i in token_ids(ids, "ids", len(self._tokens))]
 
     def convert_tokens_to_ids(self, tokens: Union[str, Iterable[str]]) -> Union[Optional[int], List[Optional[int]]]:
         """Ids of tokens; an unknown token gives ``unk_token_id``, as in transformers."""
@@ -528,32 +536,3 @@ class VocabTokenizer(TokenizerMixin):
         if not 0 <= i < len(self._tokens):
             raise ValueError(f"token id {i} is out of range for a vocabulary of {len(self._tokens)} tokens")
         return i
-
-
-_TEMPLATES: Dict[str, Template] = {}
-
-
-def _compile_template(source: str) -> Template:
-    if source in _TEMPLATES:
-        return _TEMPLATES[source]
-    try:
-        import jinja2
-        import jinja2.ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as e:
-        raise ImportError("apply_chat_template needs jinja2: pip install jinja2") from e
-    import json
-
-    def raise_exception(message: str) -> NoReturn:
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
-               separators: Optional[Tuple[str, str]] = None, sort_keys: bool = False) -> str:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    _TEMPLATES[source] = env.from_string(source)
-    return _TEMPLATES[source]

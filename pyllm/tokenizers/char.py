@@ -22,7 +22,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .base import TokenizerMixin
+from .._inputs import token_ids
+from .base import TokenizerMixin, _is_scalar_id
 
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"
 FORMAT = "pyllm-char"
@@ -102,9 +103,9 @@ class CharTokenizer(TokenizerMixin):
         return "".join(self.chars[i] for i in ids)
 
     def convert_ids_to_tokens(self, ids: Union[int, Iterable[int]]) -> Union[str, List[str]]:
-        if isinstance(ids, (int, np.integer)):
-            return str(self.decode([int(ids)]))
-        return [str(self.decode([int(i)])) for i in ids]
+        if _is_scalar_id(ids):
+            return self.chars[token_ids(ids, "ids", self.vocab_size)[0]]
+        return [self.chars[i] for i in token_ids(ids, "ids", self.vocab_size)]
 
     # ---- files
     def to_json(self) -> str:

@@ -107,8 +107,19 @@ def prepare_data(source: PathLike, tokenizer: Any, out_path: PathLike, val_fract
             "vocab_size": vocab_size, "source": os.fspath(source),
             "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), **(extra or {})}
     out = Path(out_path)
-    atomic_write(out, ids.astype(dtype).tofile)
-    write_text_atomic(sidecar(out), json.dumps(meta, indent=2))
+    data = ids.astype(dtype)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())  # a failed write raises with its errno (tofile's has none)
+
+    try:
+        atomic_write(out, write)
+        write_text_atomic(sidecar(out), json.dumps(meta, indent=2))
+    except OSError as e:
+        raise OSError(e.errno, f"could not write the token file {out} ({data.nbytes:,} bytes for {n:,} tokens): "
+                               f"{e.strerror or e}. Nothing partial was left; free disk space there or write "
+                               "elsewhere") from e
     return meta
 
 
@@ -194,15 +205,17 @@ class TokenDataset:
             yield self._blocks(starts[i:i + batch_size])
 
 
-def load_splits(path: PathLike, block_size: int) -> Tuple[TokenDataset, Optional[TokenDataset]]:
+def load_splits(path: PathLike, block_size: int, validation: bool = True
+                ) -> Tuple[TokenDataset, Optional[TokenDataset]]:
     """The train and validation splits of a prepared .bin file as memory-mapped
-    datasets (validation None when the file has none)."""
+    datasets (validation None when the file has none, or when ``validation``
+    is False: a run that never evaluates does not need the split to hold a block)."""
     meta = read_meta(path)
     tokens = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(int(meta["n_tokens"]),))
     n_train = int(meta["n_train"])
     vocab = int(meta["vocab_size"])
     train = TokenDataset(tokens[:n_train], block_size, vocab, name="training")
     val = None
-    if n_train < tokens.size:
+    if validation and n_train < tokens.size:
         val = TokenDataset(tokens[n_train:], block_size, vocab, name="validation")
     return train, val

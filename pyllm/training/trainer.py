@@ -196,6 +196,7 @@ class TrainerState:
     loss_steps: int = 0
     rng_state: Optional[Dict[str, Any]] = None  # the batch sampler's bit generator state
     tokens_seen: int = 0
+    block_size: Optional[int] = None  # tokens per training sequence (a resumed run must keep it)
 
 
 @dataclass
@@ -412,6 +413,7 @@ class Trainer:
         if not state_file.is_file():
             raise ValueError(f"{path} is not a checkpoint: it has no {ckpt.TRAINER_STATE_FILE}")
         loaded = type(self.model).from_pretrained(str(path))
+        self._check_config(path, getattr(loaded, "config", None))
         mine = dict(self.model.named_parameters())
         theirs = dict(loaded.named_parameters())
         if set(mine) != set(theirs):
@@ -429,9 +431,28 @@ class Trainer:
         raw = json.loads(state_file.read_text())
         names = {f.name for f in dataclasses.fields(TrainerState)}
         self.state = TrainerState(**{k: v for k, v in raw.items() if k in names})
+        block = getattr(self.train_dataset, "block_size", None)
+        if self.state.block_size is not None and block is not None and block != self.state.block_size:
+            raise ValueError(f"checkpoint {path} was trained on blocks of {self.state.block_size} tokens; the "
+                             f"training data here has block_size={block}")
         if self.state.rng_state is None:
             raise ValueError(f"checkpoint {path} has no sampler state")
         return _rng_from_state(self.state.rng_state)
+
+    # config fields that do not change the computation pyllm runs (dropout is not applied; init is done)
+    _UNCHECKED_CONFIG = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range")
+
+    def _check_config(self, path: Path, theirs: Any) -> None:
+        """A checkpoint resumes only into a model of the same architecture: equal parameter shapes
+        are not enough (n_head changes the attention, not the shapes)."""
+        ours: Any = getattr(self.model, "config", None)
+        if not (hasattr(ours, "to_dict") and hasattr(theirs, "to_dict")):
+            return
+        a, b = ours.to_dict(), theirs.to_dict()
+        diff = sorted(k for k in set(a) | set(b) if k not in self._UNCHECKED_CONFIG and a.get(k) != b.get(k))
+        if diff:
+            said = ", ".join(f"{k}={b.get(k)!r} there, {a.get(k)!r} here" for k in diff[:3])
+            raise ValueError(f"checkpoint {path} does not fit this model: {said} (mismatched config/checkpoint)")
 
     def _resolve_checkpoint(self, resume_from_checkpoint: Union[None, bool, str, "os.PathLike[str]"]) -> Optional[Path]:
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
@@ -469,6 +490,7 @@ class Trainer:
             self.state = TrainerState()
             write_text_atomic(out_dir / LOG_FILE, "")
         self.state.max_steps = total
+        self.state.block_size = getattr(self.train_dataset, "block_size", None)
         self.model.zero_grad()
 
         B, accum = a.per_device_train_batch_size, a.gradient_accumulation_steps
