@@ -16,6 +16,16 @@
 #include "../simd/simd.h"
 #include "common.h"
 
+// Unrolled loops keep a decode tile's accumulators in registers on the SIMD
+// paths; on the scalar path (vf is an array of floats) unrolling only
+// multiplies the code, and the compile time by minutes, so it is left to the compiler.
+#define PYLLM_PRAGMA(x) _Pragma(#x)
+#if defined(PYLLM_ISA_SCALAR)
+#define PYLLM_UNROLL(n)
+#else
+#define PYLLM_UNROLL(n) PYLLM_PRAGMA(GCC unroll n)
+#endif
+
 namespace pyllm {
 namespace PYLLM_ISA {
 
@@ -730,16 +740,16 @@ inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const
         // every loop over the tile's lanes is unrolled, so acc lives in
         // registers (an indexed array would make each FMA chain go through memory)
         V acc[MB][G][H];
-#pragma GCC unroll 4
+PYLLM_UNROLL(4)
         for (int mi = 0; mi < MB; mi++)
-#pragma GCC unroll 4
+PYLLM_UNROLL(4)
             for (int gi = 0; gi < G; gi++)
-#pragma GCC unroll 2
+PYLLM_UNROLL(2)
                 for (int h = 0; h < H; h++) acc[mi][gi][h] = P::zero();
         for (int64_t b = b0; b < b1; b++) {
             const float* xb = x + b * kQuantBlock;
             Record<P, TYPE> rec[G];
-#pragma GCC unroll 4
+PYLLM_UNROLL(4)
             for (int gi = 0; gi < G; gi++) {
                 const uint8_t* r = Wp + ((g0 + gi) * nb + b) * RB;
 #if defined(PYLLM_ISA_AVX2)
@@ -750,18 +760,18 @@ inline void qpack_tile(float* o, int64_t ldo, const float* x, int64_t ldx, const
 #endif
                 rec[gi].load(r);
             }
-#pragma GCC unroll 16
+PYLLM_UNROLL(16)
             for (int64_t k = 0; k < kQuantBlock; k += 2) {
                 V x0[MB], x1[MB];
-#pragma GCC unroll 4
+PYLLM_UNROLL(4)
                 for (int mi = 0; mi < MB; mi++) x0[mi] = P::set1(xb[mi * ldx + k]), x1[mi] = P::set1(xb[mi * ldx + k + 1]);
-#pragma GCC unroll 4
+PYLLM_UNROLL(4)
                 for (int gi = 0; gi < G; gi++) {
-#pragma GCC unroll 2
+PYLLM_UNROLL(2)
                     for (int h = 0; h < H; h++) {
                         V w0, w1;
                         rec[gi].pair(k, h, w0, w1);
-#pragma GCC unroll 4
+PYLLM_UNROLL(4)
                         for (int mi = 0; mi < MB; mi++) {
                             acc[mi][gi][h] = P::fma(x0[mi], w0, acc[mi][gi][h]);
                             acc[mi][gi][h] = P::fma(x1[mi], w1, acc[mi][gi][h]);
