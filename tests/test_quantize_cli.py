@@ -1,0 +1,143 @@
+"""``pyllm quantize IN OUT --type T`` (pyllm/cli.py, pyllm/gguf_write.py): every
+architecture's tiny GGUF (llama.cpp's converter output, tests/data/tiny)
+quantized as llama.cpp's quantizer quantizes it, loaded by pyllm; the
+atomic write; and clear errors on bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mixtures
+import numpy as np
+import pytest
+
+from pyllm import AutoModelForCausalLM
+from pyllm.cli import main
+from pyllm.models.gguf import GGUFFile
+
+gguf = pytest.importorskip("gguf", reason="pyllm quantize writes through the gguf package (pip install '.[test]')")
+
+TINY = Path(__file__).parent / "data" / "tiny"
+ARCHS = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("ftype", ["Q8_0", "Q4_0", "Q5_1"])
+def test_tiny_models_as_llama_cpp_quantizes_them(arch, ftype, tmp_path, capsys):
+    pytest.importorskip("llama_cpp", reason="llama.cpp's quantizer is the reference (pip install '.[test]')")
+    src = TINY / arch / f"{arch}-f16.gguf"
+    out = tmp_path / f"{arch}-{ftype}.gguf"
+    assert main(["quantize", str(src), str(out), "--type", ftype.lower(), "-t", "2"]) == 0
+    assert f"{ftype}, " in capsys.readouterr().err
+    theirs = {t.name: t for t in gguf.GGUFReader(str(mixtures.make_mixture(src, ftype, tmp_path / "ref"))).tensors}
+    mine_reader = gguf.GGUFReader(str(out))
+    mine = {t.name: t for t in mine_reader.tensors}
+    assert {n: t.tensor_type.name for n, t in mine.items()} == {n: t.tensor_type.name for n, t in theirs.items()}
+    for n in mine:
+        np.testing.assert_array_equal(np.asarray(mine[n].data), np.asarray(theirs[n].data), err_msg=n)
+    # the metadata: the source's, with the file type set
+    src_fields = gguf.GGUFReader(str(src)).fields
+    for key, field in src_fields.items():
+        if key.startswith("GGUF.") or key == "general.file_type":
+            continue
+        assert mine_reader.fields[key].contents() == field.contents(), key
+    assert mine_reader.fields["general.file_type"].contents() == int(gguf.LlamaFileType[f"MOSTLY_{ftype}"])
+    # and pyllm runs it as it runs llama.cpp's file
+    ids = [1, 5, 9, 2, 7]
+    a = AutoModelForCausalLM.from_pretrained(out)(np.array(ids)).logits
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "ref" / f"{ftype}.gguf")(np.array(ids)).logits
+    np.testing.assert_array_equal(a, b)
+
+
+def test_f32_bf16_f16_outputs(tmp_path):
+    src = TINY / "qwen2" / "qwen2-f32.gguf"
+    ref = GGUFFile(src)
+    name = "blk.0.ffn_up.weight"
+    x = ref.tensor_bytes(name).view(np.float32).reshape(ref.tensors[name].shape)
+    for ftype, decode in (("F32", lambda r: r.view(np.float32)), ("F16", lambda r: r.view(np.float16)),
+                          ("BF16", lambda r: gguf.quants.dequantize(r, gguf.GGMLQuantizationType.BF16))):
+        out = tmp_path / f"{ftype}.gguf"
+        assert main(["quantize", str(src), str(out), "--type", ftype]) == 0
+        f = GGUFFile(out)
+        assert f.tensors[name].type_name == ftype
+        assert f.tensors["blk.0.attn_norm.weight"].type_name == "F32"
+        got = np.asarray(decode(f.tensor_bytes(name)), dtype=np.float32).reshape(x.shape)
+        want = {"F32": x, "F16": x.astype(np.float16).astype(np.float32),
+                "BF16": gguf.quants.dequantize(gguf.quants.quantize(x, gguf.GGMLQuantizationType.BF16),
+                                               gguf.GGMLQuantizationType.BF16)}[ftype]
+        np.testing.assert_array_equal(got, want)
+
+
+_SLOW_CHILD = r"""
+import sys, time
+import pyllm
+from pyllm import quant
+encode = quant.quantize_file
+def slow(*a, **k):
+    time.sleep(0.2)
+    return encode(*a, **k)
+quant.quantize_file = slow
+pyllm.quantize(sys.argv[1], sys.argv[2], type="Q8_0")
+"""
+
+
+def test_an_interrupted_write_leaves_no_file(tmp_path):
+    """A quantize killed mid-write leaves no output file (the data went to a temporary file), and an
+    existing output stays as it was."""
+    src = TINY / "llama3" / "llama3-f32.gguf"
+    out = tmp_path / "out.gguf"
+    out.write_bytes(b"the previous file")
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(src), str(out)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            parts = [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+            if parts and parts[0].stat().st_size > 0:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        assert parts, "the child wrote no temporary file"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert out.read_bytes() == b"the previous file"
+    # a run to the end replaces it
+    assert main(["quantize", str(src), str(out), "--type", "Q8_0"]) == 0
+    assert GGUFFile(out).tensors["blk.0.attn_q.weight"].type_name == "Q8_0"
+
+
+def test_bad_input(tmp_path, capsys):
+    src = TINY / "llama3" / "llama3-f16.gguf"
+    assert main(["quantize", str(tmp_path / "missing.gguf"), str(tmp_path / "o.gguf")]) == 1
+    assert "no such GGUF file" in capsys.readouterr().err
+    assert main(["quantize", str(src), str(tmp_path / "o.gguf"), "--type", "q7_k"]) == 1
+    assert "unknown file type 'Q7_K'" in capsys.readouterr().err
+    assert main(["quantize", str(TINY / "llama3"), str(tmp_path / "o.gguf")]) == 1
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["quantize", str(src), str(tmp_path / "o.gguf"), "--threads", "0"]) == 1
+    assert "threads must be >= 1" in capsys.readouterr().err
+    q8 = TINY / "llama3" / "llama3-q8_0.gguf"
+    assert main(["quantize", str(q8), str(tmp_path / "o.gguf"), "--type", "q4_0"]) == 1
+    assert "--allow-requantize" in capsys.readouterr().err
+    assert main(["quantize", str(q8), str(tmp_path / "o.gguf"), "--type", "q4_0", "--allow-requantize"]) == 0
+    assert "warning: requantizing Q8_0" in capsys.readouterr().err
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
+    assert main(["quantize", str(bad), str(tmp_path / "o2.gguf")]) == 1
+    assert "pyllm: error:" in capsys.readouterr().err
+    assert not (tmp_path / "o2.gguf").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_without_the_gguf_package(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    src = TINY / "llama3" / "llama3-f16.gguf"
+    assert main(["quantize", str(src), str(tmp_path / "o.gguf")]) == 1
+    assert "pip install 'pyllm[quantize]'" in capsys.readouterr().err
