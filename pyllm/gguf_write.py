@@ -313,6 +313,113 @@ def _read_gguf(path: str) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, Li
     return arch, keys, alignment, tensors, hp
 
 
+# Hugging Face GPT-2 (transformers' names, Conv1D weights stored (in, out)) -> GGUF's names, as
+# llama.cpp's converter writes them; True: the matrix is transposed to (out, in)
+_GPT2_GLOBAL = {"wte.weight": ("token_embd.weight", False), "wpe.weight": ("position_embd.weight", False),
+                "ln_f.weight": ("output_norm.weight", False), "ln_f.bias": ("output_norm.bias", False)}
+_GPT2_LAYER = {"ln_1": "attn_norm", "ln_2": "ffn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+               "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+_GPT2_SKIP = re.compile(r"(^|\.)attn\.(masked_)?bias$|^lm_head\.weight$")
+_TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER, _TOKEN_UNUSED = 1, 3, 4, 5
+
+
+def _hf_tokenizer_keys(d: Path, config: Dict[str, Any]) -> List[Tuple[str, Any, str, Optional[str]]]:
+    """The tokenizer.ggml.* keys of a byte-level BPE tokenizer.json (GPT-2's pre-tokenizer)."""
+    import json
+
+    tj = d / "tokenizer.json"
+    if not tj.is_file():
+        raise ValueError(f"{d} has no tokenizer.json: a GGUF file needs a byte-level BPE tokenizer "
+                         "(pyllm train --tokenizer bpe writes one; a character tokenizer has no GGUF form)")
+    tok = json.loads(tj.read_text(encoding="utf-8"))
+    model = tok.get("model") or {}
+    pre = tok.get("pre_tokenizer") or {}
+    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+        raise ValueError(f"{tj} is not a GPT-2 byte-level BPE tokenizer (model {model.get('type')}, "
+                         f"pre-tokenizer {pre.get('type')})")
+    by_id: Dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
+    special: Dict[int, bool] = {}
+    for a in tok.get("added_tokens") or []:
+        by_id[int(a["id"])] = a["content"]
+        special[int(a["id"])] = bool(a.get("special"))
+    n = max(int(config.get("vocab_size") or 0), max(by_id) + 1)
+    tokens, types = [], []
+    for i in range(n):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types.append(_TOKEN_UNUSED)
+        else:
+            tokens.append(by_id[i])
+            types.append(_TOKEN_NORMAL if i not in special else _TOKEN_CONTROL if special[i] else _TOKEN_USER)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    keys: List[Tuple[str, Any, str, Optional[str]]] = [
+        ("tokenizer.ggml.model", "gpt2", "STRING", None), ("tokenizer.ggml.pre", "gpt-2", "STRING", None),
+        ("tokenizer.ggml.tokens", tokens, "ARRAY", "STRING"), ("tokenizer.ggml.token_type", types, "ARRAY", "INT32"),
+        ("tokenizer.ggml.merges", merges, "ARRAY", "STRING")]
+    for key, name in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
+        v = config.get(key)
+        if isinstance(v, int) and not isinstance(v, bool):
+            keys.append((f"tokenizer.ggml.{name}_token_id", v, "UINT32", None))
+    tc = d / "tokenizer_config.json"
+    template = json.loads(tc.read_text(encoding="utf-8")).get("chat_template") if tc.is_file() else None
+    if isinstance(template, str):
+        keys.append(("tokenizer.chat_template", template, "STRING", None))
+    return keys
+
+
+def _read_hf_gpt2(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor], Hyper]:
+    """A Hugging Face GPT-2 directory (such as ``pyllm train`` writes) as llama.cpp's converter
+    would write it: GGUF names and metadata, weights as stored (float32)."""
+    from .models.hfdir import HFCheckpoint
+
+    ck = HFCheckpoint(d)
+    cfg = ck.config
+    if cfg.get("model_type") != "gpt2":
+        raise ValueError(f"{d} holds a {cfg.get('model_type')!r} model: pyllm quantize converts Hugging Face "
+                         "GPT-2 directories; convert others with llama.cpp's convert_hf_to_gguf.py first")
+
+    def size(key: str, default: Optional[int] = None) -> int:
+        v = cfg.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{d}/config.json: {key} must be a positive integer, got {v!r}")
+        return v
+
+    C, L = size("n_embd"), size("n_layer")
+    md: List[Tuple[str, Any, str, Optional[str]]] = [
+        ("general.type", "model", "STRING", None), ("general.name", d.resolve().name, "STRING", None),
+        ("gpt2.block_count", L, "UINT32", None), ("gpt2.context_length", size("n_positions", 1024), "UINT32", None),
+        ("gpt2.embedding_length", C, "UINT32", None),
+        ("gpt2.feed_forward_length", int(cfg.get("n_inner") or 4 * C), "UINT32", None),
+        ("gpt2.attention.head_count", size("n_head"), "UINT32", None),
+        ("gpt2.attention.layer_norm_epsilon", float(cfg.get("layer_norm_epsilon", 1e-5)), "FLOAT32", None)]
+    md += _hf_tokenizer_keys(d, cfg)
+    VT = _gguf().GGUFValueType
+    keys = [(k, v.encode("utf-8") if isinstance(v, str) else v, VT[t], VT[s] if s else None) for k, v, t, s in md]
+    tensors = []
+    layer = re.compile(r"^h\.(\d+)\.(.+)\.(weight|bias)$")
+    for full in ck.names:
+        name = full[len("transformer."):] if full.startswith("transformer.") else full
+        if _GPT2_SKIP.search(name):
+            continue
+        m = layer.match(name)
+        if name in _GPT2_GLOBAL:
+            gguf_name, transpose = _GPT2_GLOBAL[name]
+        elif m and m.group(2) in _GPT2_LAYER:
+            gguf_name = f"blk.{int(m.group(1))}.{_GPT2_LAYER[m.group(2)]}.{m.group(3)}"
+            transpose = m.group(3) == "weight" and m.group(2) not in ("ln_1", "ln_2")
+        else:
+            raise ValueError(f"tensor {full} in {d} is not a GPT-2 tensor pyllm quantize knows")
+        shape = ck.shape(full)
+        shape = tuple(reversed(shape)) if transpose else tuple(shape)
+
+        def raw(full: str = full, transpose: bool = transpose) -> np.ndarray:
+            x = ck.float32(full)
+            return np.ascontiguousarray(x.T if transpose else x)
+
+        tensors.append(_Tensor(gguf_name, shape, "F32", raw))
+    return "gpt2", keys, 32, tensors, Hyper("gpt2", n_layer=L, n_head=size("n_head"), n_head_kv=size("n_head"))
+
+
 # ---------------------------------------------------------------------------------------------- encoding
 
 
@@ -364,7 +471,9 @@ def _atomic_target(dst: Path) -> Path:
 def quantize(src: PathLike, dst: PathLike, type: str = "Q4_K_M", threads: Optional[int] = None,
              allow_requantize: bool = False) -> Dict[str, str]:
     """Write ``dst``, a GGUF file of llama.cpp file type ``type`` (``"Q4_K_M"``,
-    ``"q8_0"``, ... one of :data:`FILE_TYPES`), from the GGUF file ``src``.
+    ``"q8_0"``, ... one of :data:`FILE_TYPES`), from ``src``: a GGUF file, or a
+    Hugging Face GPT-2 directory with a byte-level BPE tokenizer (as ``pyllm
+    train --tokenizer bpe`` writes; converted as llama.cpp's converter does).
 
     Each tensor gets the type llama.cpp's quantizer gives it for that file
     type (:func:`mixture`); the metadata, tokenizer included, is copied and
@@ -377,16 +486,16 @@ def quantize(src: PathLike, dst: PathLike, type: str = "Q4_K_M", threads: Option
     """
     ft = _file_type(type)
     src, dst = os.fspath(src), Path(os.fspath(dst))
-    if os.path.isdir(src):
-        raise ValueError(f"{src} is a directory: pyllm quantize reads GGUF files (convert a Hugging Face "
-                         "directory with llama.cpp's convert_hf_to_gguf.py first)")
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"no such GGUF file: {src}")
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"no such GGUF file or model directory: {src}")
     if dst.exists() and dst.resolve() == Path(src).resolve():
         raise ValueError(f"the output {dst} is the input file")
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be >= 1, got {threads}")
-    arch, keys, alignment, tensors, hp = _read_gguf(src)
+    if os.path.isdir(src):
+        arch, keys, alignment, tensors, hp = _read_hf_gpt2(Path(src))
+    else:
+        arch, keys, alignment, tensors, hp = _read_gguf(src)
     plan = mixture([(t.name, t.shape, t.type) for t in tensors], ft.name, hp)
     by_name = {t.name: t for t in tensors}
     for name, new in plan.items():

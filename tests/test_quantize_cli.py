@@ -1,7 +1,9 @@
 """``pyllm quantize IN OUT --type T`` (pyllm/cli.py, pyllm/gguf_write.py): every
 architecture's tiny GGUF (llama.cpp's converter output, tests/data/tiny)
-quantized as llama.cpp's quantizer quantizes it, loaded by pyllm; the
-atomic write; and clear errors on bad input."""
+quantized as llama.cpp's quantizer quantizes it, loaded by pyllm; a Hugging
+Face GPT-2 directory converted as llama.cpp's converter converts it, and
+``pyllm train`` -> ``pyllm quantize`` -> pyllm and llama.cpp; the atomic
+write; and clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -52,6 +54,59 @@ def test_tiny_models_as_llama_cpp_quantizes_them(arch, ftype, tmp_path, capsys):
     a = AutoModelForCausalLM.from_pretrained(out)(np.array(ids)).logits
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "ref" / f"{ftype}.gguf")(np.array(ids)).logits
     np.testing.assert_array_equal(a, b)
+
+
+def test_gpt2_directory_as_llama_cpp_converts_it(tmp_path):
+    """transformers' tiny GPT-2 directory, converted to F32, is llama.cpp's converter's file: the same
+    tensors bit for bit and the same metadata (but the name)."""
+    out = tmp_path / "gpt2-f32.gguf"
+    assert main(["quantize", str(TINY / "gpt2" / "hf"), str(out), "--type", "f32"]) == 0
+    mine, theirs = gguf.GGUFReader(str(out)), gguf.GGUFReader(str(TINY / "gpt2" / "gpt2-f32.gguf"))
+    a = {t.name: t for t in mine.tensors}
+    b = {t.name: t for t in theirs.tensors}
+    assert sorted(a) == sorted(b)
+    for n in a:
+        assert a[n].tensor_type == b[n].tensor_type and list(a[n].shape) == list(b[n].shape), n
+        np.testing.assert_array_equal(np.asarray(a[n].data), np.asarray(b[n].data), err_msg=n)
+    skip = ("GGUF.", "general.name", "general.size_label")
+    keys = {k for k in theirs.fields if not k.startswith(skip)}
+    assert keys == {k for k in mine.fields if not k.startswith(skip)}
+    for k in keys:
+        assert mine.fields[k].types == theirs.fields[k].types, k
+        assert mine.fields[k].contents() == theirs.fields[k].contents(), k
+
+
+def test_train_quantize_run(tmp_path):
+    """``pyllm train`` (byte-level BPE) -> ``pyllm quantize`` -> the file runs in pyllm, greedy as the
+    trained directory does, and in llama.cpp."""
+    text = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the "
+            "sun.\n\n") * 40
+    (tmp_path / "play.txt").write_text(text, encoding="utf-8")
+    model_dir = tmp_path / "model"
+    assert main(["train", "--data", str(tmp_path / "play.txt"), "--out", str(model_dir), "--tokenizer", "bpe",
+                 "--vocab-size", "300", "--max-steps", "30", "--n-layer", "1", "--n-head", "2", "--n-embd", "64",
+                 "--block-size", "32", "--batch-size", "4", "--warmup", "2", "--lr", "3e-3", "--eval-every", "0",
+                 "--no-progress"]) == 0
+    out = tmp_path / "model-q8_0.gguf"
+    assert main(["quantize", str(model_dir), str(out), "--type", "q8_0"]) == 0
+    from pyllm import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(out).encode("ROMEO:\nBut soft")
+    assert ids == AutoTokenizer.from_pretrained(model_dir).encode("ROMEO:\nBut soft")
+    f16 = tmp_path / "model-f32.gguf"
+    assert main(["quantize", str(model_dir), str(f16), "--type", "f32"]) == 0
+    a = AutoModelForCausalLM.from_pretrained(f16)(np.array(ids)).logits
+    b = AutoModelForCausalLM.from_pretrained(model_dir)(np.array(ids)).logits
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    q = AutoModelForCausalLM.from_pretrained(out).generate(ids, max_new_tokens=8, min_new_tokens=8)
+    assert q.shape[1] == len(ids) + 8
+    pytest.importorskip("llama_cpp", reason="llama.cpp runs the file (pip install '.[test]')")
+    code = ("import sys, llama_cpp; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
+            "print(m.tokenize(sys.argv[2].encode(), add_bos=False, special=False))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out), "ROMEO:\nBut soft"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert eval(proc.stdout.strip().splitlines()[-1]) == ids
 
 
 def test_f32_bf16_f16_outputs(tmp_path):
@@ -120,7 +175,9 @@ def test_bad_input(tmp_path, capsys):
     assert main(["quantize", str(src), str(tmp_path / "o.gguf"), "--type", "q7_k"]) == 1
     assert "unknown file type 'Q7_K'" in capsys.readouterr().err
     assert main(["quantize", str(TINY / "llama3"), str(tmp_path / "o.gguf")]) == 1
-    assert "is a directory" in capsys.readouterr().err
+    assert "has no config.json" in capsys.readouterr().err
+    assert main(["quantize", str(TINY / "llama3" / "hf"), str(tmp_path / "o.gguf")]) == 1
+    assert "holds a 'llama' model" in capsys.readouterr().err
     assert main(["quantize", str(src), str(tmp_path / "o.gguf"), "--threads", "0"]) == 1
     assert "threads must be >= 1" in capsys.readouterr().err
     q8 = TINY / "llama3" / "llama3-q8_0.gguf"
