@@ -282,7 +282,7 @@ def _gguf_metadata(path: str) -> Tuple[List[Tuple[str, Any, Any, Any]], int]:
             if sub == VT.STRING:
                 val: Any = [bytes(field.parts[i]) for i in field.data]
             else:
-                val = [field.parts[i][0].item() for i in field.data]
+                val = [v for i in field.data for v in field.parts[i].tolist()]
             keys.append((name, val, main, sub))
         elif main == VT.STRING:
             keys.append((name, bytes(field.parts[-1]), main, None))
@@ -308,8 +308,10 @@ def _read_gguf(path: str) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, Li
     n_head = first("attention.head_count", 0)
     hp = Hyper(arch, n_layer=first("block_count", 0), n_head=n_head,
                n_head_kv=first("attention.head_count_kv", n_head), n_expert=first("expert_count", 0))
-    tensors = [_Tensor(t.name, tuple(t.shape), t.type_name, (lambda n=t.name: f.tensor_bytes(n)))
-               for t in f.tensors.values()]
+    def reader(name: str) -> Callable[[], np.ndarray]:
+        return lambda: f.tensor_bytes(name)
+
+    tensors = [_Tensor(t.name, tuple(t.shape), t.type_name, reader(t.name)) for t in f.tensors.values()]
     return arch, keys, alignment, tensors, hp
 
 
