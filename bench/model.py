@@ -450,9 +450,7 @@ def file_types(source: Path, names: List[str], peers: List[str], args: argparse.
     import llama_cpp
     import mixtures  # tests/mixtures.py: the files, made by llama.cpp
 
-    from pyllm.hub import cache_dir
-
-    work = cache_dir() / "mixtures" / f"{mixtures.sha256(source)[:16]}-llama-cpp-{llama_cpp.__version__}"
+    work = mixtures.mixture_dir(source)
     ids = text_ids(source)
     bw, _ = roofline(source)
     print(f"{source.name} requantized by llama-cpp-python {llama_cpp.__version__}; {args.threads} threads, "

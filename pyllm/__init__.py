@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _C, ops, serve  # serve: callable, pyllm.serve(...) runs the server; light until used
 from .generation import GenerationConfig, TextIteratorStreamer, TextStreamer
+from .gguf_write import quantize
 from .models import (
     AutoModel,
     AutoModelForCausalLM,
@@ -49,6 +50,7 @@ __all__ = [
     "TextIteratorStreamer",
     "TextStreamer",
     "pipeline",
+    "quantize",
     "serve",
     "LlamaConfig",
     "LlamaForCausalLM",

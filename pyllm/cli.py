@@ -566,6 +566,35 @@ def _sampling_args(p: argparse.ArgumentParser, max_new: int) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
 
+_QUANTIZE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M",
+                   "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32")
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    import time
+    import warnings
+    from collections import Counter
+
+    from .gguf_write import quantize
+
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = quantize(args.input, args.output, type=args.type, threads=args.threads,
+                            allow_requantize=args.allow_requantize)
+    except ImportError as e:
+        _err(f"pyllm: error: {e}")
+        return 1
+    for w in caught:
+        _err(f"pyllm: warning: {w.message}")
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(Counter(plan.values()).items()))
+    size = os.path.getsize(args.output) / 1e6
+    _err(f"{args.output}: {args.type}, {len(plan)} tensors ({counts}), {size:.1f} MB in "
+         f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -665,6 +694,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer KEY' on the API routes (default: $PYLLM_API_KEY, else none)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("quantize", help="write a GGUF file of a llama.cpp file type (Q4_K_M, Q8_0, ...)",
+                       description="Quantize a GGUF file with the per-tensor types llama.cpp's quantizer gives "
+                                   "the file type. Needs the gguf package (pip install 'pyllm[quantize]').")
+    p.add_argument("input", help="a GGUF file (F32, F16 or BF16 weights)")
+    p.add_argument("output", help="the GGUF file to write (replaced only once complete)")
+    p.add_argument("--type", default="Q4_K_M", type=str.upper, metavar="TYPE",
+                   help="file type (default Q4_K_M): " + ", ".join(_QUANTIZE_TYPES))
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="quantize already-quantized tensors again (worse than quantizing the original weights)")
+    p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: all cores)")
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser("pull", help="fetch a registered model into the local cache")
     p.add_argument("name", nargs="?", default=None, help="registered model name (default: the default model)")

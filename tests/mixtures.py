@@ -1,6 +1,7 @@
 """The GGUF file types llama.cpp's own quantizer writes, made from the default
 model, and what transformers + torch fp32 answers on each (shared by
-tests/test_mixtures.py and scripts/record_mixture_refs.py).
+tests/test_mixtures.py, test_quantize_types.py, test_quantize_mixtures.py,
+bench/model.py and scripts/record_mixture_refs.py).
 
 A mixture is made by ``llama_cpp.llama_model_quantize`` (llama-cpp-python)
 from the default SmolLM2-135M-Instruct file, requantizing its tensors (the
@@ -45,6 +46,16 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def mixture_dir(src: Path) -> Path:
+    """Where llama.cpp's files made from ``src`` are kept: one directory per source file and
+    llama.cpp build under the pyllm cache, so later runs reuse them."""
+    import llama_cpp
+
+    from pyllm.hub import cache_dir
+
+    return cache_dir() / "mixtures" / f"{sha256(src)[:16]}-llama-cpp-{llama_cpp.__version__}"
 
 
 def make_mixture(src: Path, name: str, out_dir: Path) -> Path:
@@ -95,3 +106,38 @@ def transformers_reference(path: Path, prompt_ids: List[int], new_tokens: int = 
 def chat_ids(tokenizer) -> List[int]:
     return [int(i) for i in tokenizer.apply_chat_template([{"role": "user", "content": CHAT}],
                                                           add_generation_prompt=True, tokenize=True)]
+
+
+def tensor_type_map(path: Path) -> Dict[str, str]:
+    """The GGUF type of every tensor of the file, by name."""
+    from gguf import GGUFReader
+
+    return {t.name: t.tensor_type.name for t in GGUFReader(str(path)).tensors}
+
+
+_PERPLEXITY = r"""
+import json, sys
+import numpy as np
+import llama_cpp
+path, text_file = sys.argv[1:3]
+llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_batch=1024, logits_all=True, n_threads=2, verbose=False)
+ids = llm.tokenize(open(text_file, encoding="utf-8").read().encode("utf-8"), add_bos=True)
+llm.eval(ids)
+logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)   # (T-1, V): position t predicts ids[t+1]
+logits -= logits.max(axis=1, keepdims=True)
+logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+nll = -logp[np.arange(len(ids) - 1), ids[1:]]
+print(json.dumps({"perplexity": float(np.exp(nll.mean())), "tokens": len(ids)}))
+"""
+
+
+def llama_cpp_perplexity(path: Path, text_file: Path) -> Dict[str, float]:
+    """llama.cpp's (llama-cpp-python's) perplexity of the file on a text, from its logits at
+    every position (``logits_all``), in a child process: {"perplexity", "tokens"}."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _PERPLEXITY, str(path), str(text_file)], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama.cpp failed on {path.name} (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -22,12 +22,7 @@ LOGIT_TOL = 1e-3  # as tests/test_fidelity.py: fp32 implementations summing in d
 @pytest.fixture(scope="session")
 def mixture_dir(smollm_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python makes the files (pip install '.[test]')")
-    import llama_cpp
-
-    from pyllm.hub import cache_dir
-
-    # one directory per source file and llama.cpp build: files made once, reused by later runs
-    return cache_dir() / "mixtures" / f"{mixtures.sha256(smollm_path)[:16]}-llama-cpp-{llama_cpp.__version__}"
+    return mixtures.mixture_dir(smollm_path)
 
 
 def test_the_record_covers_every_mixture():

@@ -105,9 +105,10 @@ def test_same_tensors_as_llama_cpp(name, smollm_path):
     """On every tensor of the type in llama.cpp's file made from the default model, the bytes
     are llama.cpp's: the same RMSE (printed), from the same weights."""
     pytest.importorskip("llama_cpp", reason="llama.cpp's quantizer makes the reference files (pip install '.[test]')")
-    from quantize_refs import llama_file
+    import mixtures
 
-    ref = gguf.GGUFReader(str(llama_file(smollm_path, HOLDS[name])))
+    made = mixtures.make_mixture(smollm_path, HOLDS[name], mixtures.mixture_dir(smollm_path))
+    ref = gguf.GGUFReader(str(made))
     tensors = [t for t in ref.tensors if t.tensor_type.name == name]
     assert tensors, f"{HOLDS[name]} holds no {name} tensor"
     for t in tensors[:6]:  # a bounded number of matrices per type

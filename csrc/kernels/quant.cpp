@@ -343,17 +343,6 @@ inline uint32_t load_u32(const uint8_t* p) {
     return v;
 }
 
-// the 6-bit scale and min of sub-block j of a Q4_K / Q5_K block
-inline void k4_scale_min(const uint8_t* sc, int j, int& d, int& m) {
-    if (j < 4) {
-        d = sc[j] & 0x3f;
-        m = sc[j + 4] & 0x3f;
-    } else {
-        d = (sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4);
-        m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
-}
-
 void block_parts(int type, const uint8_t* row, int64_t b, BlockParts& p) {
     const int j = int(b % 8);  // the 32-element sub-block of a 256-element super-block
     switch (type) {
@@ -406,7 +395,7 @@ void block_parts(int type, const uint8_t* row, int64_t b, BlockParts& p) {
             const uint8_t* scales = five ? b5.scales : b4.scales;
             const uint8_t* qs = (five ? b5.qs : b4.qs) + 32 * (j / 2);
             int sc, mn;
-            k4_scale_min(scales, j, sc, mn);
+            scale_min_k4(scales, j, sc, mn);
             p.s[0] = fp16_to_f32_portable(d) * float(sc);
             p.m[0] = -(fp16_to_f32_portable(dmin) * float(mn));
             for (int l = 0; l < 32; l++)

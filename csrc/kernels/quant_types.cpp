@@ -35,17 +35,6 @@ inline float bf16_to_f32(uint16_t h) {
 // 4-bit code of element j (of 32) in 16 bytes: low nibbles first, then high
 inline int nibble(const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0x0f : qs[j - 16] >> 4; }
 
-// The 6-bit scale and min of sub-block j (of 8) of a Q4_K/Q5_K block.
-inline void scale_min_k4(const uint8_t* scales, int j, int& sc, int& mn) {
-    if (j < 4) {
-        sc = scales[j] & 0x3f;
-        mn = scales[j + 4] & 0x3f;
-    } else {
-        sc = (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4);
-        mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-    }
-}
-
 }  // namespace
 
 // ---- plain arrays (a "block" is one element)

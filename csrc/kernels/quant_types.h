@@ -52,6 +52,16 @@ struct BlockQ3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16
 // top 2 bits of scales[j - 4] (sc) and scales[j] (mn) above them. q of element 32j + l: nibble j%2
 // of qs[32(j/2) + l]
 struct BlockQ4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
+// the 6-bit scale and min of sub-block j (of 8) of a Q4_K / Q5_K block, unpacked from its 12 scale bytes
+inline void scale_min_k4(const uint8_t* scales, int j, int& sc, int& mn) {
+    if (j < 4) {
+        sc = scales[j] & 0x3f;
+        mn = scales[j + 4] & 0x3f;
+    } else {
+        sc = (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4);
+        mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+    }
+}
 // Q4_K, and q gains bit j of qh[l] as its bit 4
 struct BlockQ5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 // 16 sub-blocks of 16: x = (d * scales[j]) * (q - 32); q of element 128h + 64k + l (l < 64): nibble k
