@@ -79,6 +79,9 @@ def cpu_info() -> Dict[str, Any]:
     return dict(_C.cpu_info())
 
 
+_threads_chosen = False  # set_num_threads was called (a data-parallel rank then keeps the count)
+
+
 def set_num_threads(n: int, adaptive: Optional[bool] = None) -> None:
     """Set the number of threads every kernel uses (default: ``OMP_NUM_THREADS``,
     else the physical cores this process may run on).
@@ -95,6 +98,8 @@ def set_num_threads(n: int, adaptive: Optional[bool] = None) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
     _C.set_num_threads(int(n))
+    global _threads_chosen
+    _threads_chosen = True
     if adaptive is not None:
         _C.set_adaptive_threads(bool(adaptive))
 

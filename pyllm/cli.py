@@ -362,8 +362,11 @@ def _train(args: argparse.Namespace) -> int:
     from .training import Trainer, TrainingArguments, load_splits, prepare_data, read_text
     from .training.checkpoint import last_checkpoint
     from .training.data import encode_text, read_meta, sidecar
+    from .training.distributed import get_world
 
     _check_threads(args)
+    world = get_world()  # under mpirun: this rank (each takes its share of the cores unless --threads says)
+    say = _err if world.is_main else (lambda msg: None)
     if args.threads is not None:
         from . import set_num_threads
 
@@ -389,22 +392,35 @@ def _train(args: argparse.Namespace) -> int:
         tok = _train_tokenizer(args, text)
 
     # tokens, re-encoded only when the text or the tokenizer changed
-    bin_path = out / "data" / "tokens.bin"
     fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    reuse = False
-    if bin_path.is_file() and sidecar(bin_path).is_file():
+
+    def reusable(path: Path) -> bool:
+        if not (path.is_file() and sidecar(path).is_file()):
+            return False
         try:
-            meta = read_meta(bin_path)
-            reuse = (meta.get("text_sha256") == fingerprint and meta.get("vocab_size") == tok.vocab_size
-                     and meta.get("val_fraction") == args.val_fraction and meta.get("tokenizer") == _tokenizer_fingerprint(tok))
+            meta = read_meta(path)
         except (ValueError, OSError):
-            reuse = False
-    if not reuse:
+            return False
+        return bool(meta.get("text_sha256") == fingerprint and meta.get("vocab_size") == tok.vocab_size
+                    and meta.get("val_fraction") == args.val_fraction
+                    and meta.get("tokenizer") == _tokenizer_fingerprint(tok))
+
+    def prepare(path: Path) -> None:
         t0 = time.perf_counter()
-        meta = prepare_data(args.data, tok, bin_path, val_fraction=args.val_fraction, text=text,
+        meta = prepare_data(args.data, tok, path, val_fraction=args.val_fraction, text=text,
                             extra={"val_fraction": args.val_fraction, "tokenizer": _tokenizer_fingerprint(tok)})
-        _err(f"[{meta['n_tokens']:,} tokens ({tok.vocab_size} in the vocabulary) written to {bin_path} "
-             f"in {time.perf_counter() - t0:.1f} s]")
+        say(f"[{meta['n_tokens']:,} tokens ({tok.vocab_size} in the vocabulary) written to {path} "
+            f"in {time.perf_counter() - t0:.1f} s]")
+
+    # rank 0 writes the token file; another rank uses it when it sees the same directory, else writes its own
+    bin_path = out / "data" / "tokens.bin"
+    if world.is_main and not reusable(bin_path):
+        prepare(bin_path)
+    world.barrier("waiting for rank 0 to write the token file")
+    if not world.is_main and not reusable(bin_path):
+        bin_path = out / "data" / f"rank{world.rank}" / "tokens.bin"
+        if not reusable(bin_path):
+            prepare(bin_path)
     try:
         train, val = load_splits(bin_path, args.block_size, validation=bool(args.eval_every))
     except ValueError as e:
@@ -426,7 +442,7 @@ def _train(args: argparse.Namespace) -> int:
         config = GPT2Config(vocab_size=tok.vocab_size, n_positions=args.block_size, n_embd=args.n_embd,
                             n_layer=args.n_layer, n_head=args.n_head, bos_token_id=eos, eos_token_id=eos)
         model = GPT2LMHeadModel(config, seed=args.seed)
-    _err(f"[GPT-2: {model.config.n_layer} layers, {model.config.n_head} heads, n_embd {model.config.n_embd}, "
+    say(f"[GPT-2: {model.config.n_layer} layers, {model.config.n_head} heads, n_embd {model.config.n_embd}, "
          f"context {model.config.n_positions}, {model.num_parameters():,} parameters; "
          f"{len(train):,} training tokens" + (f", {len(val):,} validation tokens]" if val is not None else "]"))
 
@@ -444,7 +460,9 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(model, targs, train_dataset=train, eval_dataset=val, tokenizer=tok)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))
-    _err(f"[trained to step {result.global_step}; model and tokenizer saved in {out}; try: "
+    if world.distributed:
+        say(f"[{world.size} ranks, {world.size * args.batch_size} blocks a step between them]")
+    say(f"[trained to step {result.global_step}; model and tokenizer saved in {out}; try: "
          f"pyllm generate --model {out} \"PROMPT\" --do-sample]")
     return 0
 

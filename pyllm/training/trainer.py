@@ -35,6 +35,7 @@ depend on it, some gradient sums do in their last bits; pin the count with
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -49,6 +50,7 @@ import numpy as np
 from .._fileio import write_text_atomic
 from ..tokenizers.files import save_tokenizer
 from . import checkpoint as ckpt
+from .distributed import get_world
 from .threads import StepThreads
 
 __all__ = ["TrainingArguments", "Trainer", "TrainOutput", "TrainingDivergedError", "get_scheduler",
@@ -216,6 +218,33 @@ def _rng_from_state(state: Dict[str, Any]) -> np.random.Generator:
     return np.random.Generator(bitgen)
 
 
+def _flat_parameters(model: Any) -> Optional[np.ndarray]:
+    fb = getattr(model, "flat_buffers", None)
+    return fb()[0] if callable(fb) else None
+
+
+def _flat_gradients(model: Any) -> Optional[np.ndarray]:
+    fb = getattr(model, "flat_buffers", None)
+    return fb()[1] if callable(fb) else None
+
+
+def _dataset_fingerprint(ds: Any) -> Dict[str, Any]:
+    """Size, block size and a hash of a spread sample of a token dataset (cheap on a memory map)."""
+    out: Dict[str, Any] = {"type": type(ds).__name__, "block_size": getattr(ds, "block_size", None)}
+    tokens = getattr(ds, "tokens", None)
+    if tokens is not None:
+        n = int(tokens.size)
+        pick = np.linspace(0, max(n - 1, 0), min(n, 65536)).astype(np.int64)
+        out["tokens"] = n
+        out["sample_sha256"] = hashlib.sha256(np.asarray(tokens[pick], dtype=np.int64).tobytes()).hexdigest()
+    else:
+        try:
+            out["len"] = len(ds)
+        except TypeError:
+            pass
+    return out
+
+
 def _finite(x: float) -> bool:
     return math.isfinite(x)
 
@@ -282,6 +311,8 @@ class Trainer:
         self._step_threads = StepThreads()
         self._eval_threads = StepThreads()
         self.out = log_file if log_file is not None else sys.stderr
+        # under mpirun: this rank's place; batches, gradients and evaluation are shared out (distributed.py)
+        self.world = get_world()
         for ds, what in ((train_dataset, "training"), (eval_dataset, "evaluation")):
             if ds is not None:
                 self._check_dataset(ds, what)
@@ -328,7 +359,8 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         a = self.args
         blocks = getattr(self.train_dataset, "num_blocks", None) or len(self.train_dataset)
-        return max(1, math.ceil(blocks / (a.per_device_train_batch_size * a.gradient_accumulation_steps)))
+        per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * self.world.size
+        return max(1, math.ceil(blocks / per_step))
 
     def get_lr(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""
@@ -352,6 +384,8 @@ class Trainer:
 
     def _log(self, entry: Dict[str, Any]) -> None:
         self.state.log_history.append(entry)
+        if not self.world.is_main:
+            return
         path = Path(self.args.output_dir) / LOG_FILE
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -365,11 +399,17 @@ class Trainer:
         if ds is None:
             raise ValueError("evaluate needs an eval_dataset")
         total, count = 0.0, 0
-        for x, y in ds.eval_batches(self.args.per_device_eval_batch_size, self.args.max_eval_batches):
+        w = self.world
+        for i, (x, y) in enumerate(ds.eval_batches(self.args.per_device_eval_batch_size, self.args.max_eval_batches)):
+            if i % w.size != w.rank:
+                continue  # another rank's batch
             n = x.shape[0]
             with self._eval_threads.step(max(int(x.size), 1)):
                 total += float(self.model.loss(x, y)) * n
             count += n
+        if w.distributed:
+            total, count_f = w.sum([total, float(count)], "summing the evaluation loss")
+            count = int(count_f)
         loss = total / max(count, 1)
         ppl = math.exp(loss) if loss < 700 else math.inf
         return {"eval_loss": loss, "perplexity": ppl}
@@ -380,6 +420,8 @@ class Trainer:
         """The model (save_pretrained) and tokenizer into ``output_dir``
         (default: args.output_dir)."""
         d = Path(output_dir or self.args.output_dir)
+        if not self.world.is_main:
+            return d  # rank 0 writes; every rank holds the same weights
         d.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(d))
         if self.tokenizer is not None:
@@ -398,6 +440,8 @@ class Trainer:
 
     def _save_checkpoint(self, rng: np.random.Generator) -> Path:
         step = self.state.global_step
+        if not self.world.is_main:
+            return Path(self.args.output_dir) / f"{ckpt.PREFIX}-{step}"
         try:
             path = ckpt.write_checkpoint(self.args.output_dir, step, lambda d: self._fill_checkpoint(d, rng))
         except OSError as e:
@@ -474,31 +518,86 @@ class Trainer:
         a checkpoint (``True``: the newest in output_dir). Raises
         :class:`TrainingDivergedError` naming the step when the loss or the
         gradient norm is NaN/inf, before that step changes any weight."""
-        a = self.args
+        if not self.world.distributed:
+            return self._train(resume_from_checkpoint)
+        try:
+            return self._train(resume_from_checkpoint)
+        except Exception as e:  # noqa: BLE001 - one rank's error must end the job, not hang the other ranks
+            self.world.abort(f"rank {self.world.rank} of {self.world.size}: {type(e).__name__}: {e}")
+            raise
+
+    def _start(self, resume: Optional[Path]) -> np.random.Generator:
+        """The run's first state (a new one, or the checkpoint's): the sampler, the optimizer, the log."""
+        a, w = self.args, self.world
         out_dir = Path(a.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_leftovers(out_dir)
-        total = self.num_training_steps()
-        resume = self._resolve_checkpoint(resume_from_checkpoint)
+        if w.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_leftovers(out_dir)
+        if w.distributed:
+            w.check_same(self._job_description(resume), "training jobs")
         if resume is not None:
-            rng = self._load_checkpoint(resume)
-            # the log restarts from what the checkpoint knew, dropping what came after it
-            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(e) + "\n" for e in self.state.log_history))
+            # rank 0 reads the checkpoint; the others receive its weights and states
+            loaded = w.run_on_main(lambda: self._load_checkpoint(resume).bit_generator.state,
+                                   f"reading checkpoint {resume}")
+            rng = _rng_from_state(loaded)
+            if w.is_main:
+                # the log restarts from what the checkpoint knew, dropping what came after it
+                write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(e) + "\n" for e in self.state.log_history))
         else:
-            self.create_optimizer()
             rng = np.random.Generator(np.random.PCG64(a.seed))
             self.state = TrainerState()
-            write_text_atomic(out_dir / LOG_FILE, "")
+            if w.is_main:
+                write_text_atomic(out_dir / LOG_FILE, "")
+        self.create_optimizer()
+        if w.distributed:
+            self._share_weights()
+        return rng
+
+    def _job_description(self, resume: Optional[Path]) -> Dict[str, Any]:
+        """What must be equal on every rank: arguments, model configuration and size, data, resume point."""
+        cfg = getattr(self.model, "config", None)
+        data = {}
+        for key, ds in (("train", self.train_dataset), ("eval", self.eval_dataset)):
+            if ds is not None:
+                data[key] = _dataset_fingerprint(ds)
+        return {"args": self.args.to_dict(), "model": type(self.model).__name__,
+                "config": cfg.to_dict() if hasattr(cfg, "to_dict") else repr(cfg),
+                "parameters": sum(int(p.size) for _, p in self.model.named_parameters()),
+                "data": data, "resume": None if resume is None else resume.name}
+
+    def _share_weights(self) -> None:
+        """Rank 0's weights, optimizer state and trainer state on every rank (a new run's seeded
+        initialisation or a checkpoint's), so all ranks start from the same point."""
+        w = self.world
+        flat = _flat_parameters(self.model)
+        if flat is not None:
+            w.broadcast_(flat, "sharing the weights")
+        else:
+            for _, p in self.model.named_parameters():
+                w.broadcast_(p, "sharing the weights")
+        opt = w.broadcast_object(self.optimizer.state_dict() if w.is_main else None, "sharing the optimizer state")
+        if not w.is_main:
+            self.optimizer.load_state_dict(opt)
+            if hasattr(self.model, "reset"):
+                self.model.reset()  # weights changed under the model: its inference runtime must rebuild
+        self.state = w.broadcast_object(self.state, "sharing the trainer state")
+
+    def _train(self, resume_from_checkpoint: Union[None, bool, str, "os.PathLike[str]"]) -> TrainOutput:
+        a = self.args
+        total = self.num_training_steps()
+        resume = self.world.run_on_main(lambda: self._resolve_checkpoint(resume_from_checkpoint),
+                                        "finding the checkpoint to resume")
+        rng = self._start(resume)
         self.state.max_steps = total
         self.state.block_size = getattr(self.train_dataset, "block_size", None)
         self.model.zero_grad()
 
         B, accum = a.per_device_train_batch_size, a.gradient_accumulation_steps
         block = int(getattr(self.train_dataset, "block_size", 1))
-        tokens_per_step = B * accum * block
+        tokens_per_step = B * accum * block * self.world.size  # over all ranks
         steps_per_epoch = self.steps_per_epoch()
         start_step = self.state.global_step
-        progress = _Progress(total, start_step, a.disable_tqdm, self.out)
+        progress = _Progress(total, start_step, a.disable_tqdm or not self.world.is_main, self.out)
         t_last, tokens_last = time.perf_counter(), 0
         run_loss, run_steps = 0.0, 0
         try:
@@ -529,14 +628,15 @@ class Trainer:
                     self._log(entry)
                     st.loss_sum, st.loss_steps = 0.0, 0
                     t_last, tokens_last = now, 0
-                    if progress.bar is None:
+                    if progress.bar is None and self.world.is_main:
                         progress.write(f"step {st.global_step}/{total}  loss {entry['loss']:.4f}  lr {lr:.3e}  "
                                        f"grad norm {norm:.3f}  {tps:,.0f} tok/s")
                 eval_every = a.eval_steps or a.logging_steps
                 if a.eval_strategy == "steps" and (st.global_step % eval_every == 0 or last):
                     metrics = self.evaluate()
                     self._log({"step": st.global_step, "epoch": round(st.epoch, 4), **metrics})
-                    progress.write(f"step {st.global_step}/{total}  eval loss {metrics['eval_loss']:.4f}  "
+                    if self.world.is_main:
+                        progress.write(f"step {st.global_step}/{total}  eval loss {metrics['eval_loss']:.4f}  "
                                    f"perplexity {metrics['perplexity']:.2f}")
                     t_last = time.perf_counter()  # evaluation time is not training throughput
                 if a.save_strategy == "steps" and (st.global_step % a.save_steps == 0 or last):
@@ -551,16 +651,28 @@ class Trainer:
         """Forward and backward over the step's micro-batches, clipping and the
         update; returns the mean loss and the gradient norm before clipping."""
         B, accum = self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps
-        loss = 0.0
-        for micro in range(accum):
-            x, y = self.train_dataset.get_batch(B, rng)
-            micro_loss = float(self.model.forward_backward(x, y))
+        w = self.world
+        losses = []
+        for _ in range(accum):
+            # every rank draws the whole global batch from the shared generator and keeps its own rows
+            x, y = self.train_dataset.get_batch(B * w.size, rng)
+            if w.distributed:
+                x, y = x[w.shard(0, B)], y[w.shard(0, B)]
+            losses.append(float(self.model.forward_backward(x, y)))
+        if w.distributed:
+            grads = _flat_gradients(self.model)
+            if grads is not None:
+                w.allreduce_sum_(grads)
+            else:
+                for _, g in self.model.named_gradients():
+                    w.allreduce_sum_(g)
+            losses = [v / w.size for v in w.sum(losses, "summing the losses")]
+        for micro, micro_loss in enumerate(losses):
             if not _finite(micro_loss):
                 raise TrainingDivergedError(self._diverged(f"the loss is {micro_loss}", step + 1, micro, accum))
-            loss += micro_loss
-        loss /= accum
-        if accum > 1:
-            self._scale_grads(1.0 / accum)
+        loss = sum(losses) / accum
+        if accum * w.size > 1:
+            self._scale_grads(1.0 / (accum * w.size))
         norm = self._clip()
         if not _finite(norm):
             raise TrainingDivergedError(self._diverged(f"the gradient norm is {norm}", step + 1, None, accum))

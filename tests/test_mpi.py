@@ -1,0 +1,165 @@
+"""Data-parallel training under mpirun (Open MPI + mpi4py): N ranks with per-rank batch b give the
+losses and weights of one process with batch N*b; resume with another N; a rank that dies or stalls ends
+the job in bounded time; ranks started on different data refuse to train. Each job runs as child
+processes with a timeout (tests/mpi_worker.py, `pyllm train`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "mpi_worker.py"
+
+mpi4py = pytest.importorskip("mpi4py", reason="mpi4py is needed for the data-parallel tests (the test extra)")
+MPIRUN = shutil.which("mpirun")
+if MPIRUN is None:
+    pytest.skip("mpirun (Open MPI) is not installed", allow_module_level=True)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update({
+        "OMP_NUM_THREADS": "1",  # one thread per process on both sides: the comparison is about ranks
+        "PYLLM_ADAPTIVE_THREADS": "0",
+        # containers run tests as root and may forbid the single-copy shared-memory path
+        "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMPI_MCA_btl_vader_single_copy_mechanism": "none", "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    })
+    return env
+
+
+def run(cmd, cwd, timeout=240, check=True, env=None):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+    p.seconds = time.monotonic() - t0
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
+    return p
+
+
+def mpirun(n, args, cwd, **kw):
+    return run([MPIRUN, "-n", str(n), "--oversubscribe", sys.executable, str(WORKER), *args], cwd, **kw)
+
+
+def single(args, cwd, **kw):
+    return run([sys.executable, str(WORKER), *args], cwd, **kw)
+
+
+def log(out: Path):
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in rows if "loss" in r]
+    evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
+    return np.array(train), np.array(evals), rows
+
+
+def weights(out: Path):
+    return np.load(out / "weights.npy")
+
+
+def assert_same_run(a: Path, b: Path):
+    la, ea, ra = log(a)
+    lb, eb, rb = log(b)
+    assert len(la) == len(lb) > 0 and len(ea) == len(eb) > 0
+    np.testing.assert_allclose(la, lb, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(ea, eb, rtol=1e-6, atol=0)
+    assert [r["learning_rate"] for r in ra if "loss" in r] == [r["learning_rate"] for r in rb if "loss" in r]
+    wa, wb = weights(a), weights(b)
+    assert wa.shape == wb.shape
+    # AdamW divides each gradient by its own running size, so reduction-order noise in a tiny gradient moves its
+    # weight by a fraction of the learning rate (3e-3): measured up to 3.5e-6, 4e-9 on average
+    np.testing.assert_allclose(wa, wb, atol=1e-4, rtol=0)
+    assert np.abs(wa - wb).mean() < 1e-7
+
+
+@pytest.mark.parametrize("ranks,per_rank,accum", [(2, 3, 1), (3, 2, 1), (2, 2, 2)])
+def test_ranks_equal_one_process_with_the_global_batch(tmp_path, ranks, per_rank, accum):
+    one, many = tmp_path / "one", tmp_path / "many"
+    steps = ["--steps", "7", "--accum", str(accum)]
+    single([str(one), "--batch", str(ranks * per_rank), *steps], tmp_path)
+    mpirun(ranks, [str(many), "--batch", str(per_rank), *steps], tmp_path)
+    assert_same_run(one, many)
+    assert (many / "comm.txt").read_text().split()[0] == str(ranks)
+    # rank 0 alone writes: one log, one model
+    assert not list(tmp_path.glob("many/rank*"))
+
+
+def test_resume_with_another_number_of_ranks(tmp_path):
+    """2 ranks x 3 blocks, stopped after the checkpoint at step 4, resumed by 3 ranks x 2 blocks (the same global
+    batch of 6): equals one uninterrupted process with batch 6."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    single([str(whole), "--batch", "6", "--steps", "8"], tmp_path)
+    p = mpirun(2, [str(split), "--batch", "3", "--steps", "8", "--save-every", "4", "--die-rank", "0",
+                   "--die-step", "6"], tmp_path, check=False)
+    assert p.returncode != 0 and (split / "checkpoint-4").is_dir() and not (split / "weights.npy").exists()
+    mpirun(3, [str(split), "--batch", "2", "--steps", "8", "--resume"], tmp_path)
+    assert_same_run(whole, split)
+
+
+def test_a_rank_that_dies_ends_the_job_and_the_checkpoint_resumes(tmp_path):
+    out = tmp_path / "run"
+    p = mpirun(2, [str(out), "--batch", "2", "--steps", "10", "--save-every", "3", "--die-rank", "1",
+                   "--die-step", "8"], tmp_path, check=False, timeout=120)
+    assert p.returncode != 0
+    assert p.seconds < 100, p.seconds
+    assert "signal 9" in p.stdout + p.stderr or "Killed" in p.stdout + p.stderr, p.stderr[-2000:]
+    last = sorted(out.glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]))[-1]
+    assert last.name == "checkpoint-6"
+    mpirun(2, [str(out), "--batch", "2", "--steps", "10", "--resume"], tmp_path)
+    whole = tmp_path / "whole"
+    single([str(whole), "--batch", "4", "--steps", "10"], tmp_path)
+    assert_same_run(whole, out)
+
+
+def test_a_rank_that_stalls_is_abandoned_after_the_timeout(tmp_path):
+    env = _env()
+    env["PYLLM_MPI_TIMEOUT"] = "5"
+    p = mpirun(2, [str(tmp_path / "run"), "--batch", "2", "--steps", "20", "--hang-rank", "1", "--hang-step", "4"],
+               tmp_path, check=False, timeout=120, env=env)
+    assert p.returncode != 0
+    assert p.seconds < 60, p.seconds
+    assert "no answer from the other ranks for 5 s" in p.stderr, p.stderr[-2000:]
+
+
+def test_ranks_on_different_data_refuse_to_start(tmp_path):
+    p = mpirun(2, [str(tmp_path / "run"), "--batch", "2", "--steps", "3", "--data-seed", "-3"], tmp_path,
+               check=False, timeout=120)
+    assert p.returncode != 0
+    assert "the ranks were started with different training jobs" in p.stderr, p.stderr[-2000:]
+    assert re.search(r"rank 1 has data\.(train|eval)\.sample_sha256='[0-9a-f]{64}' where rank 0 has '[0-9a-f]{64}'",
+                     p.stderr), p.stderr[-2000:]
+    assert not (tmp_path / "run" / "weights.npy").exists()
+
+
+def test_pyllm_train_command_under_mpirun(tmp_path):
+    text = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 60)
+    data = tmp_path / "text.txt"
+    data.write_text(text)
+    flags = ["--data", str(data), "--max-steps", "6", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--eval-every", "3", "--log-every", "1", "--no-progress"]
+    pyllm_cmd = [sys.executable, "-m", "pyllm.cli", "train"]
+    run([*pyllm_cmd, "--out", str(tmp_path / "one"), "--batch-size", "4", *flags], tmp_path)
+    p = run([MPIRUN, "-n", "2", "--oversubscribe", *pyllm_cmd, "--out", str(tmp_path / "two"), "--batch-size", "2",
+             *flags], tmp_path)
+    assert "2 ranks, 4 blocks a step" in p.stderr
+    la, ea, _ = log(tmp_path / "one")
+    lb, eb, _ = log(tmp_path / "two")
+    assert len(la) == len(lb) == 6
+    np.testing.assert_allclose(la, lb, rtol=1e-6)
+    np.testing.assert_allclose(ea, eb, rtol=1e-6)
+
+
+def test_single_process_does_not_import_mpi(tmp_path):
+    code = ("import sys, pyllm.training.distributed as d; w = d.get_world(); "
+            "assert (w.size, w.rank, w.distributed) == (1, 0, False); assert 'mpi4py' not in sys.modules")
+    env = {k: v for k, v in _env().items() if not k.startswith(("OMPI_COMM_WORLD", "PMI"))}
+    run([sys.executable, "-c", code], tmp_path, env=env)
