@@ -41,7 +41,7 @@ def right_padded(seed=0):
 
 
 def test_padded_batch_forward_equals_each_sequence_alone(isa):
-    model = _perturbed(BertForSequenceClassification(tiny_config(), num_labels=3, seed=5)).eval()
+    model = _perturbed(BertForSequenceClassification(tiny_config(init_num_labels=3), seed=5)).eval()
     ids, types, mask = right_padded()
     L = model.config.num_hidden_layers
     logits = model(ids, attention_mask=mask, token_type_ids=types).logits  # only the real tokens computed
@@ -68,10 +68,10 @@ def test_padded_batch_forward_equals_each_sequence_alone(isa):
 
 
 def test_padded_batch_gradients_equal_the_sequences_alone(isa):
-    cfg = tiny_config()
+    cfg = tiny_config(init_num_labels=3)
     ids, types, mask = right_padded(1)
     labels = np.array([0, 2, 1, 1, 0, 2])
-    model = _perturbed(BertForSequenceClassification(cfg, num_labels=3, seed=6)).eval()
+    model = _perturbed(BertForSequenceClassification(cfg, seed=6)).eval()
     loss = model.forward_backward(ids, labels, attention_mask=mask, token_type_ids=types)
     batch_grads = model._grads.copy()
     gpos = model.grads["bert.embeddings.position_embeddings.weight"].copy()  # (24, C)
@@ -95,7 +95,7 @@ def test_left_padding_and_holes_match_the_padded_graph(isa):
     # masked positions anywhere (left padding, holes): positions stay absolute as in transformers, so
     # the check is against the padded batch computed whole (every position a query)
     cfg = tiny_config()
-    model = _perturbed(BertForSequenceClassification(cfg, num_labels=2, seed=7)).eval()
+    model = _perturbed(BertForSequenceClassification(cfg, seed=7)).eval()
     rng = np.random.default_rng(3)
     ids = rng.integers(1, 70, size=(4, 16))
     mask = np.ones_like(ids)
@@ -125,8 +125,8 @@ def test_hidden_dropout_masks_do_not_depend_on_the_packing():
     # sequence over its block of computed rows, so they change when padded queries join it.)
     cfg = tiny_config(hidden_dropout_prob=0.2)
     ids, types, mask = right_padded(2)
-    a = BertForSequenceClassification(cfg, num_labels=2, seed=8)
-    b = BertForSequenceClassification(cfg, num_labels=2, seed=8)
+    a = BertForSequenceClassification(cfg, seed=8)
+    b = BertForSequenceClassification(cfg, seed=8)
     assert a.training
     la = a(ids, attention_mask=mask, token_type_ids=types).logits
     lb = b(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True).logits
