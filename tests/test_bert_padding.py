@@ -119,11 +119,10 @@ def test_left_padding_and_holes_match_the_padded_graph(isa):
     np.testing.assert_allclose(emb, (h * m).sum(1) / m.sum(1), atol=1e-6, rtol=0)
 
 
-def test_hidden_dropout_masks_do_not_depend_on_the_packing():
-    # a hidden-state dropout mask is a function of (seed, site, padded position): the same whether
-    # the padded positions are computed or not. (Attention-probability masks are drawn per
-    # sequence over its block of computed rows, so they change when padded queries join it.)
-    cfg = tiny_config(hidden_dropout_prob=0.2)
+def test_dropout_masks_do_not_depend_on_the_packing():
+    # a dropout mask is a function of (seed, site, padded position): the same whether the padded
+    # positions are computed or not, so training-mode outputs agree too
+    cfg = tiny_config(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
     ids, types, mask = right_padded(2)
     a = BertForSequenceClassification(cfg, seed=8)
     b = BertForSequenceClassification(cfg, seed=8)
@@ -145,3 +144,21 @@ def test_edge_lengths(lengths):
     emb = model.embed(ids, attention_mask=mask)
     for b, n in enumerate(lengths):
         np.testing.assert_allclose(emb[b], model.embed(ids[b:b + 1, :n])[0], atol=2e-6, rtol=0)
+
+
+def test_training_gradients_with_dropout_do_not_depend_on_the_packing(isa):
+    # the same dropout masks on the real tokens: the gradients of a step that skips the padded
+    # positions equal those of one that computes them, to float32 rounding
+    cfg = tiny_config(init_num_labels=2, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    model = _perturbed(BertForSequenceClassification(cfg, seed=10))
+    ids, types, mask = right_padded(4)
+    mask[2, :5] = 0  # left padding too: the pooler's first token is padded
+    dlogits = np.random.default_rng(5).standard_normal((len(LENGTHS), 2)).astype(np.float32)
+    grads = []
+    for pad_rows in (False, True):
+        model._rt.forward(model._params, ids, types, mask, 0.2, 0.2, 0.0, 77, pad_rows=pad_rows)
+        g = np.zeros_like(model._grads)
+        model._rt.backward(model._params, g, dlogits=dlogits)
+        grads.append(g)
+    scale = np.abs(grads[1]).max()
+    assert np.abs(grads[0] - grads[1]).max() <= 1e-5 * scale

@@ -86,6 +86,10 @@ void EncoderModel::resize(int64_t B, int64_t T) {
     for (auto* v : {&seq_, &att_off_}) v->assign(B + 1, 0);
     keys_.assign(B, 0);
     kmask_.assign(R, 0.0f);
+    pmask_.assign(R, 0.0f);
+    pad_qkv_.clear();
+    pad_dqkv_.clear();
+    pad_drop_.clear();
     emb_.assign(R * C, 0.0f);
     emb_mean_.assign(R, 0.0f);
     emb_rstd_.assign(R, 0.0f);
@@ -113,7 +117,10 @@ void EncoderModel::pack(const int64_t* mask, bool pad_rows) {
             kmask_[r] = key ? 0.0f : -INFINITY;
             row_of_[b * T + t] = r++;
         };
-        for (int64_t t = 0; t < T; t++) row_of_[b * T + t] = -1;
+        for (int64_t t = 0; t < T; t++) {
+            row_of_[b * T + t] = -1;
+            pmask_[b * T + t] = m[t] ? 0.0f : -INFINITY;
+        }
         for (int64_t t = 0; t < T; t++)
             if (m[t]) take(t, true);
         keys_[b] = r - seq_[b];
@@ -125,19 +132,29 @@ void EncoderModel::pack(const int64_t* mask, bool pad_rows) {
     }
     seq_[B] = r;
     N_ = r;
-    A_ = att_off_[B];
+    A_ = padded_attention() ? NH * B * T * T : att_off_[B];
 }
 
-// Dropout of the (N,C) rows x at a site: row r's mask is a function of (seed,
-// site, its padded index), so a token keeps its mask however the batch packs.
-void EncoderModel::dropout_rows(float* x, float p, int64_t site) const {
+// rows (N,W) -> their places in out (B*T,W); rows not computed are left as they are
+void EncoderModel::scatter_rows(float* out, const float* rows, int64_t W) const {
+    for (int64_t r = 0; r < N_; r++) std::memcpy(out + src_[r] * W, rows + r * W, sizeof(float) * W);
+}
+
+// padded (B*T,W) -> the computed rows (N,W)
+void EncoderModel::gather_rows(float* rows, const float* padded, int64_t W) const {
+    for (int64_t r = 0; r < N_; r++) std::memcpy(rows + r * W, padded + src_[r] * W, sizeof(float) * W);
+}
+
+// Dropout of the (N,C) rows x at a site, drawn on the padded (B*T,C) layout:
+// a token's mask depends on (seed, site, its padded index) only, however the
+// batch packs.
+void EncoderModel::dropout_rows(float* x, float p, int64_t site) {
     if (p <= 0.0f) return;
-    const KernelTable& k = kernels();
-    const int64_t C = cfg_.hidden;
-    const uint64_t seed = site_seed(site);
-    const int64_t* src = src_.data();
-#pragma omp parallel for num_threads(max_threads()) schedule(static)
-    for (int64_t r = 0; r < N_; r++) k.dropout_forward(x + r * C, C, p, mix64(seed + uint64_t(src[r])));
+    const int64_t C = cfg_.hidden, R = B_ * T_;
+    if (pad_drop_.size() != size_t(R * C)) pad_drop_.assign(R * C, 0.0f);
+    scatter_rows(pad_drop_.data(), x, C);
+    kernels().dropout_forward(pad_drop_.data(), R * C, p, site_seed(site));
+    gather_rows(x, pad_drop_.data(), C);
 }
 
 void EncoderModel::hidden_into(int64_t l, float* out) const {
@@ -184,11 +201,21 @@ void EncoderModel::forward(const float* P, const int64_t* ids, const int64_t* ty
         float* r2 = r2_.data() + l * R * C;
         // attention block: a1 = LayerNorm(x + dropout(attn(x) @ Wo^T + bo))
         k.sgemm_bias(qkv, x, P + lp.qkv_w, P + lp.qkv_b, N, 3 * C, C, false, true, false, gw);
-        // each sequence's block of rows attends over its own keys
-        for (int64_t b = 0; b < B; b++)
-            k.attention_masked_forward(ctx + seq_[b] * C, att_.data() + l * A_ + att_off_[b], qkv + seq_[b] * 3 * C,
-                                       kmask_.data() + seq_[b], 1, seq_[b + 1] - seq_[b], C, NH, drop_.attention,
-                                       mix64(site_seed(1 + 4 * l) + uint64_t(b)), gw);
+        if (padded_attention()) {
+            // on the padded layout, the masks of (B,NH,T,T); rows not computed hold stale finite
+            // values there, masked as keys, and their outputs are dropped
+            if (pad_qkv_.size() != size_t(R * 3 * C)) pad_qkv_.assign(R * 3 * C, 0.0f);
+            scatter_rows(pad_qkv_.data(), qkv, 3 * C);
+            k.attention_masked_forward(d_ctx_.data(), att_.data() + l * A_, pad_qkv_.data(), pmask_.data(), B, T, C,
+                                       NH, drop_.attention, site_seed(1 + 4 * l), gw);
+            gather_rows(ctx, d_ctx_.data(), C);
+        } else {
+            // each sequence's block of rows attends over its own keys
+            for (int64_t b = 0; b < B; b++)
+                k.attention_masked_forward(ctx + seq_[b] * C, att_.data() + l * A_ + att_off_[b],
+                                           qkv + seq_[b] * 3 * C, kmask_.data() + seq_[b], 1, seq_[b + 1] - seq_[b],
+                                           C, NH, 0.0f, 0, gw);
+        }
         k.sgemm_bias(tmp_.data(), ctx, P + lp.ao_w, P + lp.ao_b, N, C, C, false, true, false, gw);
         dropout_rows(tmp_.data(), drop_.hidden, 2 + 4 * l);
         k.residual_forward(r1, tmp_.data(), x, N * C);
@@ -291,11 +318,22 @@ void EncoderModel::backward(const float* P, float* G, const float* dlogits, cons
         k.bias_backward(G + lp.ao_b, tmp_.data(), N, C, gw);
         k.sgemm(d_ctx_.data(), tmp_.data(), P + lp.ao_w, N, C, C, false, false, false, gw);
         std::memset(d_qkv_.data(), 0, 3 * N * rowbytes);
-        for (int64_t b = 0; b < B; b++)
-            k.attention_masked_backward(d_qkv_.data() + seq_[b] * 3 * C, d_ctx_.data() + seq_[b] * C,
-                                        qkv + seq_[b] * 3 * C, att_.data() + l * A_ + att_off_[b], 1,
-                                        seq_[b + 1] - seq_[b], C, NH, drop_.attention,
-                                        mix64(site_seed(1 + 4 * l) + uint64_t(b)), gw);
+        if (padded_attention()) {
+            // the forward's padded layout again; the gradient is 0 at rows not computed
+            if (pad_dqkv_.size() != size_t(R * 3 * C)) pad_dqkv_.assign(R * 3 * C, 0.0f);
+            scatter_rows(pad_qkv_.data(), qkv, 3 * C);
+            zero(tmp_);
+            scatter_rows(tmp_.data(), d_ctx_.data(), C);
+            zero(pad_dqkv_);
+            k.attention_masked_backward(pad_dqkv_.data(), tmp_.data(), pad_qkv_.data(), att_.data() + l * A_, B, T,
+                                        C, NH, drop_.attention, site_seed(1 + 4 * l), gw);
+            gather_rows(d_qkv_.data(), pad_dqkv_.data(), 3 * C);
+        } else {
+            for (int64_t b = 0; b < B; b++)
+                k.attention_masked_backward(d_qkv_.data() + seq_[b] * 3 * C, d_ctx_.data() + seq_[b] * C,
+                                            qkv + seq_[b] * 3 * C, att_.data() + l * A_ + att_off_[b], 1,
+                                            seq_[b + 1] - seq_[b], C, NH, 0.0f, 0, gw);
+        }
         k.sgemm(G + lp.qkv_w, d_qkv_.data(), x, 3 * C, C, N, true, false, true, gw);
         k.bias_backward(G + lp.qkv_b, d_qkv_.data(), N, 3 * C, gw);
         k.sgemm(d_h_.data(), d_qkv_.data(), P + lp.qkv_w, N, C, 3 * C, false, false, true, gw);

@@ -86,7 +86,9 @@ private:
     };
     void resize(int64_t B, int64_t T);
     void pack(const int64_t* mask, bool pad_rows);
-    void dropout_rows(float* x, float p, int64_t site) const;
+    void dropout_rows(float* x, float p, int64_t site);
+    void scatter_rows(float* out, const float* rows, int64_t W) const;
+    void gather_rows(float* rows, const float* padded, int64_t W) const;
     float* work(int64_t floats);
     uint64_t site_seed(int64_t site) const;
 
@@ -110,6 +112,15 @@ private:
     // att_off_[B] floats
     std::vector<int64_t> seq_, keys_, att_off_, src_, row_of_;
     std::vector<float> kmask_;
+    // With attention dropout the attention runs on the padded layout, so its
+    // masks are the padded (B,NH,T,T) ones whatever the packing: pmask_ (B*T)
+    // the additive key mask, pad_qkv_/pad_dqkv_ (B*T,3C) the rows scattered
+    // there (allocated at first use); att then holds (B,NH,T,T) per layer.
+    std::vector<float> pmask_, pad_qkv_, pad_dqkv_;
+    // hidden-state dropout likewise draws on the padded (B*T,C) layout: pad_drop_
+    // (B*T,C) holds the rows meanwhile (allocated at first use)
+    std::vector<float> pad_drop_;
+    bool padded_attention() const { return drop_.attention > 0.0f; }
     // activations over the N rows (buffers sized for R = B*T): the embedding
     // sum before its norm (R,C) with the norm's mean and rstd; h_ (L+1,R,C)
     // each layer's input and the last output; per layer qkv (L,R,3C), att
