@@ -60,7 +60,7 @@ void check_range(const I64& a, const char* name, int64_t limit) {
 
 void encoder_forward(pyllm::EncoderModel& m, const py::object& params, const py::object& ids_obj,
                      const py::object& types_obj, const py::object& mask_obj, float p_hidden, float p_attention,
-                     float p_classifier, uint64_t seed) {
+                     float p_classifier, uint64_t seed, bool pad_rows) {
     const pyllm::EncoderConfig& c = m.config();
     F32 P = flat(params, "params", m.num_parameters());
     I64 ids = checked<int64_t>(ids_obj, "input_ids", 2, "int64");
@@ -92,7 +92,7 @@ void encoder_forward(pyllm::EncoderModel& m, const py::object& params, const py:
     pyllm::EncoderDropout d{p_hidden, p_attention, p_classifier, seed};
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(m.mutex());
-    m.forward(P.data(), ids.data(), types.data(), mask.data(), B, T, d);
+    m.forward(P.data(), ids.data(), types.data(), mask.data(), B, T, d, pad_rows);
 }
 
 py::object optional_f32(const py::object& obj, const char* name, std::vector<int64_t> shape) {
@@ -159,16 +159,25 @@ void bind_encoder(py::module_& m) {
         .def_property_readonly("num_parameters", &pyllm::EncoderModel::num_parameters)
         .def("forward", &encoder_forward, py::arg("params"), py::arg("input_ids"), py::arg("token_type_ids"),
              py::arg("attention_mask"), py::arg("p_hidden") = 0.0f, py::arg("p_attention") = 0.0f,
-             py::arg("p_classifier") = 0.0f, py::arg("seed") = 0)
+             py::arg("p_classifier") = 0.0f, py::arg("seed") = 0, py::arg("pad_rows") = false)
         .def("backward", &encoder_backward, py::arg("params"), py::arg("grads"), py::arg("dlogits") = py::none(),
              py::arg("dpooled") = py::none(), py::arg("dlast") = py::none())
         .def("hidden", [](pyllm::EncoderModel& mm, int64_t l) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             expect(mm.batch() > 0, "no forward has run");
             expect(l >= 0 && l <= mm.config().layers, "hidden: layer index out of range");
-            return copy_out(mm, mm.hidden(l), {py::ssize_t(mm.batch()), py::ssize_t(mm.time()),
-                                               py::ssize_t(mm.config().hidden)});
+            F32 out({py::ssize_t(mm.batch()), py::ssize_t(mm.time()), py::ssize_t(mm.config().hidden)});
+            float* dst = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                mm.hidden_into(l, dst);
+            }
+            return out;
         }, py::arg("layer"))
+        .def_property_readonly("rows", [](pyllm::EncoderModel& mm) {
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            return mm.rows();
+        })
         .def("pooled", [](pyllm::EncoderModel& mm) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             expect(mm.batch() > 0 && mm.config().pooler, "no pooled output (no forward yet, or no pooler)");

@@ -357,15 +357,19 @@ class BertPreTrainedModel:
                 raise ValueError(f"token_type_ids has shape {types.shape}, input_ids {(B, T)}")
         return np.ascontiguousarray(ids), np.ascontiguousarray(types), mask
 
-    def _run(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray, training: bool) -> None:
-        """The C++ forward (the lock held by the caller); dropout when ``training``."""
+    def _run(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray, training: bool,
+             pad_rows: bool = False) -> None:
+        """The C++ forward (the lock held by the caller); dropout when ``training``. Only the
+        unmasked tokens (and the pooler's first token) are computed unless ``pad_rows``:
+        padded positions change nothing else, and their hidden states read 0 without it."""
         c = self.config
         if training:
             seed = int(self._rng.integers(0, 2**63 - 1))
             self._rt.forward(self._params, ids, types, mask, float(c.hidden_dropout_prob),
-                             float(c.attention_probs_dropout_prob), c.classifier_dropout_prob, seed)
+                             float(c.attention_probs_dropout_prob), c.classifier_dropout_prob, seed,
+                             pad_rows=pad_rows)
         else:
-            self._rt.forward(self._params, ids, types, mask)
+            self._rt.forward(self._params, ids, types, mask, pad_rows=pad_rows)
 
     def _hidden_states(self, template: Any) -> Tuple[Any, ...]:
         return tuple(like_input(template, self._rt.hidden(i)) for i in range(self.config.num_hidden_layers + 1))
@@ -523,7 +527,7 @@ class BertModel(BertPreTrainedModel):
         _no_extra(kwargs)
         with self._lock:
             ids, types, mask = self._inputs(input_ids, attention_mask, token_type_ids)
-            self._run(ids, types, mask, self.training)
+            self._run(ids, types, mask, self.training, pad_rows=True)  # transformers' values at padding too
             L = self.config.num_hidden_layers
             last = like_input(input_ids, self._rt.hidden(L))
             pooled = like_input(input_ids, self._rt.pooled()) if "pooler.dense.weight" in self.params else None
@@ -721,7 +725,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         with self._lock:
             ids, types, mask = self._inputs(input_ids, attention_mask, token_type_ids)
             lab = self._labels(labels, ids.shape[0]) if labels is not None else None
-            self._run(ids, types, mask, self.training)
+            self._run(ids, types, mask, self.training, pad_rows=bool(output_hidden_states))
             logits = self._rt.logits()
             hs = self._hidden_states(input_ids) if output_hidden_states else None
         loss: Any = None
