@@ -1188,7 +1188,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("cpu_info", &cpu_info);
     m.def("set_isa", [](const std::string& isa) { pyllm::set_isa(isa); }, py::arg("isa"));
     m.def("get_isa", []() { return std::string(kernels().isa); });
-    m.def("set_num_threads", &pyllm::set_num_threads, py::arg("n"));
+    m.def("set_num_threads", [](int64_t n) { pyllm::set_num_threads(n); }, py::arg("n"));
+    m.attr("MAX_THREADS") = pyllm::kMaxThreads;
     m.def("set_adaptive_threads", &pyllm::set_adaptive_threads, py::arg("on"));
     m.def("get_num_threads", &pyllm::num_threads);
     void bind_threads(py::module_&); bind_threads(m);  // ThreadChooser, ScopedThreads (bind_threads.cpp)
@@ -1225,7 +1226,8 @@ PYBIND11_MODULE(_C, m) {
         .def_property_readonly("file_size", &pyllm::GGUFFile::file_size)
         .def("metadata", &gguf_metadata)
         .def("tensors", &gguf_tensors)
-        .def("tensor_bytes", &gguf_tensor_bytes, py::arg("name"));
+        .def("tensor_bytes", &gguf_tensor_bytes, py::arg("name"))
+        .def("changed", &pyllm::GGUFFile::changed);
     py::class_<pyllm::DecoderModel, DecoderPtr>(m, "DecoderModel")
         .def(py::init(&make_decoder), py::arg("spec"), py::arg("tensors"), py::arg("rope"),
              py::arg("release_source") = false)

@@ -95,13 +95,21 @@ def set_num_threads(n: int, adaptive: Optional[bool] = None) -> None:
     >>> pyllm.set_num_threads(1); pyllm.get_num_threads()
     1
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
+    _check_num_threads(n, "set_num_threads: n")
     _C.set_num_threads(int(n))
     global _threads_chosen
     _threads_chosen = True
     if adaptive is not None:
         _C.set_adaptive_threads(bool(adaptive))
+
+
+def _check_num_threads(n: Any, name: str) -> None:
+    """Raise TypeError unless ``n`` is an int (numpy integers too; not a bool or float), ValueError
+    unless it is in [1, MAX_THREADS] (1024); ``name`` is the argument in the message."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an int (a thread count), got {type(n).__name__} {n!r}")
+    if not 1 <= int(n) <= _C.MAX_THREADS:
+        raise ValueError(f"{name} must be in [1, {_C.MAX_THREADS}] (a thread count), got {int(n)}")
 
 
 def get_num_threads() -> int:

@@ -1,7 +1,7 @@
 # Thread counts and threads against the runtime: set_num_threads while kernels
 # run on other threads, and interpreter exit while a daemon thread is inside a
 # call. Each probe runs in a child process, so a signal fails the test instead
-# of the run. Not the several-threads stress run (test_thread_stress.py).
+# of the run. Not the several-threads stress run (test_hardening_stress.py).
 
 from __future__ import annotations
 
@@ -168,3 +168,56 @@ def test_exit_while_a_daemon_thread_is_in_a_kernel():
     for _ in range(3):
         proc = _run_child(code)
         assert proc.returncode == 0 and "leaving" in proc.stdout, _describe(proc)
+
+
+BAD_COUNTS = [
+    (99999999999, ValueError, r"set_num_threads: n must be in \[1, 1024\] \(a thread count\), got 99999999999"),
+    (2**70, ValueError, r"got 1180591620717411303424"),
+    (1025, ValueError, r"must be in \[1, 1024\]"),
+    (0, ValueError, r"must be in \[1, 1024\] \(a thread count\), got 0"),
+    (-3, ValueError, r"got -3"),
+    (True, TypeError, r"set_num_threads: n must be an int \(a thread count\), got bool True"),
+    (2.0, TypeError, r"got float 2\.0"),
+    ("4", TypeError, r"got str '4'"),
+    (None, TypeError, r"got NoneType None"),
+]
+
+
+@pytest.mark.parametrize("n, error, message", BAD_COUNTS, ids=[repr(c[0])[:12] for c in BAD_COUNTS])
+def test_set_num_threads_refuses_bad_counts(n, error, message):
+    import pyllm
+
+    before = pyllm.get_num_threads()
+    with pytest.raises(error, match=message):
+        pyllm.set_num_threads(n)
+    assert pyllm.get_num_threads() == before  # nothing changed
+
+
+@pytest.mark.parametrize("n, error, message", BAD_COUNTS[:6], ids=[repr(c[0])[:12] for c in BAD_COUNTS[:6]])
+def test_from_pretrained_refuses_bad_n_threads(n, error, message):
+    from pyllm import AutoModelForCausalLM
+
+    with pytest.raises(error, match=message.replace("set_num_threads: n", "n_threads")):
+        AutoModelForCausalLM.from_pretrained(TINY, n_threads=n)
+
+
+def test_the_private_binding_refuses_too():
+    # the compiled function is the last line: a count past the int range or over the cap raises
+    # ValueError/TypeError there as well, never a wrapped-around count of threads
+    import pyllm
+    from pyllm import _C
+
+    with pytest.raises(ValueError, match=r"set_num_threads: n must be an integer in \[1, 1024\], got 5000"):
+        _C.set_num_threads(5000)
+    with pytest.raises(TypeError):
+        _C.set_num_threads(2**70)
+    assert 1 <= pyllm.get_num_threads() <= 1024
+
+
+def test_huge_omp_num_threads_is_capped():
+    # it used to overflow atoi (or ask OpenMP for as many threads as it said)
+    proc = subprocess.run([sys.executable, "-c", "import pyllm; print(pyllm.get_num_threads())"],
+                          capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
+                          env=dict(os.environ, OMP_NUM_THREADS="99999999999"))
+    assert proc.returncode == 0, _describe(proc)
+    assert proc.stdout.strip() == "1024"

@@ -152,8 +152,9 @@ std::atomic<const KernelTable*> g_table{nullptr};
 // counting hyperthread siblings once; the logical count when sysfs is absent.
 int default_threads() {
     if (const char* env = std::getenv("OMP_NUM_THREADS")) {
-        const int n = std::atoi(env);
-        if (n > 0) return n;
+        // OMP_NUM_THREADS=99999999999 is capped, not an overflowed atoi or a million threads
+        const long long n = std::strtoll(env, nullptr, 10);
+        if (n > 0) return int(n < kMaxThreads ? n : kMaxThreads);
     }
 #if defined(__linux__)
     cpu_set_t mask;
@@ -259,9 +260,11 @@ bool adaptive_threads() {
 
 void set_adaptive_threads(bool on) { g_adaptive.store(on ? 1 : 0, std::memory_order_relaxed); }
 
-void set_num_threads(int n) {
-    if (n < 1) throw std::invalid_argument("number of threads must be at least 1, got " + std::to_string(n));
-    g_threads.store(n, std::memory_order_relaxed);
+void set_num_threads(int64_t n) {
+    if (n < 1 || n > kMaxThreads)
+        throw std::invalid_argument("set_num_threads: n must be an integer in [1, " + std::to_string(kMaxThreads) +
+                                    "], got " + std::to_string(n));
+    g_threads.store(int(n), std::memory_order_relaxed);
 }
 
 }  // namespace pyllm

@@ -99,7 +99,9 @@ std::vector<std::string> cpu_features();
 // The process-wide thread count (set_num_threads, OMP_NUM_THREADS, or the
 // physical cores); num_threads() (common.h) is what a kernel called from
 // this thread uses: max_threads(), unless a ScopedThreads says fewer.
-void set_num_threads(int n);
+// n must be in [1, kMaxThreads] (std::invalid_argument otherwise).
+constexpr int64_t kMaxThreads = 1024;
+void set_num_threads(int64_t n);
 int max_threads();
 // Whether the runtime may run a call on one thread when that has lately been
 // faster (ThreadChooser); on by default, PYLLM_ADAPTIVE_THREADS=0 turns it off.

@@ -184,14 +184,19 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
         throw std::invalid_argument("not a regular file: " + path);
     }
     size_ = uint64_t(st.st_size);
+    mtime_ns_ = int64_t(st.st_mtim.tv_sec) * 1000000000 + int64_t(st.st_mtim.tv_nsec);
     if (size_ < 24) {
         ::close(fd);
         throw std::invalid_argument("not a GGUF file (only " + std::to_string(size_) +
                                     " bytes): " + path);
     }
     void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (m == MAP_FAILED) throw std::runtime_error("cannot map " + path + ": " + std::strerror(errno));
+    if (m == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        throw std::runtime_error("cannot map " + path + ": " + std::strerror(err));
+    }
+    fd_ = fd;
     base_ = static_cast<const uint8_t*>(m);
     try {
         Reader r{base_, size_};
@@ -289,12 +294,30 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
     } catch (...) {
         ::munmap(const_cast<uint8_t*>(base_), size_t(size_));
         base_ = nullptr;
+        ::close(fd_);
+        fd_ = -1;
         throw;
     }
 }
 
 GGUFFile::~GGUFFile() {
     if (base_) ::munmap(const_cast<uint8_t*>(base_), size_t(size_));
+    if (fd_ >= 0) ::close(fd_);
+}
+
+std::string GGUFFile::changed() const {
+    struct stat st;
+    if (fd_ < 0 || ::fstat(fd_, &st) != 0) return "";  // nothing to compare with
+    const uint64_t size = uint64_t(st.st_size);
+    const int64_t mtime = int64_t(st.st_mtim.tv_sec) * 1000000000 + int64_t(st.st_mtim.tv_nsec);
+    if (size == size_ && mtime == mtime_ns_) return "";
+    std::string why = size != size_ ? "its size went from " + std::to_string(size_) + " to " +
+                                          std::to_string(size) + " bytes"
+                                    : "it was modified in place";
+    return "the model file " + path_ + " changed on disk while loaded (" + why +
+           "); its mapped weights are no longer valid: load the model again (replace a model "
+           "file by writing a new file and renaming it over the old one, which loaded models "
+           "do not notice)";
 }
 
 const GGUFValue* GGUFFile::find(const std::string& key) const {

@@ -66,11 +66,19 @@ public:
     const std::vector<GGUFTensor>& tensors() const { return tensors_; }
     const GGUFTensor* tensor(const std::string& name) const;
 
+    // Why the file no longer holds what was mapped ("" when it does): its size or
+    // modification time changed (truncated or rewritten in place). Touching a page
+    // past a truncated end raises SIGBUS, so callers check before each use of the
+    // mapping; one fstat of the descriptor kept open, about a microsecond.
+    std::string changed() const;
+
     const uint8_t* base() const { return base_; }
     const uint8_t* data(const GGUFTensor& t) const { return base_ + t.offset; }
 
 private:
     std::string path_;
+    int fd_ = -1;              // kept open: fstat sees the mapped file even after a rename
+    int64_t mtime_ns_ = 0;     // modification time when mapped
     const uint8_t* base_ = nullptr;
     uint64_t size_ = 0;
     uint32_t version_ = 0;

@@ -80,8 +80,11 @@ def beam_search(prompt: List[int], cfg: GenerationConfig, processors: Processors
     logits = np.repeat(caches.start(prompt)[None, :], K, axis=0)  # (K, V)
     V = logits.shape[1]
 
+    from .utils import check_finite_logits  # here: utils imports this module
+
     for step in range(n_new):
         cur = P + step
+        check_finite_logits(logits, f"beam search step {step}")
         logp = processors(hist[:, :cur], log_softmax(logits))  # (K, V)
         total = (logp.astype(np.float32) + scores[:, None]).reshape(-1)  # (K*V,)
         top = _top(total, n_keep)

@@ -36,6 +36,21 @@ class ScoreResult:
         return float(-self.logprobs[self.scored].mean())
 
 
+def check_finite_logits(logits: np.ndarray, where: str) -> None:
+    """Raise FloatingPointError when the model's logits (before any processor) hold NaN or
+    +-inf: weights or metadata that are not finite. Sampling from them would answer wrongly
+    (greedy picks token 0 from all-NaN scores) or fail with a misleading message. Two passes
+    over V floats, nothing allocated."""
+    hi, lo = float(np.max(logits)), float(np.min(logits))
+    if np.isfinite(hi) and np.isfinite(lo):
+        return
+    bad = logits[~np.isfinite(logits)]
+    kind = "NaN" if np.isnan(bad).any() else "infinite values"
+    raise FloatingPointError(f"the model's logits at {where} hold {kind} ({bad.size} of {logits.size} entries): "
+                             "its weights or metadata are not finite numbers (a corrupt or badly converted "
+                             "model file)")
+
+
 class _StopStrings:
     """Watches the decoded tail of the output for any stop string."""
 
@@ -162,6 +177,7 @@ class GenerationMixin(ABC):
             logits = self._prefill(prompt)
         out: List[int] = []
         for i in range(n_new):
+            check_finite_logits(logits, f"generation step {i} (after {len(prompt) + i} tokens)")
             tok = int(procs.sample(ids[:, :n], logits[None, :], rng, do_sample=not cfg.greedy)[0])
             ids[0, n] = tok
             n += 1
@@ -243,6 +259,7 @@ class GenerationMixin(ABC):
             for i in range(n_new):
                 feed: List[int] = []
                 for s in active:
+                    check_finite_logits(logits[s], f"generation step {i} of sequence {s}")
                     tok = int(procs[s].sample(hist[s][:, :n[s]], logits[s][None, :], rngs[s],
                                               do_sample=not cfg.greedy)[0])
                     hist[s][0, n[s]] = tok
@@ -462,6 +479,7 @@ class GenerationMixin(ABC):
                 for c0 in range(begin, end - 1, 256):  # chunks bound the (chunk, V) logits
                     c1 = min(c0 + 256, end - 1)  # position end-1 predicts nothing in this window
                     logits = self.step(ids[c0:c1], all_logits=True)  # (c1-c0, V)
+                    check_finite_logits(logits, f"positions {c0} to {c1 - 1} of the scored text")
                     lp = ops.log_softmax(logits)
                     t = np.arange(max(c0, first - 1), c1)  # positions whose next token is a target
                     logprobs[t] = lp[t - c0, arr[t + 1]]

@@ -79,8 +79,9 @@ class AutoModelForCausalLM:
         check_name_or_path(name_or_path)
         hf_loading_kwargs(kwargs)
         if n_threads is not None:
-            from .. import set_num_threads
+            from .. import _check_num_threads, set_num_threads
 
+            _check_num_threads(n_threads, "n_threads")
             set_num_threads(n_threads)
         d = _hf_dir(name_or_path)
         if d is not None:

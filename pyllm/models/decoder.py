@@ -247,6 +247,9 @@ class DecoderForCausalLM(PreTrainedCausalLM):
     def _live(self) -> _C.DecoderModel:
         if self._model is None:
             raise ValueError("this model was closed")
+        check = getattr(self._keep, "check_unchanged", None)
+        if check is not None:  # a mapped GGUF file truncated under the model would raise SIGBUS in the step
+            check()
         return self._model
 
     def close(self) -> None:

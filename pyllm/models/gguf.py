@@ -75,5 +75,13 @@ class GGUFFile:
             raise KeyError(f"no tensor named {name!r} in {self.path}")
         return self._file.tensor_bytes(name)
 
+    def check_unchanged(self) -> None:
+        """Raise ``OSError`` when the file was truncated or rewritten in place since it was
+        opened: its tensors are views of the mapping, and reading a page past a truncated end
+        would kill the process with SIGBUS. One ``fstat``; models call it before every step."""
+        why = self._file.changed()
+        if why:
+            raise OSError(why)
+
     def __repr__(self) -> str:
         return f"GGUFFile({self.path!r}, version={self.version}, tensors={len(self.tensors)})"

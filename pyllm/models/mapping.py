@@ -42,6 +42,21 @@ def split_vector(v: np.ndarray, sizes: Sequence[int], name: str) -> List[np.ndar
     return [np.ascontiguousarray(p) for p in np.split(v, np.cumsum(sizes)[:-1])]
 
 
+_GGUF_LAYER = re.compile(r"^blk\.(\d+)\.")
+
+# metadata under <arch>. the loaders read, and what each must be (as config.json's below): sizes are
+# integers of GGUF's integer types (a float, string or bool is refused, never truncated), the rest
+# finite numbers in range
+_GGUF_COUNTS = {"embedding_length": 1, "attention.head_count": 1, "attention.head_count_kv": 1,
+                "attention.key_length": 1, "attention.value_length": 1, "block_count": 1,
+                "feed_forward_length": 1, "context_length": 1, "rope.dimension_count": 1,
+                "attention.sliding_window": 0, "attention.sliding_window_pattern": 1,
+                "rope.scaling.original_context_length": 0}
+_GGUF_POSITIVE = ("attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon", "rope.freq_base",
+                  "rope.freq_base_swa", "rope.scaling.factor")
+_GGUF_NON_NEGATIVE = ("attn_logit_softcapping", "final_logit_softcapping", "rope.scaling.attn_factor")
+
+
 class GGUFSource:
     """A GGUF file read for one architecture: ``key`` takes metadata under
     ``<arch>.``, ``take`` a tensor; ``finish`` maps every tensor not taken
@@ -57,13 +72,27 @@ class GGUFSource:
         self._taken: Set[str] = set()
 
     def key(self, name: str, default: Any = _REQUIRED) -> Any:
+        """Metadata ``<arch>.name`` (checked when it is a size or a numeric parameter), or ``default``."""
         full = f"{self.arch}.{name}"
         self._keys.add(full)
         if full in self.md:
-            return self.md[full]
+            return self._checked(name, full, self.md[full])
         if default is _REQUIRED:
             raise ValueError(f"GGUF metadata lacks {full} ({self.f.path})")
         return default
+
+    def _checked(self, name: str, full: str, v: Any) -> Any:
+        where = f"GGUF metadata {full} ({self.f.path})"
+        if name in _GGUF_COUNTS:
+            # the reader gives ints for GGUF's integer types: a float, string or bool here is a broken file
+            low = _GGUF_COUNTS[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < low or v >= 1 << 31:
+                raise ValueError(f"{where} must be an integer in [{low}, 2**31), got {v!r}")
+        elif name in _GGUF_POSITIVE or name in _GGUF_NON_NEGATIVE:
+            positive = name in _GGUF_POSITIVE
+            if not (_is_number(v) and math.isfinite(v) and (v > 0 if positive else v >= 0)):
+                raise ValueError(f"{where} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+        return v
 
     def has(self, name: str) -> bool:
         return name in self.f.tensors
@@ -108,20 +137,34 @@ class GGUFSource:
         return sorted({t.type_name for t in self.f.tensors.values()})
 
     def common(self) -> Dict[str, Any]:
-        """The sizes every architecture stores under the same keys."""
+        """The sizes every architecture stores under the same keys, checked against each other
+        and against the layers the tensors hold (before anything per layer is built)."""
+        p, where = f"{self.arch}.", self.f.path
         C = int(self.key("embedding_length"))
         NH = int(self.key("attention.head_count"))
         NKV = int(self.key("attention.head_count_kv", NH))
-        HS = int(self.key("attention.key_length", C // NH if NH else 0))
-        if NH <= 0 or HS <= 0:
-            raise ValueError(f"bad head count {NH} / head size {HS} in {self.f.path}")
+        if NH % NKV != 0:
+            raise ValueError(f"GGUF metadata {p}attention.head_count_kv={NKV} does not divide "
+                             f"{p}attention.head_count={NH} ({where})")
+        if f"{p}attention.key_length" not in self.md and C % NH != 0:
+            raise ValueError(f"GGUF metadata {p}attention.head_count={NH} does not divide "
+                             f"{p}embedding_length={C} and {p}attention.key_length is absent ({where})")
+        HS = int(self.key("attention.key_length", C // NH))
         vs = int(self.key("attention.value_length", HS))
         if vs != HS:
             raise ValueError(f"value heads of {vs} dimensions beside key heads of {HS} are not supported")
+        L = int(self.key("block_count"))
+        held = {int(m.group(1)) for m in map(_GGUF_LAYER.match, self.f.tensors) if m}
+        if len(held) != L or max(held) != L - 1:  # (without building range(L): L may be 10**9)
+            missing = next((i for i in range(len(held) + 1) if i not in held), None)
+            what = f"no tensors for layer {missing}" if missing is not None and missing < L else \
+                f"tensors for layer {max(held)}"
+            raise ValueError(f"GGUF metadata {p}block_count={L} does not match the tensors: the file has {what} "
+                             f"({len(held)} layers held; {where})")
         emb = self.f.tensors.get("token_embd.weight")
         if emb is None:
-            raise ValueError(f"the GGUF file has no tensor 'token_embd.weight' ({self.f.path})")
-        return dict(vocab_size=int(emb.shape[0]), hidden_size=C, n_layer=int(self.key("block_count")), n_head=NH,
+            raise ValueError(f"the GGUF file has no tensor 'token_embd.weight' ({where})")
+        return dict(vocab_size=int(emb.shape[0]), hidden_size=C, n_layer=L, n_head=NH,
                     n_kv_head=NKV, head_dim=HS, ffn_size=int(self.key("feed_forward_length")),
                     context=int(self.key("context_length")))
 
