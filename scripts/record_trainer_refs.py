@@ -55,7 +55,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> List[int]:
 def tiny_model(tmp: Path) -> Path:
     from pyllm import BertConfig, BertForSequenceClassification
 
-    model = BertForSequenceClassification(BertConfig(**CONFIG), seed=MODEL_SEED)
+    model = BertForSequenceClassification(BertConfig.from_dict({}, **CONFIG), seed=MODEL_SEED)
     d = tmp / "tiny-bert"
     model.save_pretrained(d)
     return d
@@ -135,7 +135,7 @@ def record() -> Dict[str, Any]:
     from pyllm import BertConfig, BertForSequenceClassification
 
     train_rows, eval_rows = make_rows(N_TRAIN, 1), make_rows(N_EVAL, 2)
-    weights = BertForSequenceClassification(BertConfig(**CONFIG), seed=MODEL_SEED).state_dict()
+    weights = BertForSequenceClassification(BertConfig.from_dict({}, **CONFIG), seed=MODEL_SEED).state_dict()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_transformers(tiny_model(Path(tmp)), train_rows, eval_rows, str(Path(tmp) / "out"))
     return {"transformers_version": transformers.__version__, "config": CONFIG, "model_seed": MODEL_SEED,

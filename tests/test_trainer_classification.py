@@ -47,9 +47,10 @@ def tokenizer():
 
 
 def tiny(num_labels=2, dropout=0.0, seed=0, **kw):
-    cfg = BertConfig(vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=dropout,
-                     attention_probs_dropout_prob=dropout, num_labels=num_labels, **kw)
+    cfg = BertConfig.from_dict({}, **dict(vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                                    hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                                    num_labels=num_labels, **kw))
     return BertForSequenceClassification(cfg, seed=seed)
 
 
@@ -84,7 +85,7 @@ def losses(trainer):
 # ---- faithfulness: transformers' Trainer on the same weights, rows and row order (recorded)
 
 def _ref_run(tmp_path, ref):
-    model = BertForSequenceClassification(BertConfig(**ref["config"]), seed=ref["model_seed"])
+    model = BertForSequenceClassification(BertConfig.from_dict({}, **ref["config"]), seed=ref["model_seed"])
     total = sum(float(np.abs(v).astype(np.float64).sum()) for v in model.state_dict().values())
     assert total == pytest.approx(ref["initial_weight_sum"], rel=1e-12)  # the weights the reference started from
     a = TrainingArguments(str(tmp_path), disable_tqdm=True, **ref["args"])
@@ -302,10 +303,12 @@ def test_dynamic_padding_per_batch(tmp_path):
         seen.append((batch["input_ids"].shape, max(len(f["input_ids"]) for f in features)))
         return batch
 
-    Trainer(tiny(), args(tmp_path, num_train_epochs=1), train_dataset=text_rows(12), eval_dataset=text_rows(3, 1),
-            tokenizer=tok, data_collator=spy).train()
-    assert seen and all(shape[1] == longest for shape, longest in seen)
-    assert len({shape[1] for shape, _ in seen}) > 1  # batches are padded to their own longest row
+    rows = [{"text": " ".join(["good"] * k), "label": k % 2} for k in range(1, 13)]  # 3..14 tokens
+    Trainer(tiny(), args(tmp_path, num_train_epochs=1, per_device_train_batch_size=2), train_dataset=rows,
+            eval_dataset=text_rows(3, 1), tokenizer=tok, data_collator=spy).train()
+    train_batches = seen[:6]
+    assert all(shape[1] == longest for shape, longest in seen)
+    assert len({shape[1] for shape, _ in train_batches}) == 6  # each batch padded to its own longest row
 
 
 def test_evaluate_and_predict(tmp_path):
@@ -345,7 +348,8 @@ def test_label_names_and_regression(tmp_path):
     ([{"text": "good", "label": 2}], ValueError, r"row 0: label 2 is outside \[0, 2\)"),
     ([{"text": "good", "label": -1}], ValueError, "outside"),
     ([{"text": "good", "label": 0.5}], TypeError, "needs integer class ids"),
-    ([{"text": "good", "label": "positive"}], ValueError, "no label2id"),
+    ([{"text": "good", "label": "positive"}], ValueError, "unknown label name 'positive'; the model's labels are "
+                                                          "'LABEL_0', 'LABEL_1'"),
     ([{"text": "good", "label": None}], TypeError, "row 0: label is NoneType"),
     ([{"text": "good", "label": 1}, {"text": 7, "label": 0}], TypeError, "row 1: text is int"),
     ([{"text": "good", "label": 1}, {"text": "  ", "label": 0}], ValueError, "row 1: text is empty"),

@@ -660,8 +660,9 @@ class Trainer:
         return _rng_from_state(self.state.rng_state)
 
     # config fields that do not change the computation pyllm runs (dropout is not applied; init is done)
-    # (problem_type: a classifier infers it at its first batch with labels)
-    _UNCHECKED_CONFIG = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range", "problem_type")
+    # (problem_type: a classifier infers it at its first batch with labels; architectures: written on saving)
+    _UNCHECKED_CONFIG = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range", "problem_type",
+                         "architectures")
 
     def _check_config(self, path: Path, theirs: Any) -> None:
         """A checkpoint resumes only into a model of the same architecture: equal parameter shapes
