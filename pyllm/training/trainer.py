@@ -878,6 +878,11 @@ class Trainer:
             if best.is_dir():
                 self._load_weights(best)
                 progress.write(f"loaded the best model from {best} ({a.metric_for_best_model} {st.best_metric})")
+        if a.save_total_limit == 1 and st.best_model_checkpoint is not None:
+            # as transformers: with a limit of one, the run ends keeping only the best checkpoint
+            for _, p in ckpt.list_checkpoints(out_dir):
+                if p != Path(st.best_model_checkpoint):
+                    ckpt.remove_dir(p)
         runtime = time.perf_counter() - start
         train_loss = run_loss / max(run_steps, 1)
         metrics = {"train_runtime": round(runtime, 4),
