@@ -9,7 +9,12 @@ to the accumulated ones), ``loss(input_ids, labels) -> float``,
 ``save_pretrained(dir)`` and ``type(model).from_pretrained(dir)``; the
 default optimizer, :class:`pyllm.AdamW`, also needs ``flat_buffers()``.
 Datasets are :class:`pyllm.training.TokenDataset` (or anything with its
-``get_batch(batch_size, rng)`` / ``eval_batches(batch_size, max_batches)``).
+``get_batch(batch_size, rng)`` / ``eval_batches(batch_size, max_batches)``),
+or, for sequence classifiers (:class:`pyllm.BertForSequenceClassification`),
+rows of texts or token ids with labels (see
+:mod:`pyllm.training.classification`): then an epoch is one pass over the
+rows in a seeded shuffled order, ``compute_metrics`` and the best-model
+arguments apply, and ``evaluate`` / ``predict`` work as in transformers.
 
 One optimizer step: ``gradient_accumulation_steps`` micro-batches drawn from
 one seeded ``numpy`` generator, gradients averaged over them, clipped to
