@@ -371,8 +371,11 @@ class Trainer:
             if not self.train_dataset.has_labels:
                 raise ValueError("the training dataset has no label column (label, labels or label_ids)")
         else:
-            if data_collator is not None:
-                raise ValueError("data_collator applies to row datasets, not to TokenDataset blocks")
+            for given, what in ((data_collator, "data_collator"), (compute_metrics, "compute_metrics"),
+                                (callbacks or None, "callbacks"), (args.load_best_model_at_end or None,
+                                                                   "load_best_model_at_end")):
+                if given is not None:
+                    raise ValueError(f"{what} applies to row (classification) datasets, not to TokenDataset blocks")
             self.data_collator = None
             self.train_dataset = train_dataset
             self.eval_dataset = eval_dataset
