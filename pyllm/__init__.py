@@ -31,6 +31,15 @@ from .models import (
 from .optim import AdamW, clip_grad_norm_
 from .pipelines import pipeline
 from .tokenizers.wordpiece import BertTokenizerFast as BertTokenizerFast
+from .training import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    EvalPrediction,
+    PredictionOutput,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 __version__ = "0.1.0"
 
@@ -43,6 +52,14 @@ __all__ = [
     "BertConfig",
     "BertForSequenceClassification",
     "BertModel",
+    "BertTokenizerFast",
+    "DataCollatorWithPadding",
+    "EarlyStoppingCallback",
+    "EvalPrediction",
+    "PredictionOutput",
+    "Trainer",
+    "TrainerCallback",
+    "TrainingArguments",
     "GGUFFile",
     "GPT2Config",
     "GPT2LMHeadModel",

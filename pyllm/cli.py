@@ -693,6 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", "-t", type=int, default=None)
     p.set_defaults(func=_train)
 
+    from .training.classify_cli import add_parser as add_train_classifier
+
+    add_train_classifier(sub)  # pyllm train-classifier (BERT sequence classification from a CSV)
+
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with continuous batching",
                        description="Serve models over OpenAI's HTTP API (/v1/chat/completions, /v1/completions, "
                                    "/v1/models, /tokenize, /detokenize, /health, /metrics). Needs pyllm[serve].")

@@ -122,12 +122,28 @@ def write_checkpoint(output_dir: PathLike, step: int, fill: Callable[[Path], Non
     return final
 
 
-def rotate_checkpoints(output_dir: PathLike, save_total_limit: Optional[int]) -> List[Path]:
-    """Delete the oldest checkpoints beyond ``save_total_limit``; returns them."""
+def rotate_checkpoints(output_dir: PathLike, save_total_limit: Optional[int],
+                       protect: Optional[PathLike] = None) -> List[Path]:
+    """Delete the oldest checkpoints beyond ``save_total_limit``; returns them. The newest
+    checkpoint and ``protect`` (the best model's, when tracked) are never deleted, so with
+    both distinct at least two remain, as in transformers."""
     if save_total_limit is None or save_total_limit <= 0:
         return []
-    found = list_checkpoints(output_dir)
-    doomed = [p for _, p in found[:-save_total_limit]] if len(found) > save_total_limit else []
+    found = [p for _, p in list_checkpoints(output_dir)]
+    if len(found) <= save_total_limit:
+        return []
+    kept = {found[-1]}
+    if protect is not None:
+        kept.add(Path(protect))
+    keep = max(save_total_limit, len(kept & set(found)))
+    doomed: List[Path] = []
+    remaining = len(found)
+    for p in found:
+        if remaining <= keep:
+            break
+        if p not in kept:
+            doomed.append(p)
+            remaining -= 1
     for p in doomed:
         remove_dir(p)
     return doomed

@@ -9,7 +9,12 @@ to the accumulated ones), ``loss(input_ids, labels) -> float``,
 ``save_pretrained(dir)`` and ``type(model).from_pretrained(dir)``; the
 default optimizer, :class:`pyllm.AdamW`, also needs ``flat_buffers()``.
 Datasets are :class:`pyllm.training.TokenDataset` (or anything with its
-``get_batch(batch_size, rng)`` / ``eval_batches(batch_size, max_batches)``).
+``get_batch(batch_size, rng)`` / ``eval_batches(batch_size, max_batches)``),
+or, for sequence classifiers (:class:`pyllm.BertForSequenceClassification`),
+rows of texts or token ids with labels (see
+:mod:`pyllm.training.classification`): then an epoch is one pass over the
+rows in a seeded shuffled order, ``compute_metrics`` and the best-model
+arguments apply, and ``evaluate`` / ``predict`` work as in transformers.
 
 One optimizer step: ``gradient_accumulation_steps`` micro-batches drawn from
 one seeded ``numpy`` generator, gradients averaged over them, clipped to
@@ -41,6 +46,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple, Union
@@ -50,13 +56,24 @@ import numpy as np
 from .._fileio import write_text_atomic
 from ..tokenizers.files import save_tokenizer
 from . import checkpoint as ckpt
+from .callbacks import TrainerControl
+from .classification import (
+    ClassificationDataset,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PredictionOutput,
+    batches_of,
+    epoch_order,
+    pad_features,
+)
 from .distributed import get_world
 from .threads import StepThreads
 
 __all__ = ["TrainingArguments", "Trainer", "TrainOutput", "TrainingDivergedError", "get_scheduler",
-           "SCHEDULER_TYPES"]
+           "SCHEDULER_TYPES", "STRATEGIES"]
 
 LOG_FILE = "log.jsonl"
+STRATEGIES = ("no", "steps", "epoch")
 SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_min_lr", "constant", "constant_with_warmup")
 
 
@@ -131,14 +148,20 @@ class TrainingArguments:
     warmup_ratio: float = 0.0  # warmup as a fraction of the total steps
     logging_steps: int = 500  # log the mean loss of the last logging_steps steps
     logging_first_step: bool = False
-    eval_strategy: str = "no"  # "steps": evaluate every eval_steps (and at the end)
+    logging_strategy: str = "steps"  # "steps": every logging_steps; "epoch": at each epoch's end; "no"
+    eval_strategy: str = "no"  # "steps": every eval_steps (causal LMs: and at the end); "epoch"; "no"
     eval_steps: Optional[int] = None  # None: logging_steps
     max_eval_batches: Optional[int] = None  # evaluate on this many batches spread over the eval set (None: all)
-    save_strategy: str = "steps"  # "steps": checkpoint every save_steps (and at the end); "no"
+    save_strategy: str = "steps"  # "steps": checkpoint every save_steps (and at the end); "epoch"; "no"
     save_steps: int = 500
-    save_total_limit: Optional[int] = None  # keep only the newest this many checkpoints
+    save_total_limit: Optional[int] = None  # keep only the newest this many checkpoints (and the best one)
+    load_best_model_at_end: bool = False  # after training, load the checkpoint with the best metric
+    metric_for_best_model: Optional[str] = None  # e.g. "accuracy" or "eval_accuracy"; "loss" with load_best
+    greater_is_better: Optional[bool] = None  # None: False for metrics ending in "loss", else True
     seed: int = 42  # seeds the batch sampler
     disable_tqdm: bool = False  # True: plain log lines instead of a progress bar
+    report_to: Any = "none"  # no integrations: only "none" (or None / [])
+    evaluation_strategy: Optional[str] = None  # the deprecated spelling of eval_strategy
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -149,8 +172,19 @@ class TrainingArguments:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
         need(bool(self.output_dir), "output_dir must be a directory path")
+        if self.evaluation_strategy is not None:
+            if self.eval_strategy not in ("no", self.evaluation_strategy):
+                raise ValueError(f"evaluation_strategy={self.evaluation_strategy!r} and eval_strategy="
+                                 f"{self.eval_strategy!r} disagree: set eval_strategy only")
+            warnings.warn("evaluation_strategy is deprecated: use eval_strategy", FutureWarning, stacklevel=3)
+            self.eval_strategy = self.evaluation_strategy
+            self.evaluation_strategy = None
+        need(self.report_to in (None, "none", [], ()), f"report_to={self.report_to!r}: pyllm reports to no "
+             "integration; leave it 'none'")
         self.output_dir = os.fspath(self.output_dir)
         need(is_int(self.max_steps), f"max_steps must be an integer, got {self.max_steps!r}")
+        need(isinstance(self.num_train_epochs, (int, float)) and not isinstance(self.num_train_epochs, bool),
+             f"num_train_epochs must be a number, got {self.num_train_epochs!r}")
         need(self.max_steps > 0 or self.num_train_epochs > 0,
              "set max_steps > 0 or num_train_epochs > 0: there is nothing to train")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -175,9 +209,24 @@ class TrainingArguments:
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         need(self.lr_scheduler_type in SCHEDULER_TYPES,
              f"lr_scheduler_type {self.lr_scheduler_type!r} is not supported; supported: {', '.join(SCHEDULER_TYPES)}")
-        for name in ("eval_strategy", "save_strategy"):
+        for name in ("eval_strategy", "save_strategy", "logging_strategy"):
             value = getattr(self, name)
-            need(value in ("no", "steps"), f"{name} must be 'no' or 'steps', got {value!r}")
+            need(value in STRATEGIES, f"{name} must be one of {', '.join(map(repr, STRATEGIES))}, got {value!r}")
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "loss"
+        need(self.metric_for_best_model is None or isinstance(self.metric_for_best_model, str),
+             f"metric_for_best_model must be a metric name, got {self.metric_for_best_model!r}")
+        if self.greater_is_better is None and self.metric_for_best_model is not None:
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        if self.load_best_model_at_end:  # transformers' consistency checks
+            if self.eval_strategy != self.save_strategy:
+                raise ValueError("load_best_model_at_end requires the save and eval strategy to match, but found "
+                                 f"eval_strategy={self.eval_strategy!r} and save_strategy={self.save_strategy!r}")
+            every = self.eval_steps or self.logging_steps
+            if self.eval_strategy == "steps" and self.save_steps % every != 0:
+                raise ValueError("load_best_model_at_end requires the saving steps to be a round multiple of the "
+                                 f"evaluation steps, but found save_steps={self.save_steps}, which is not a round "
+                                 f"multiple of eval_steps={every}")
         need(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
         get_scheduler(self.lr_scheduler_type, 0, 1, **dict(self.lr_scheduler_kwargs))  # checks the kwargs
 
@@ -199,6 +248,14 @@ class TrainerState:
     rng_state: Optional[Dict[str, Any]] = None  # the batch sampler's bit generator state
     tokens_seen: int = 0
     block_size: Optional[int] = None  # tokens per training sequence (a resumed run must keep it)
+    best_metric: Optional[float] = None  # the best metric_for_best_model value so far
+    best_global_step: Optional[int] = None  # the step that reached it
+    best_model_checkpoint: Optional[str] = None  # the checkpoint of that step, once written
+    num_train_epochs: int = 0  # epochs the loop runs (classification)
+    sampler_seed: Optional[int] = None  # epoch e's row order is epoch_order(sampler_seed, e, n)
+    model_rng_state: Optional[Dict[str, Any]] = None  # the model's dropout generator (model.get_rng_state)
+    callback_states: Dict[str, Any] = field(default_factory=dict)  # callbacks with state_dict()
+    train_samples: Optional[int] = None  # rows in the training set (a resumed run must keep it)
 
 
 @dataclass
@@ -282,13 +339,25 @@ class _Progress:
 
 class Trainer:
     """Trains ``model`` on ``train_dataset`` as ``args`` say (see the module
-    docstring for what the model and datasets must provide). ``tokenizer`` is
-    saved with every checkpoint and with :meth:`save_model`. ``optimizers``
-    is ``(optimizer, None)`` to bring your own (``step()``, ``lr``
-    attribute, ``state_dict()``/``load_state_dict()``)."""
+    docstring for what the model and datasets must provide). ``tokenizer`` (or
+    transformers 5's ``processing_class``) is saved with every checkpoint and with
+    :meth:`save_model`. ``optimizers`` is ``(optimizer, None)`` to bring your own
+    (``step()``, ``lr`` attribute, ``state_dict()``/``load_state_dict()``).
 
-    def __init__(self, model: Any, args: TrainingArguments, train_dataset: Any = None, eval_dataset: Any = None,
-                 tokenizer: Any = None, optimizers: Tuple[Any, Any] = (None, None), log_file: Optional[TextIO] = None):
+    Sequence classification: datasets of rows (a list of dicts, a dict of columns, a
+    pandas DataFrame, a ``datasets.Dataset``; see :mod:`pyllm.training.classification`),
+    texts tokenized once with ``tokenizer`` and padded per batch by ``data_collator``
+    (default :class:`DataCollatorWithPadding`), each epoch one pass over the rows in a
+    seeded shuffled order; ``compute_metrics(EvalPrediction)`` adds ``eval_``-prefixed
+    metrics; ``callbacks`` such as :class:`EarlyStoppingCallback`."""
+
+    def __init__(self, model: Any, args: Optional[TrainingArguments] = None, train_dataset: Any = None,
+                 eval_dataset: Any = None, tokenizer: Any = None, optimizers: Tuple[Any, Any] = (None, None),
+                 log_file: Optional[TextIO] = None, data_collator: Any = None,
+                 compute_metrics: Optional[Callable[[EvalPrediction], Dict[str, float]]] = None,
+                 callbacks: Optional[List[Any]] = None, processing_class: Any = None):
+        if args is None:
+            args = TrainingArguments("trainer_output")
         if not isinstance(args, TrainingArguments):
             raise ValueError(f"args must be TrainingArguments, got {type(args).__name__}")
         for method in ("forward_backward", "loss", "zero_grad", "named_parameters", "save_pretrained"):
@@ -296,16 +365,22 @@ class Trainer:
                 raise ValueError(f"the model ({type(model).__name__}) has no {method}() method: it cannot be trained")
         if train_dataset is None:
             raise ValueError("train_dataset is required")
-        if args.eval_strategy == "steps" and eval_dataset is None:
-            raise ValueError("eval_strategy='steps' needs an eval_dataset")
+        if args.eval_strategy != "no" and eval_dataset is None:
+            raise ValueError(f"eval_strategy={args.eval_strategy!r} needs an eval_dataset")
         if optimizers[1] is not None:
             raise ValueError("custom learning-rate schedulers are not supported: use lr_scheduler_type")
+        if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
+            raise ValueError("pass tokenizer= or processing_class=, not both")
+        if compute_metrics is not None and not callable(compute_metrics):
+            raise ValueError("compute_metrics must be a function of an EvalPrediction")
         self.model = model
         self.args = args
-        self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer if tokenizer is not None else processing_class
+        self.processing_class = self.tokenizer
         self.optimizer = optimizers[0]
+        self.compute_metrics = compute_metrics
+        self.callbacks: List[Any] = list(callbacks or [])
+        self.control = TrainerControl()
         self.state = TrainerState()
         # thread counts per optimizer step and per evaluation batch (see threads.py)
         self._step_threads = StepThreads()
@@ -313,9 +388,71 @@ class Trainer:
         self.out = log_file if log_file is not None else sys.stderr
         # under mpirun: this rank's place; batches, gradients and evaluation are shared out (distributed.py)
         self.world = get_world()
-        for ds, what in ((train_dataset, "training"), (eval_dataset, "evaluation")):
-            if ds is not None:
-                self._check_dataset(ds, what)
+        # causal LMs train on TokenDataset blocks; anything else is rows of a classification dataset
+        self.classification = not callable(getattr(train_dataset, "get_batch", None))
+        if self.classification and self.world.distributed:
+            raise ValueError("data-parallel training under mpirun takes TokenDataset blocks (causal LMs); a row "
+                             "(classification) dataset trains in one process for now")
+        if self.classification:
+            if not callable(getattr(model, "train", None)) or not hasattr(model, "config"):
+                raise ValueError(f"the model ({type(model).__name__}) is not a sequence classifier: row datasets "
+                                 "train BertForSequenceClassification-like models")
+            self.data_collator = data_collator if data_collator is not None else self._default_collator()
+            if not callable(self.data_collator):
+                raise ValueError("data_collator must be callable on a list of feature dicts")
+            self.train_dataset: Any = self._rows(train_dataset, "training dataset")
+            self.eval_dataset: Any = None if eval_dataset is None else self._rows(eval_dataset, "evaluation dataset")
+            if not self.train_dataset.has_labels:
+                raise ValueError("the training dataset has no label column (label, labels or label_ids)")
+        else:
+            for given, what in ((data_collator, "data_collator"), (compute_metrics, "compute_metrics"),
+                                (callbacks or None, "callbacks"), (args.load_best_model_at_end or None,
+                                                                   "load_best_model_at_end")):
+                if given is not None:
+                    raise ValueError(f"{what} applies to row (classification) datasets, not to TokenDataset blocks")
+            self.data_collator = None
+            self.train_dataset = train_dataset
+            self.eval_dataset = eval_dataset
+            for ds, what in ((train_dataset, "training"), (eval_dataset, "evaluation")):
+                if ds is not None:
+                    self._check_dataset(ds, what)
+
+    def _default_collator(self) -> Any:
+        if self.tokenizer is not None and callable(getattr(self.tokenizer, "pad", None)):
+            return DataCollatorWithPadding(self.tokenizer)
+        pad_id = int(getattr(self.model.config, "pad_token_id", 0) or 0)
+        return lambda features: pad_features(features, pad_id)
+
+    def _rows(self, data: Any, what: str) -> ClassificationDataset:
+        """A checked, tokenized ClassificationDataset of ``data``."""
+        cfg = self.model.config
+        label2id = getattr(cfg, "label2id", None)
+        names = {str(k): int(v) for k, v in label2id.items()} if isinstance(label2id, dict) else None
+        ds = ClassificationDataset(data, label2id=names, num_labels=getattr(cfg, "num_labels", None), what=what)
+        if ds.features is None:
+            limit = int(getattr(self.tokenizer, "model_max_length", 0) or 0) or None
+            ctx = self._model_context()
+            if ctx is not None:
+                limit = ctx if limit is None else min(limit, ctx)
+            ds.tokenize(self.tokenizer, limit)
+        assert ds.features is not None
+        vocab, ctx = self._model_vocab(), self._model_context()
+        for i, ids in enumerate(ds.features["input_ids"]):
+            if vocab is not None and max(ids) >= vocab:
+                raise ValueError(f"{what} row {i}: token id {max(ids)} is beyond the model's vocab_size={vocab}")
+            if ctx is not None and len(ids) > ctx:
+                raise ValueError(f"{what} row {i} has {len(ids)} tokens, more than the model's "
+                                 f"max_position_embeddings={ctx}: truncate it")
+        return ds
+
+    def _callback(self, event: str, **kwargs: Any) -> None:
+        for cb in self.callbacks:
+            hook = getattr(cb, event, None)
+            if callable(hook):
+                hook(self.args, self.state, self.control, model=self.model, **kwargs)
+
+    def add_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback() if isinstance(callback, type) else callback)
 
     # ---- checks
 
@@ -358,6 +495,9 @@ class Trainer:
 
     def steps_per_epoch(self) -> int:
         a = self.args
+        if self.classification:  # one pass over the rows, as a DataLoader without drop_last
+            batches = math.ceil(len(self.train_dataset) / a.per_device_train_batch_size)
+            return max(batches // a.gradient_accumulation_steps + int(batches % a.gradient_accumulation_steps > 0), 1)
         blocks = getattr(self.train_dataset, "num_blocks", None) or len(self.train_dataset)
         per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * self.world.size
         return max(1, math.ceil(blocks / per_step))
@@ -392,12 +532,22 @@ class Trainer:
 
     # ---- evaluation
 
-    def evaluate(self, eval_dataset: Any = None) -> Dict[str, float]:
-        """Mean loss over the eval set (or ``max_eval_batches`` batches spread
-        over it) and its perplexity: ``{"eval_loss", "perplexity"}``."""
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Optional[List[str]] = None,
+                 metric_key_prefix: str = "eval") -> Dict[str, float]:
+        """Causal LMs: the mean loss over the eval set (or ``max_eval_batches``
+        batches spread over it) and its perplexity, ``{"eval_loss", "perplexity"}``.
+        Classification: ``eval_loss`` (when the rows have labels), the
+        ``compute_metrics`` results prefixed with ``eval_``, and the runtime; logged
+        and passed to the callbacks' ``on_evaluate``."""
         ds = eval_dataset if eval_dataset is not None else self.eval_dataset
         if ds is None:
             raise ValueError("evaluate needs an eval_dataset")
+        if self.classification:
+            rows = ds if isinstance(ds, ClassificationDataset) else self._rows(ds, "evaluation dataset")
+            metrics = self._predict_rows(rows, metric_key_prefix).metrics or {}
+            self._log({**metrics, "epoch": round(self.state.epoch, 4), "step": self.state.global_step})
+            self._callback("on_evaluate", metrics=metrics)
+            return metrics
         total, count = 0.0, 0
         w = self.world
         for i, (x, y) in enumerate(ds.eval_batches(self.args.per_device_eval_batch_size, self.args.max_eval_batches)):
@@ -414,6 +564,62 @@ class Trainer:
         ppl = math.exp(loss) if loss < 700 else math.inf
         return {"eval_loss": loss, "perplexity": ppl}
 
+    def predict(self, test_dataset: Any, ignore_keys: Optional[List[str]] = None,
+                metric_key_prefix: str = "test") -> PredictionOutput:
+        """Logits of every row (eval mode, batches of per_device_eval_batch_size), the labels
+        when the rows have them, and metrics prefixed with ``test_`` (loss and
+        ``compute_metrics``), as transformers' ``predict``."""
+        if not self.classification:
+            raise ValueError("predict() is for row (classification) datasets")
+        rows = test_dataset if isinstance(test_dataset, ClassificationDataset) else \
+            self._rows(test_dataset, "test dataset")
+        return self._predict_rows(rows, metric_key_prefix)
+
+    def _batch_inputs(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+        batch = dict(self.data_collator(features))
+        if "input_ids" not in batch:
+            raise ValueError(f"the data collator returned {sorted(batch)}, without input_ids")
+        return batch
+
+    def _predict_rows(self, ds: ClassificationDataset, prefix: str) -> PredictionOutput:
+        model = self.model
+        was_training = bool(getattr(model, "training", False))
+        model.eval()
+        start = time.perf_counter()
+        logits: List[np.ndarray] = []
+        loss_sum, count = 0.0, 0
+        batches = batches_of(np.arange(len(ds)), self.args.per_device_eval_batch_size)
+        try:
+            for idx in batches:
+                b = self._batch_inputs(ds.rows(idx))
+                labels = b.get("labels")
+                with self._eval_threads.step(max(int(np.asarray(b["input_ids"]).size), 1)):
+                    out = model(b["input_ids"], attention_mask=b.get("attention_mask"),
+                                token_type_ids=b.get("token_type_ids"), labels=labels)
+                logits.append(np.asarray(out.logits, dtype=np.float32))
+                if labels is not None:
+                    loss_sum += float(out.loss) * len(idx)
+                    count += len(idx)
+        finally:
+            model.train(was_training)
+        preds = np.concatenate(logits, axis=0)
+        label_ids = ds.labels
+        metrics: Dict[str, float] = {}
+        if label_ids is not None and count:
+            metrics[f"{prefix}_loss"] = loss_sum / count
+        if self.compute_metrics is not None and label_ids is not None:
+            extra = self.compute_metrics(EvalPrediction(predictions=preds, label_ids=label_ids))
+            if not isinstance(extra, dict):
+                raise ValueError(f"compute_metrics must return a dict of metrics, got {type(extra).__name__}")
+            for k, v in extra.items():
+                key = k if k.startswith(f"{prefix}_") else f"{prefix}_{k}"
+                metrics[key] = float(v) if isinstance(v, (int, float, np.number)) else v
+        runtime = time.perf_counter() - start
+        metrics[f"{prefix}_runtime"] = round(runtime, 4)
+        metrics[f"{prefix}_samples_per_second"] = round(len(ds) / max(runtime, 1e-9), 3)
+        metrics[f"{prefix}_steps_per_second"] = round(len(batches) / max(runtime, 1e-9), 3)
+        return PredictionOutput(predictions=preds, label_ids=label_ids, metrics=metrics)
+
     # ---- checkpoints
 
     def save_model(self, output_dir: Optional[str] = None) -> Path:
@@ -428,20 +634,27 @@ class Trainer:
             save_tokenizer(self.tokenizer, d)
         return d
 
-    def _fill_checkpoint(self, d: Path, rng: np.random.Generator) -> None:
+    def _fill_checkpoint(self, d: Path, rng: Optional[np.random.Generator]) -> None:
         self.model.save_pretrained(str(d))
         if self.tokenizer is not None:
             save_tokenizer(self.tokenizer, d)
         ckpt.save_optimizer_state(self.optimizer.state_dict(), d)
         state = dataclasses.asdict(self.state)
-        state["rng_state"] = rng.bit_generator.state
+        if rng is not None:
+            state["rng_state"] = rng.bit_generator.state
+        if callable(getattr(self.model, "get_rng_state", None)):
+            state["model_rng_state"] = self.model.get_rng_state()
+        state["callback_states"] = {type(cb).__name__: cb.state_dict() for cb in self.callbacks
+                                    if callable(getattr(cb, "state_dict", None))}
         (d / ckpt.TRAINING_ARGS_FILE).write_text(json.dumps(self.args.to_dict(), indent=2))
         (d / ckpt.TRAINER_STATE_FILE).write_text(json.dumps(state, indent=1))
 
-    def _save_checkpoint(self, rng: np.random.Generator) -> Path:
+    def _save_checkpoint(self, rng: Optional[np.random.Generator]) -> Path:
         step = self.state.global_step
         if not self.world.is_main:
             return Path(self.args.output_dir) / f"{ckpt.PREFIX}-{step}"
+        if self.state.best_global_step == step:  # this checkpoint holds the best model
+            self.state.best_model_checkpoint = str(Path(self.args.output_dir) / f"{ckpt.PREFIX}-{step}")
         try:
             path = ckpt.write_checkpoint(self.args.output_dir, step, lambda d: self._fill_checkpoint(d, rng))
         except OSError as e:
@@ -449,13 +662,12 @@ class Trainer:
             keep = f"the last complete checkpoint is {last}" if last else "no complete checkpoint exists"
             raise OSError(e.errno, f"could not write the checkpoint of step {step} ({e.strerror or e}); "
                                    f"nothing partial was left behind and {keep}") from e
-        ckpt.rotate_checkpoints(self.args.output_dir, self.args.save_total_limit)
+        best = self.state.best_model_checkpoint if self.args.load_best_model_at_end or self.classification else None
+        ckpt.rotate_checkpoints(self.args.output_dir, self.args.save_total_limit, protect=best)
         return path
 
-    def _load_checkpoint(self, path: Path) -> np.random.Generator:
-        state_file = path / ckpt.TRAINER_STATE_FILE
-        if not state_file.is_file():
-            raise ValueError(f"{path} is not a checkpoint: it has no {ckpt.TRAINER_STATE_FILE}")
+    def _load_weights(self, path: Path) -> None:
+        """Copy the weights of the checkpoint ``path`` into the model (shapes and config checked)."""
         loaded = type(self.model).from_pretrained(str(path))
         self._check_config(path, getattr(loaded, "config", None))
         mine = dict(self.model.named_parameters())
@@ -470,6 +682,12 @@ class Trainer:
                                  f"{mine[name].shape} here (mismatched config/checkpoint)")
         for name, value in theirs.items():
             mine[name][...] = value
+
+    def _load_checkpoint(self, path: Path) -> Optional[np.random.Generator]:
+        state_file = path / ckpt.TRAINER_STATE_FILE
+        if not state_file.is_file():
+            raise ValueError(f"{path} is not a checkpoint: it has no {ckpt.TRAINER_STATE_FILE}")
+        self._load_weights(path)
         self.create_optimizer()
         self.optimizer.load_state_dict(ckpt.load_optimizer_state(path))
         raw = json.loads(state_file.read_text())
@@ -479,12 +697,27 @@ class Trainer:
         if self.state.block_size is not None and block is not None and block != self.state.block_size:
             raise ValueError(f"checkpoint {path} was trained on blocks of {self.state.block_size} tokens; the "
                              f"training data here has block_size={block}")
+        if self.classification:
+            if self.state.sampler_seed is None:
+                raise ValueError(f"checkpoint {path} was not written by a classification run (no sampler seed)")
+            if self.state.train_samples != len(self.train_dataset):
+                raise ValueError(f"checkpoint {path} was trained on {self.state.train_samples} rows; the training "
+                                 f"dataset here has {len(self.train_dataset)}")
+            if self.state.model_rng_state is not None and callable(getattr(self.model, "set_rng_state", None)):
+                self.model.set_rng_state(self.state.model_rng_state)
+            for cb in self.callbacks:
+                saved = self.state.callback_states.get(type(cb).__name__)
+                if saved is not None and callable(getattr(cb, "load_state_dict", None)):
+                    cb.load_state_dict(saved)
+            return None
         if self.state.rng_state is None:
             raise ValueError(f"checkpoint {path} has no sampler state")
         return _rng_from_state(self.state.rng_state)
 
     # config fields that do not change the computation pyllm runs (dropout is not applied; init is done)
-    _UNCHECKED_CONFIG = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range")
+    # (problem_type: a classifier infers it at its first batch with labels; architectures: written on saving)
+    _UNCHECKED_CONFIG = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range", "problem_type",
+                         "architectures")
 
     def _check_config(self, path: Path, theirs: Any) -> None:
         """A checkpoint resumes only into a model of the same architecture: equal parameter shapes
@@ -518,10 +751,15 @@ class Trainer:
         a checkpoint (``True``: the newest in output_dir). Raises
         :class:`TrainingDivergedError` naming the step when the loss or the
         gradient norm is NaN/inf, before that step changes any weight."""
+        if self.classification:
+            out_dir = Path(self.args.output_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_leftovers(out_dir)
+            return self._train_rows(self._resolve_checkpoint(resume_from_checkpoint))
         if not self.world.distributed:
-            return self._train(resume_from_checkpoint)
+            return self._train_blocks(resume_from_checkpoint)
         try:
-            return self._train(resume_from_checkpoint)
+            return self._train_blocks(resume_from_checkpoint)
         except Exception as e:  # noqa: BLE001 - one rank's error must end the job, not hang the other ranks
             self.world.abort(f"rank {self.world.rank} of {self.world.size}: {type(e).__name__}: {e}")
             raise
@@ -537,8 +775,7 @@ class Trainer:
             w.check_same(self._job_description(resume), "training jobs")
         if resume is not None:
             # rank 0 reads the checkpoint; the others receive its weights and states
-            loaded = w.run_on_main(lambda: self._load_checkpoint(resume).bit_generator.state,
-                                   f"reading checkpoint {resume}")
+            loaded = w.run_on_main(lambda: self._checkpoint_sampler(resume), f"reading checkpoint {resume}")
             rng = _rng_from_state(loaded)
             if w.is_main:
                 # the log restarts from what the checkpoint knew, dropping what came after it
@@ -552,6 +789,12 @@ class Trainer:
         if w.distributed:
             self._share_weights()
         return rng
+
+    def _checkpoint_sampler(self, resume: Path) -> Dict[str, Any]:
+        rng = self._load_checkpoint(resume)
+        if rng is None:
+            raise ValueError(f"checkpoint {resume} has no sampler state")
+        return dict(rng.bit_generator.state)
 
     def _job_description(self, resume: Optional[Path]) -> Dict[str, Any]:
         """What must be equal on every rank: arguments, model configuration and size, data, resume point."""
@@ -582,7 +825,8 @@ class Trainer:
                 self.model.reset()  # weights changed under the model: its inference runtime must rebuild
         self.state = w.broadcast_object(self.state, "sharing the trainer state")
 
-    def _train(self, resume_from_checkpoint: Union[None, bool, str, "os.PathLike[str]"]) -> TrainOutput:
+    def _train_blocks(self, resume_from_checkpoint: Union[None, bool, str, "os.PathLike[str]"]) -> TrainOutput:
+        """The causal-LM loop over TokenDataset blocks (one process, or one rank of several)."""
         a = self.args
         total = self.num_training_steps()
         resume = self.world.run_on_main(lambda: self._resolve_checkpoint(resume_from_checkpoint),
@@ -632,14 +876,17 @@ class Trainer:
                         progress.write(f"step {st.global_step}/{total}  loss {entry['loss']:.4f}  lr {lr:.3e}  "
                                        f"grad norm {norm:.3f}  {tps:,.0f} tok/s")
                 eval_every = a.eval_steps or a.logging_steps
-                if a.eval_strategy == "steps" and (st.global_step % eval_every == 0 or last):
+                epoch_end = st.global_step % steps_per_epoch == 0
+                if (a.eval_strategy == "steps" and (st.global_step % eval_every == 0 or last)) or \
+                        (a.eval_strategy == "epoch" and (epoch_end or last)):
                     metrics = self.evaluate()
                     self._log({"step": st.global_step, "epoch": round(st.epoch, 4), **metrics})
                     if self.world.is_main:
                         progress.write(f"step {st.global_step}/{total}  eval loss {metrics['eval_loss']:.4f}  "
-                                   f"perplexity {metrics['perplexity']:.2f}")
+                                       f"perplexity {metrics['perplexity']:.2f}")
                     t_last = time.perf_counter()  # evaluation time is not training throughput
-                if a.save_strategy == "steps" and (st.global_step % a.save_steps == 0 or last):
+                if (a.save_strategy == "steps" and (st.global_step % a.save_steps == 0 or last)) or \
+                        (a.save_strategy == "epoch" and (epoch_end or last)):
                     self._save_checkpoint(rng)
                     t_last = time.perf_counter()
         finally:
@@ -680,6 +927,162 @@ class Trainer:
         self.optimizer.step()
         self.model.zero_grad()
         return loss, norm
+
+    # ---- the classification loop (transformers' Trainer over row datasets)
+
+    def _train_rows(self, resume: Optional[Path]) -> TrainOutput:
+        a = self.args
+        out_dir = Path(a.output_dir)
+        n = len(self.train_dataset)
+        per_epoch = self.steps_per_epoch()
+        total = self.num_training_steps()
+        if resume is not None:
+            self._load_checkpoint(resume)
+            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(e) + "\n" for e in self.state.log_history))
+        else:
+            self.create_optimizer()
+            self.state = TrainerState(sampler_seed=int(a.seed), train_samples=n)
+            write_text_atomic(out_dir / LOG_FILE, "")
+        st = self.state
+        st.max_steps = total
+        st.num_train_epochs = math.ceil(total / per_epoch)
+        self.control = TrainerControl()
+        self.model.train()
+        self.model.zero_grad()
+        self._callback("on_train_begin")
+        progress = _Progress(total, st.global_step, a.disable_tqdm, self.out)
+        start, start_step = time.perf_counter(), st.global_step
+        run_loss, run_steps = 0.0, 0
+        saved_at = -1
+        lr, norm = self.get_lr(max(st.global_step - 1, 0)), float("nan")
+        B, accum = a.per_device_train_batch_size, a.gradient_accumulation_steps
+        try:
+            for epoch in range(st.global_step // per_epoch, st.num_train_epochs):
+                assert st.sampler_seed is not None
+                batches = batches_of(epoch_order(st.sampler_seed, epoch, n), B)
+                self._callback("on_epoch_begin")
+                for k in range(st.global_step - epoch * per_epoch, per_epoch):
+                    if st.global_step >= total:
+                        break
+                    micro = batches[k * accum:(k + 1) * accum]
+                    lr = self.get_lr(st.global_step)
+                    tokens = sum(len(self.train_dataset.features["input_ids"][i]) for b in micro for i in b)
+                    with self._step_threads.step(max(tokens, 1)):
+                        loss, norm = self._row_step(micro, lr)
+                    st.global_step += 1
+                    st.epoch = epoch + (k + 1) / per_epoch
+                    st.loss_sum += loss
+                    st.loss_steps += 1
+                    st.tokens_seen += tokens
+                    run_loss += loss
+                    run_steps += 1
+                    progress.update({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "epoch": f"{st.epoch:.2f}"})
+                    self._callback("on_step_end")
+                    if a.logging_strategy == "steps" and (st.global_step % a.logging_steps == 0 or
+                                                          (a.logging_first_step and st.global_step == 1)):
+                        self._log_train(lr, norm, progress, total)
+                    if a.eval_strategy == "steps" and st.global_step % (a.eval_steps or a.logging_steps) == 0:
+                        self._evaluate_in_training(progress, total)
+                    last = st.global_step >= total
+                    if a.save_strategy == "steps" and (st.global_step % a.save_steps == 0 or last):
+                        self._save_checkpoint(None)
+                        saved_at = st.global_step
+                    if self.control.should_training_stop:
+                        break
+                self._callback("on_epoch_end")
+                if a.logging_strategy == "epoch" and st.loss_steps:
+                    self._log_train(lr, norm, progress, total)
+                evaluated = a.eval_strategy == "epoch"
+                if evaluated:
+                    self._evaluate_in_training(progress, total)
+                # (a checkpoint of this step written before this evaluation is written again, with its result)
+                if a.save_strategy == "epoch" or (evaluated and saved_at == st.global_step):
+                    self._save_checkpoint(None)
+                    saved_at = st.global_step
+                if self.control.should_training_stop or st.global_step >= total:
+                    break
+        finally:
+            progress.close()
+        if a.load_best_model_at_end and st.best_model_checkpoint is not None:
+            best = Path(st.best_model_checkpoint)
+            if best.is_dir():
+                self._load_weights(best)
+                progress.write(f"loaded the best model from {best} ({a.metric_for_best_model} {st.best_metric})")
+        if a.save_total_limit == 1 and st.best_model_checkpoint is not None:
+            # as transformers: with a limit of one, the run ends keeping only the best checkpoint
+            for _, p in ckpt.list_checkpoints(out_dir):
+                if p != Path(st.best_model_checkpoint):
+                    ckpt.remove_dir(p)
+        runtime = time.perf_counter() - start
+        train_loss = run_loss / max(run_steps, 1)
+        metrics = {"train_runtime": round(runtime, 4),
+                   "train_samples_per_second": round((st.global_step - start_step) * B * accum / max(runtime, 1e-9), 3),
+                   "train_steps_per_second": round((st.global_step - start_step) / max(runtime, 1e-9), 3),
+                   "train_loss": train_loss, "epoch": round(st.epoch, 4)}
+        self._log({**metrics, "step": st.global_step})
+        self._callback("on_train_end")
+        return TrainOutput(st.global_step, train_loss, metrics)
+
+    def _row_step(self, micro: List[np.ndarray], lr: float) -> Tuple[float, float]:
+        """Forward and backward over the step's batches (each loss divided by their count, as
+        transformers' gradient accumulation), clipping and the AdamW update."""
+        loss = 0.0
+        for m, idx in enumerate(micro):
+            b = self._batch_inputs(self.train_dataset.rows(idx))
+            if "labels" not in b:
+                raise ValueError("the data collator dropped the labels")
+            value = float(self.model.forward_backward(b["input_ids"], b["labels"],
+                                                      attention_mask=b.get("attention_mask"),
+                                                      token_type_ids=b.get("token_type_ids")))
+            if not _finite(value):
+                raise TrainingDivergedError(self._diverged(f"the loss is {value}", self.state.global_step + 1, m,
+                                                           len(micro)))
+            loss += value
+        loss /= len(micro)
+        if len(micro) > 1:
+            self._scale_grads(1.0 / len(micro))
+        norm = self._clip()
+        if not _finite(norm):
+            raise TrainingDivergedError(self._diverged(f"the gradient norm is {norm}", self.state.global_step + 1,
+                                                       None, len(micro)))
+        self.optimizer.lr = lr
+        self.optimizer.step()
+        self.model.zero_grad()
+        return loss, norm
+
+    def _log_train(self, lr: float, norm: float, progress: "_Progress", total: int) -> None:
+        st = self.state
+        entry = {"loss": st.loss_sum / st.loss_steps, "grad_norm": norm, "learning_rate": lr,
+                 "epoch": round(st.epoch, 4), "step": st.global_step}
+        st.loss_sum, st.loss_steps = 0.0, 0
+        self._log(entry)
+        self._callback("on_log", logs=entry)
+        if progress.bar is None:
+            progress.write(f"step {st.global_step}/{total}  epoch {st.epoch:.2f}  loss {entry['loss']:.4f}  "
+                           f"lr {lr:.3e}  grad norm {norm:.3f}")
+
+    def _evaluate_in_training(self, progress: "_Progress", total: int) -> None:
+        """Evaluate, then track the best metric (transformers' order: the callbacks see the
+        previous best in on_evaluate)."""
+        a, st = self.args, self.state
+        metrics = self.evaluate()
+        shown = {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))}
+        progress.write(f"step {st.global_step}/{total}  epoch {st.epoch:.2f}  " +
+                       "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        if progress.bar is not None:
+            progress.bar.set_postfix({k[len("eval_"):]: f"{v:.4f}" for k, v in shown.items()}, refresh=True)
+        if a.metric_for_best_model is None:
+            return
+        key = a.metric_for_best_model
+        key = key if key.startswith("eval_") else f"eval_{key}"
+        if key not in metrics:
+            raise KeyError(f"metric_for_best_model is {key!r}, which is not among the evaluation metrics "
+                           f"({', '.join(sorted(metrics))}); set metric_for_best_model to one of them")
+        value = float(metrics[key])
+        best = st.best_metric
+        if best is None or (value > best if a.greater_is_better else value < best):
+            st.best_metric = value
+            st.best_global_step = st.global_step
 
     def _diverged(self, what: str, step: int, micro: Optional[int], accum: int) -> str:
         where = f" (micro-batch {micro + 1} of {accum})" if micro is not None and accum > 1 else ""
