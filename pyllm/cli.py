@@ -562,6 +562,7 @@ def _positive_arg(value: Optional[int], flag: str) -> None:
 
 def _classify(args: argparse.Namespace) -> int:
     import pyllm
+
     from .pipelines import TextClassificationPipeline, load_classifier
 
     _check_threads(args)
@@ -587,6 +588,7 @@ def _embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     import pyllm
+
     from .models import AutoModel
 
     _check_threads(args)

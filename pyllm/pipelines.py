@@ -210,13 +210,13 @@ class TextClassificationPipeline(_EncoderPipeline):
         """Scores of logits (B, num_labels) in float32, as transformers computes them."""
         x = np.asarray(logits, dtype=np.float32)
         if function == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-x))
+            return np.asarray(1.0 / (1.0 + np.exp(-x)))
         if function == "softmax":
             e = np.exp(x - x.max(axis=-1, keepdims=True))
-            return e / e.sum(axis=-1, keepdims=True)
+            return np.asarray(e / e.sum(axis=-1, keepdims=True))
         return x
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> List[Any]:
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         """Classify one input or a list of them; keywords as the class says, plus ``batch_size``."""
         top_k, function, legacy, tok_kwargs, batch_size = self._params(self.defaults, kwargs)
         items, single = _as_items(inputs)
@@ -240,7 +240,7 @@ class TextClassificationPipeline(_EncoderPipeline):
             return results
         if isinstance(inputs, str) and "top_k" not in kwargs:
             return results  # as transformers: one text without top_k gives a one-item list (a dict pair does not)
-        return results[0]  # type: ignore[no-any-return]
+        return results[0]
 
 
 class FeatureExtractionPipeline(_EncoderPipeline):

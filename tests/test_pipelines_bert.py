@@ -158,6 +158,17 @@ def test_text_classification_matches_transformers_live(ref, pipes, hf_pipes):
         assert_same_result(pipes[name](inputs, **kwargs), want, f"call {i} ({name}, {kwargs})")
 
 
+def test_defaults_given_to_pipeline_match_transformers_live(dirs, hf_pipes):
+    transformers = pytest.importorskip("transformers")
+    d = str(dirs["labels3"])
+    hf = transformers.pipeline("text-classification", model=d, device="cpu", top_k=None,
+                               model_kwargs={"attn_implementation": "eager"})
+    ours = pipeline("text-classification", model=d, top_k=None)
+    for inputs in ("one text", ["one text", "and another"], {"text": "a", "text_pair": "b"}):
+        want = json.loads(json.dumps(hf(inputs)))
+        assert_same_result(ours(inputs), want, repr(inputs))  # one text: [[...]], as transformers nests it
+
+
 def test_feature_extraction_matches_transformers_live(ref, minilm_dir, features):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")

@@ -268,7 +268,7 @@ def _load(spec: ModelSpec, n_ctx: Optional[int], threads: Optional[int]) -> Tupl
         alias, sep, path = text.partition("=")
         source = path if sep and name == alias else text
         return name, _from_source(source, n_ctx, threads)
-    origin = getattr(spec, "source", None) or getattr(spec, "_source", None)
+    origin = getattr(spec, "source", None)
     return (model_id(str(origin)) if origin else type(spec).__name__), spec
 
 

@@ -85,7 +85,10 @@ class EmbeddingModel:
             raise APIError(400, f"dimensions: {name} gives {self.dim}-dimensional embeddings and does not "
                            f"shorten them; omit dimensions or pass {self.dim}", param="dimensions")
         items = req.inputs()
-        where = (lambda i: "input") if len(items) == 1 else (lambda i: f"input[{i}]")
+
+        def where(i: int) -> str:
+            return "input" if len(items) == 1 else f"input[{i}]"
+
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         texts: List[Tuple[int, str]] = [(i, x) for i, x in enumerate(items) if isinstance(x, str)]
         ids: List[Tuple[int, List[int]]] = [(i, x) for i, x in enumerate(items) if isinstance(x, list)]
