@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 import uuid
@@ -388,6 +389,9 @@ def _completion_logprobs(served: _Served, choice: _Choice, offset0: int) -> Dict
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\])$")
+
+
 def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -397,7 +401,8 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        # without "body" and pydantic's union member tags ("input.str" is OpenAI's "input")
+        loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _UNION_TAG.match(str(x))]
         kind = first.get("type", "")
         param = ".".join(loc) or None
         if kind == "json_invalid":
