@@ -1,4 +1,4 @@
-"""The `pyllm` command line: generate, chat, perplexity, bench, info, pull, train.
+"""The `pyllm` command line: generate, chat, perplexity, bench, info, pull, train, serve, classify, embed.
 Each command is a thin layer over the Python API; no logic the API lacks."""
 
 from __future__ import annotations
@@ -555,6 +555,109 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- classify / embed: BERT encoders
+
+def _input_texts(args: argparse.Namespace) -> List[str]:
+    """The texts of the command line, else the lines of stdin (blank lines skipped)."""
+    if args.texts:
+        for i, t in enumerate(args.texts):
+            if not t.strip():
+                raise ValueError(f"text {i + 1} is empty: give non-empty texts")
+        return list(args.texts)
+    if sys.stdin.isatty():
+        raise ValueError("no input: give texts as arguments or pipe lines into stdin")
+    texts = [line.rstrip("\r\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("no input: stdin held no non-blank line")
+    return texts
+
+
+def _positive_arg(value: Optional[int], flag: str) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{flag} must be positive, got {value}")
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import pyllm
+
+    from .pipelines import TextClassificationPipeline, load_classifier
+
+    _check_threads(args)
+    _positive_arg(args.top_k, "--top-k")
+    _positive_arg(args.batch_size, "--batch-size")
+    _positive_arg(args.max_length, "--max-length")
+    texts = _input_texts(args)
+    if args.threads is not None:
+        pyllm.set_num_threads(args.threads)
+    model = load_classifier(args.model)
+    pipe = TextClassificationPipeline(model, batch_size=args.batch_size)
+    limit = args.max_length or int(model.config.max_position_embeddings)
+    results = pipe(texts, top_k=args.top_k, truncation=True, max_length=limit)
+    for text, ranked in zip(texts, results):
+        if args.json:
+            print(json.dumps({"text": text, "labels": ranked}, ensure_ascii=False))
+        else:
+            print(", ".join(f"{r['label']} {r['score']:.4f}" for r in ranked) + "\t" + text)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import pyllm
+
+    from .models import AutoModel
+
+    _check_threads(args)
+    _positive_arg(args.batch_size, "--batch-size")
+    _positive_arg(args.max_length, "--max-length")
+    if args.out is not None and not args.out.endswith(".npy"):
+        raise ValueError(f"--out {args.out}: the file name must end in .npy")
+    texts = _input_texts(args)
+    if args.threads is not None:
+        pyllm.set_num_threads(args.threads)
+    model = AutoModel.from_pretrained(args.model)
+    vectors = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize, max_length=args.max_length)
+    if args.out is not None:
+        np.save(args.out, vectors)
+        _err(f"[{vectors.shape[0]} x {vectors.shape[1]} float32 embeddings written to {args.out}]")
+        return 0
+    for row in vectors:
+        print(json.dumps(row.tolist()))
+    return 0
+
+
+def _bert_commands(sub: Any) -> None:
+    p = sub.add_parser("classify", help="classify texts with a fine-tuned BERT classifier",
+                       description="Print the label and score of each text (arguments, else the non-blank lines "
+                                   "of stdin), as pipeline('text-classification') gives them; texts longer than "
+                                   "the model's positions are truncated.")
+    p.add_argument("texts", nargs="*", help="texts to classify (default: the lines of stdin)")
+    p.add_argument("--model", "-m", required=True, help="a fine-tuned BertForSequenceClassification directory")
+    p.add_argument("--top-k", type=int, default=1, help="labels shown per text, best first (default 1)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="truncate to this many tokens (default: the model's max_position_embeddings)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help='one JSON object per text: {"text", "labels": [...]}')
+    p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
+    p.set_defaults(func=_classify)
+
+    p = sub.add_parser("embed", help="sentence embeddings of texts with a BERT encoder",
+                       description="Sentence embeddings as sentence-transformers computes them (the model "
+                                   "directory's pooling, mean by default; texts truncated to its max_seq_length): "
+                                   "one JSON array per text on stdout, or a float32 (N, C) .npy file with --out.")
+    p.add_argument("texts", nargs="*", help="texts to embed (default: the lines of stdin)")
+    p.add_argument("--model", "-m", default="all-MiniLM-L6-v2",
+                   help="a BERT directory or registered name (default all-MiniLM-L6-v2)")
+    p.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
+    p.add_argument("--out", "-o", default=None, help="write the vectors to this .npy file instead of stdout")
+    p.add_argument("--max-length", type=int, default=None, help="truncate to this many tokens (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
+    p.set_defaults(func=_embed)
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     from .hub import DEFAULT_MODEL
 
@@ -699,9 +802,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with continuous batching",
                        description="Serve models over OpenAI's HTTP API (/v1/chat/completions, /v1/completions, "
-                                   "/v1/models, /tokenize, /detokenize, /health, /metrics). Needs pyllm[serve].")
+                                   "/v1/embeddings, /v1/models, /tokenize, /detokenize, /health, /metrics). "
+                                   "Needs pyllm[serve].")
     p.add_argument("--model", "-m", action="append", default=None,
-                   help="a .gguf path, model directory or registered name; ALIAS=PATH names it; repeat to serve "
+                   help="a .gguf path, model directory or registered name (a BERT encoder such as all-MiniLM-L6-v2 "
+                        "serves /v1/embeddings); ALIAS=PATH names it; repeat to serve "
                         "several (requests pick one by 'model'; default SmolLM2-135M-Instruct)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -732,6 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pull", help="fetch a registered model into the local cache")
     p.add_argument("name", nargs="?", default=None, help="registered model name (default: the default model)")
     p.set_defaults(func=_pull)
+    _bert_commands(sub)
     return parser
 
 

@@ -1,5 +1,6 @@
 # The HTTP side of `pyllm serve`: a FastAPI app with OpenAI's routes, request and response shapes, error
-# bodies, bearer-key check and SSE streaming, over one Engine per model. Not the scheduling (engine.py).
+# bodies, bearer-key check and SSE streaming, over one Engine per decoder model and an EmbeddingModel per
+# encoder. Not the scheduling (engine.py) and not the embedding math (embeddings.py).
 """``create_app(models, ...)``: the ASGI app; ``serve(...)`` runs it with uvicorn."""
 
 from __future__ import annotations
@@ -7,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -20,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .embeddings import EmbeddingModel, is_encoder
 from .engine import DoneEvent, Engine, EngineStopped, PromptLogprobsEvent, QueueFull, SamplingParams, TokenEvent
 from .metrics import ServerMetrics
 from .protocol import (
@@ -27,6 +31,7 @@ from .protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
+    EmbeddingRequest,
     TokenizeRequest,
 )
 from .text import TextAssembler, TokenTexts
@@ -49,14 +54,27 @@ def model_id(spec: str) -> str:
 
 
 class _Served:
-    """One model behind the API: its engine, tokenizer and the texts of its tokens."""
+    """One model behind the API: a decoder's engine, or an encoder's embedding model (with the one
+    worker thread its requests run on); its tokenizer and the texts of its tokens."""
 
-    def __init__(self, name: str, model: Any, engine: Engine):
-        self.name, self.model, self.engine = name, model, engine
+    def __init__(self, name: str, model: Any, engine: Optional[Engine] = None,
+                 encoder: Optional[EmbeddingModel] = None):
+        self.name, self.model = name, model
+        self._engine, self.encoder = engine, encoder
         self.tokenizer = model.tokenizer
         self.texts = TokenTexts(self.tokenizer)
         self.created = int(time.time())
         self._grammars: Any = None
+        self.max_len = encoder.max_len if encoder is not None else int(model.n_ctx)
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{name}") if encoder is not None else None
+
+    @property
+    def engine(self) -> Engine:
+        """The decoder's engine; a chat or completion request to an embedding model is a 400."""
+        if self._engine is None:
+            raise APIError(400, f"model {self.name!r} is an embedding model: it serves /v1/embeddings only, not "
+                           "chat or completions", param="model", code="model_not_supported")
+        return self._engine
 
     def grammars(self) -> Any:
         """llguidance over the model's vocabulary (built on first use)."""
@@ -226,24 +244,31 @@ class _Guard:
         return False
 
 
-_ENDPOINTS = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics", "/tokenize",
-              "/detokenize")
+_ENDPOINTS = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/health", "/metrics",
+              "/tokenize", "/detokenize")
+
+
+def _from_source(source: Any, n_ctx: Optional[int], threads: Optional[int]) -> Any:
+    """A decoder (AutoModelForCausalLM) or, for a BERT directory or name, an encoder (BertModel)."""
+    from ..models import AutoModel, AutoModelForCausalLM
+
+    if is_encoder(source):
+        return AutoModel.from_pretrained(source)
+    return AutoModelForCausalLM.from_pretrained(source, n_threads=threads, n_ctx=n_ctx)
 
 
 def _load(spec: ModelSpec, n_ctx: Optional[int], threads: Optional[int]) -> Tuple[str, Any]:
-    from ..models import AutoModelForCausalLM
-
     if isinstance(spec, tuple):
         name, obj = spec
         if isinstance(obj, (str, os.PathLike)):
-            return str(name), AutoModelForCausalLM.from_pretrained(obj, n_threads=threads, n_ctx=n_ctx)
+            return str(name), _from_source(obj, n_ctx, threads)
         return str(name), obj
     if isinstance(spec, (str, os.PathLike)):
         text = str(spec)
         name = model_id(text)
         alias, sep, path = text.partition("=")
         source = path if sep and name == alias else text
-        return name, AutoModelForCausalLM.from_pretrained(source, n_threads=threads, n_ctx=n_ctx)
+        return name, _from_source(source, n_ctx, threads)
     origin = getattr(spec, "source", None)
     return (model_id(str(origin)) if origin else type(spec).__name__), spec
 
@@ -252,7 +277,9 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
                threads: Optional[int] = None, max_parallel: int = 32, max_queue: Optional[int] = None,
                prefill_chunk: int = 128, api_key: Optional[str] = None) -> FastAPI:
     """The OpenAI-compatible app over ``models``: names, paths, ``ALIAS=PATH`` strings, loaded models or
-    ``(id, model or path)`` pairs; requests pick one by ``model``. Each model gets an engine that decodes
+    ``(id, model or path)`` pairs; requests pick one by ``model``. BERT encoders (``"all-MiniLM-L6-v2"``,
+    a BERT directory, a loaded ``BertModel``) serve ``/v1/embeddings`` (run on a worker thread of their
+    own, see :class:`~pyllm.serve.embeddings.EmbeddingModel`). Each decoder gets an engine that decodes
     up to ``max_parallel`` sequences together and queues up to ``max_queue`` requests (default
     4 x max_parallel; past it: 429). With ``api_key`` every route but /health and /metrics needs
     ``Authorization: Bearer <api_key>``. The server takes a loaded model over: do not generate with it
@@ -269,18 +296,25 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
         name, model = _load(spec, n_ctx, threads)
         if name in served:
             raise ValueError(f"two models are served as {name!r}; name one with ALIAS=PATH")
+        if is_encoder(model):
+            served[name] = _Served(name, model, encoder=EmbeddingModel(model))
+            continue
         engine = Engine(model, name, max_parallel=max_parallel, max_queue=max_queue, prefill_chunk=prefill_chunk,
                         metrics=metrics)
         metrics.watch(engine)
         served[name] = _Served(name, model, engine)
+    engines = [s._engine for s in served.values() if s._engine is not None]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for s in served.values():
-            s.engine.start()
+        for e in engines:
+            e.start()
         yield
+        for e in engines:
+            await asyncio.get_running_loop().run_in_executor(None, e.stop)
         for s in served.values():
-            await asyncio.get_running_loop().run_in_executor(None, s.engine.stop)
+            if s.worker is not None:
+                s.worker.shutdown(wait=True)
 
     app = FastAPI(title="pyllm", lifespan=lifespan)
     app.state.served = served
@@ -288,6 +322,13 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
     _routes(app, served, metrics)
     app.add_middleware(_Guard, api_key=api_key, metrics=metrics)
     return app
+
+
+def _generator(served: Dict[str, _Served], name: Optional[str]) -> _Served:
+    """The served decoder named ``name`` (an embedding model there is a 400)."""
+    s = _pick(served, name)
+    _ = s.engine  # raises APIError 400 for an embedding model
+    return s
 
 
 def _pick(served: Dict[str, _Served], name: Optional[str]) -> _Served:
@@ -348,6 +389,9 @@ def _completion_logprobs(served: _Served, choice: _Choice, offset0: int) -> Dict
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\])$")
+
+
 def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -357,7 +401,8 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        # without "body" and pydantic's union member tags ("input.str" is OpenAI's "input")
+        loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _UNION_TAG.match(str(x))]
         kind = first.get("type", "")
         param = ".".join(loc) or None
         if kind == "json_invalid":
@@ -381,7 +426,7 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        dead = [s.name for s in served.values() if s.engine.error is not None]
+        dead = [s.name for s in served.values() if s._engine is not None and s._engine.error is not None]
         if dead:
             return JSONResponse({"status": "error", "message": f"engine of {', '.join(dead)} died"}, status_code=503)
         return JSONResponse({"status": "ok"})
@@ -392,7 +437,7 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
 
     def model_card(s: _Served) -> Dict[str, Any]:
         return {"id": s.name, "object": "model", "created": s.created, "owned_by": "pyllm",
-                "max_model_len": int(s.model.n_ctx)}
+                "max_model_len": s.max_len}
 
     @app.get("/v1/models")
     async def list_models() -> Dict[str, Any]:
@@ -411,7 +456,7 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
             ids = _chat_ids(s, body.messages, body.add_generation_prompt)
         else:
             ids = list(s.tokenizer.encode(body.prompt or "", add_special_tokens=body.add_special_tokens))
-        return {"tokens": ids, "count": len(ids), "max_model_len": int(s.model.n_ctx)}
+        return {"tokens": ids, "count": len(ids), "max_model_len": s.max_len}
 
     @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> Dict[str, Any]:
@@ -422,9 +467,18 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
             raise APIError(400, f"tokens: {bad[0]} is not a token id in [0, {vocab})", param="tokens")
         return {"prompt": s.tokenizer.decode(body.tokens)}
 
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> Dict[str, Any]:
+        s = _pick(served, body.model)
+        if s.encoder is None or s.worker is None:
+            raise APIError(400, f"model {s.name!r} is a text generation model: /v1/embeddings serves encoder "
+                           "models (BERT, e.g. all-MiniLM-L6-v2)", param="model", code="model_not_supported")
+        encoder = s.encoder
+        return await asyncio.get_running_loop().run_in_executor(s.worker, encoder.embed, body, s.name)
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Union[Dict[str, Any], Response]:
-        s = _pick(served, body.model)
+        s = _generator(served, body.model)
         ids = _chat_ids(s, body.messages, True)
         requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         params = body.params(_max_new(requested, len(ids), int(s.model.n_ctx), "max_completion_tokens"),
@@ -447,7 +501,7 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Union[Dict[str, Any], Response]:
-        s = _pick(served, body.model)
+        s = _generator(served, body.model)
         if body.suffix:
             raise APIError(400, "suffix: not supported", param="suffix")
         if body.best_of is not None and body.best_of != body.n:

@@ -1,6 +1,6 @@
 # The OpenAI request bodies the server takes (pydantic models, checked on arrival) and their mapping onto
 # the engine's SamplingParams. Not the HTTP routes (app.py) and not the decoding (engine.py).
-"""OpenAI-shaped requests: chat completions, completions, tokenize / detokenize."""
+"""OpenAI-shaped requests: chat completions, completions, embeddings, tokenize / detokenize."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .engine import SamplingParams
 
-__all__ = ["ChatCompletionRequest", "CompletionRequest", "TokenizeRequest", "DetokenizeRequest", "APIError"]
+__all__ = ["ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest", "TokenizeRequest", "DetokenizeRequest",
+           "APIError"]
 
 
 class APIError(Exception):
@@ -143,6 +144,36 @@ class CompletionRequest(_Sampling):
         if all(isinstance(x, int) for x in p):
             return [[int(x) for x in p if isinstance(x, int)]]
         return [x for x in p if isinstance(x, (str, list))]
+
+
+class EmbeddingRequest(_Body):
+    model: str
+    # a text, texts, one token list or token lists (OpenAI's four forms)
+    input: Union[str, List[str], List[int], List[List[int]]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, ge=1)
+    user: Optional[str] = None
+    # beyond OpenAI: cut inputs longer than the model takes instead of answering 400
+    truncate: bool = False
+
+    def inputs(self) -> List[Union[str, List[int]]]:
+        """The request's inputs (each a text or a token list), each checked non-empty."""
+        x = self.input
+        if isinstance(x, str):
+            items: List[Union[str, List[int]]] = [x]
+        elif not x:
+            raise APIError(400, "input: must not be empty", param="input")
+        elif all(isinstance(t, int) for t in x):
+            items = [[int(t) for t in x if isinstance(t, int)]]
+        else:
+            items = [t for t in x if isinstance(t, (str, list))]
+        if len(items) > 2048:
+            raise APIError(400, f"input: at most 2048 inputs per request, got {len(items)}", param="input")
+        for i, item in enumerate(items):
+            if len(item) == 0 if isinstance(item, list) else not item:
+                where = "input" if len(items) == 1 else f"input[{i}]"
+                raise APIError(400, f"{where}: must not be empty", param="input")
+        return items
 
 
 class TokenizeRequest(_Body):
