@@ -61,6 +61,7 @@ HOSTILE = {
     "replace": "{% set s = 'a' * 4000 %}{{ s.replace('a', s) | length }}",
     "power": "{{ (2 ** 10000000000) | string | length }}",
     "output": "{% for i in range(100000) %}{{ 'y' * 5000 }}{% endfor %}",
+    "deep nesting": "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",  # jinja2's parser recursed past the limit
 }
 
 

@@ -204,7 +204,11 @@ def _compiled(source: str) -> Any:
         if _env is None:
             _env = _environment()
         env = _env
-    template = env.from_string(source)  # compiled outside the lock: it may take a while
+    try:
+        template = env.from_string(source)  # compiled outside the lock: it may take a while
+    except RecursionError:
+        # jinja2's parser recurses once per nesting level: a template nested thousands deep is refused
+        raise ChatTemplateError("the chat template is nested too deeply to compile") from None
     # ~ compiles to a call of the module's str_join / markup_join: sized ones instead
     module = template.root_render_func.__globals__
     module["str_join"] = _join
