@@ -798,12 +798,13 @@ class Trainer:
 
     def _job_description(self, resume: Optional[Path]) -> Dict[str, Any]:
         """What must be equal on every rank: arguments, model configuration and size, data, resume point."""
-        cfg = getattr(self.model, "config", None)
+        cfg: Any = getattr(self.model, "config", None)
         data = {}
         for key, ds in (("train", self.train_dataset), ("eval", self.eval_dataset)):
             if ds is not None:
                 data[key] = _dataset_fingerprint(ds)
-        return {"args": self.args.to_dict(), "model": type(self.model).__name__,
+        args = self.args.to_dict() if self.args is not None else None
+        return {"args": args, "model": type(self.model).__name__,
                 "config": cfg.to_dict() if hasattr(cfg, "to_dict") else repr(cfg),
                 "parameters": sum(int(p.size) for _, p in self.model.named_parameters()),
                 "data": data, "resume": None if resume is None else resume.name}
