@@ -170,8 +170,28 @@ class BertConfig:
         return cls.from_dict(d, **overrides)
 
 
+class _ModelOutput:
+    """transformers' ModelOutput access: the set fields (not None) in ``_FIELDS`` order, by
+    name (``out["logits"]``) or position (``out[0]``)."""
+
+    _FIELDS: Tuple[str, ...] = ()
+
+    def to_tuple(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.keys())
+
+    def keys(self) -> List[str]:
+        return [k for k in self._FIELDS if getattr(self, k) is not None]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+
 @dataclass
-class BaseModelOutputWithPooling:
+class BaseModelOutputWithPooling(_ModelOutput):
     """As transformers': ``last_hidden_state`` (B, T, C), ``pooler_output`` (B, C) (None
     without a pooler), ``hidden_states`` (L+1 arrays (B, T, C): the embeddings, then each
     layer) when asked; also ``out["last_hidden_state"]`` and ``out[0]``."""
@@ -180,22 +200,11 @@ class BaseModelOutputWithPooling:
     pooler_output: Any = None
     hidden_states: Optional[Tuple[Any, ...]] = None
 
-    def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.keys())
-
-    def keys(self) -> List[str]:
-        return [k for k in ("last_hidden_state", "pooler_output", "hidden_states") if getattr(self, k) is not None]
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(key)
-            return getattr(self, key)
-        return self.to_tuple()[key]
+    _FIELDS = ("last_hidden_state", "pooler_output", "hidden_states")  # in to_tuple order
 
 
 @dataclass
-class SequenceClassifierOutput:
+class SequenceClassifierOutput(_ModelOutput):
     """As transformers': ``logits`` (B, num_labels), ``loss`` (0-d, None without labels),
     ``hidden_states`` when asked; ``out["logits"]``, ``out[0]`` (loss first when set)."""
 
@@ -203,18 +212,7 @@ class SequenceClassifierOutput:
     loss: Any = None
     hidden_states: Optional[Tuple[Any, ...]] = None
 
-    def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.keys())
-
-    def keys(self) -> List[str]:
-        return [k for k in ("loss", "logits", "hidden_states") if getattr(self, k) is not None]
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(key)
-            return getattr(self, key)
-        return self.to_tuple()[key]
+    _FIELDS = ("loss", "logits", "hidden_states")  # in to_tuple order
 
 
 class BertPreTrainedModel:
