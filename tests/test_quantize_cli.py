@@ -147,7 +147,9 @@ def test_an_interrupted_write_leaves_no_file(tmp_path):
     src = TINY / "llama3" / "llama3-f32.gguf"
     out = tmp_path / "out.gguf"
     out.write_bytes(b"the previous file")
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(src), str(out)], stderr=subprocess.PIPE)
+    # cwd: the installed package, not the source tree beside the tests (which has no built _C)
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(src), str(out)], stderr=subprocess.PIPE,
+                             cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
