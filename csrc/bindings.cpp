@@ -673,6 +673,34 @@ py::array decoder_forward(pyllm::DecoderModel& m, const py::object& tokens_obj, 
     return std::move(out);
 }
 
+// (logits (T, V) or None, hidden states (L + 1, T, C), or the last layer's (T, C) unless all_layers) of
+// tokens appended to sequence seq
+py::tuple decoder_forward_hidden(pyllm::DecoderModel& m, const py::object& tokens_obj, bool logits, int64_t seq,
+                                 bool all_layers) {
+    py::array a = vector_arg<int32_t>(tokens_obj, "tokens");
+    const pyllm::DecoderSpec& s = m.spec();
+    const int64_t T = a.shape(0);
+    std::vector<py::ssize_t> shape{T, s.hidden_size};
+    if (all_layers) shape.insert(shape.begin(), s.n_layer + 1);
+    py::array_t<float> hidden(shape);
+    py::object out_logits = py::none();
+    float* lp = nullptr;
+    if (logits) {
+        py::array_t<float> l(std::vector<py::ssize_t>{T, s.vocab_size});
+        lp = l.mutable_data();
+        out_logits = std::move(l);
+    }
+    const int32_t* tokens = static_cast<const int32_t*>(a.data());
+    float* hp = hidden.mutable_data();
+    {
+        Released nogil;
+        std::lock_guard<std::mutex> lock(m.mutex());
+        m.select_seq(seq);
+        m.forward_hidden(tokens, T, lp, true, hp, all_layers);
+    }
+    return py::make_tuple(out_logits, hidden);
+}
+
 py::array decoder_decode_batch(pyllm::DecoderModel& m, const py::object& tokens_obj, const py::object& seqs_obj) {
     py::array a = vector_arg<int32_t>(tokens_obj, "tokens");
     py::array s = vector_arg<int64_t>(seqs_obj, "seqs");
@@ -1232,6 +1260,8 @@ PYBIND11_MODULE(_C, m) {
         .def(py::init(&make_decoder), py::arg("spec"), py::arg("tensors"), py::arg("rope"),
              py::arg("release_source") = false)
         .def("forward", &decoder_forward, py::arg("tokens"), py::arg("all_logits") = false, py::arg("seq") = 0)
+        .def("forward_hidden", &decoder_forward_hidden, py::arg("tokens"), py::arg("logits") = false,
+             py::arg("seq") = 0, py::arg("all_layers") = true)
         .def("decode_batch", &decoder_decode_batch, py::arg("tokens"), py::arg("seqs"))
         .def_property_readonly("decode_batch_supported", &pyllm::DecoderModel::decode_batch_supported)
         .def_property_readonly("n_past", [](pyllm::DecoderModel& mm) {

@@ -85,6 +85,35 @@ def test_greedy_generation_matches_transformers(pair):
     assert np.asarray(got).reshape(-1)[len(prompt):].tolist() == want, name
 
 
+def test_hidden_states_and_embeddings_match_transformers(pair):
+    """output_hidden_states: the residual stream entering each layer, then the final norm's output
+    (padded rows too); embed() mean-pools the last of them, as the reference's last_hidden_state."""
+    name, ref, model = pair
+    ids = np.stack([IDS[:24], IDS[16:]])
+    mask = np.ones_like(ids)
+    mask[1, :5] = 0  # left padding
+    with torch.no_grad():
+        want = [ref(torch.tensor(ids[:1]), output_hidden_states=True).hidden_states,
+                ref(torch.tensor(ids[1:, 5:]), output_hidden_states=True).hidden_states]
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    assert len(out.hidden_states) == len(want[0]) == BASE["num_hidden_layers"] + 1
+    for layer, got in enumerate(out.hidden_states):
+        for b, cols in ((0, slice(None)), (1, slice(5, None))):
+            w = want[b][layer][0].numpy()
+            err = np.abs(got[b, cols] - w).max()
+            assert err <= 1e-5 * max(1.0, np.abs(w).max()), f"{name} layer {layer} row {b}: {err:.2e}"
+    assert not out.hidden_states[-1][1, :5].any()
+    # the logits are the plain call's
+    np.testing.assert_array_equal(out.logits, model(ids, attention_mask=mask).logits)
+    emb = model.embed(ids, attention_mask=mask)
+    for b in (0, 1):
+        w = want[b][-1][0].numpy().mean(0)
+        np.testing.assert_allclose(emb[b], w, atol=1e-5 * max(1.0, np.abs(w).max()), rtol=0)
+    last = model.embed(ids, attention_mask=mask, pooling="last", normalize=True)
+    w = want[1][-1][0, -1].numpy()
+    np.testing.assert_allclose(last[1], w / np.linalg.norm(w), atol=1e-6, rtol=0)
+
+
 def test_decode_steps_give_the_prefill_bits(pair):
     name, _, model = pair
     full = model(IDS[None]).logits[0]

@@ -31,6 +31,18 @@ def test_pyllm_checkpoint_loads_in_transformers_with_equal_logits(tmp_path):
     with torch.no_grad():
         want = hf(torch.from_numpy(ids)).logits.numpy()
     assert rel_err(model(ids).logits, want) <= 1e-4
+    # hidden states: the embeddings, each block's output but the last, then ln_f's; padded rows too
+    mask = np.ones_like(ids)
+    mask[1, :4] = 0
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    with torch.no_grad():
+        full = hf(torch.from_numpy(ids[:1]), output_hidden_states=True).hidden_states
+        cut = hf(torch.from_numpy(ids[1:, 4:]), output_hidden_states=True).hidden_states
+    assert len(out.hidden_states) == len(full) == 4
+    for got, w0, w1 in zip(out.hidden_states, full, cut):
+        assert rel_err(got[0], w0[0].numpy()) <= 1e-5 and rel_err(got[1, 4:], w1[0].numpy()) <= 1e-5
+        assert not got[1, :4].any()
+    np.testing.assert_allclose(model.embed(ids[1:, 4:])[0], cut[-1][0].numpy().mean(0), atol=1e-5, rtol=0)
 
 
 def test_transformers_checkpoint_trains_like_pytorch(tmp_path):

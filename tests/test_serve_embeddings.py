@@ -1,6 +1,7 @@
 """`pyllm serve`'s /v1/embeddings through the official openai client: vectors equal the model's own
 encode() for the same texts (float and base64), the four input forms, usage counts, and OpenAI's error
-bodies (empty input, too long input, dimensions, a decoder asked for embeddings, chat to an encoder)."""
+bodies (empty input, too long input, dimensions, chat to an encoder); a decoder's vectors (mean-pooled
+final hidden states) equal encode() and transformers' on the same ids, while streams run beside them."""
 
 from __future__ import annotations
 
@@ -147,10 +148,7 @@ def test_dimensions_equal_to_the_width_is_fine(client):
     assert len(r.data[0].embedding) == 384
 
 
-def test_decoder_and_encoder_refuse_each_others_routes(client):
-    with pytest.raises(openai.BadRequestError) as e:
-        client.embeddings.create(model="tiny", input="hello")
-    assert e.value.body["code"] == "model_not_supported" and "text generation model" in e.value.body["message"]
+def test_an_encoder_refuses_generation(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="all-MiniLM-L6-v2", messages=[{"role": "user", "content": "hi"}])
     assert e.value.body["code"] == "model_not_supported" and "embedding model" in e.value.body["message"]
@@ -194,3 +192,81 @@ def test_embedding_runs_off_the_event_loop(server, minilm):
     assert order == ["health", "embed"]
     vecs = np.array([d["embedding"] for d in big.json()["data"]], dtype=np.float32)
     np.testing.assert_array_equal(vecs, minilm.encode(texts, normalize=True))
+
+
+# ---- a decoder's embeddings
+
+@pytest.fixture(scope="module")
+def tiny():
+    with pyllm.AutoModelForCausalLM.from_pretrained(TINY_DECODER, n_ctx=64) as m:
+        yield m
+
+
+def test_decoder_vectors_equal_encode_and_transformers(client, tiny):
+    texts = ["Hello there", "The quick brown fox jumps over the lazy dog", "a"]
+    r = client.embeddings.create(model="tiny", input=texts, encoding_format="float")
+    got = np.array([d.embedding for d in r.data], dtype=np.float32)
+    np.testing.assert_array_equal(got, tiny.encode(texts, normalize=True))
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+    assert r.usage.prompt_tokens == sum(len(tiny.tokenizer(t)["input_ids"]) for t in texts)
+    # token lists, against transformers' last hidden state of the source checkpoint, mean-pooled
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModel.from_pretrained(TINY_DECODER.parent / "hf", dtype=torch.float32)
+    rows = [[1, 15, 27, 3, 80], [1, 4]]
+    r = client.embeddings.create(model="tiny", input=rows, encoding_format="float")
+    for d, row in zip(r.data, rows):
+        with torch.no_grad():
+            want = hf(torch.tensor([row])).last_hidden_state[0].mean(0).numpy()
+        np.testing.assert_allclose(d.embedding, want / np.linalg.norm(want), atol=2e-6, rtol=0)
+
+
+def test_decoder_embeddings_beside_streams(server, tiny):
+    """Embedding requests run between the decode steps of running completions: every completion
+    gives its solo text and every vector its solo value."""
+    import asyncio
+
+    prompts = [[1, 15, 27], [1, 80, 81, 82], [1, 4]]
+    body = {"model": "tiny", "max_tokens": 12, "temperature": 0}
+    solo = [httpx.post(f"{server.url}/v1/completions", json={**body, "prompt": p}, timeout=60).json()
+            for p in prompts]
+    texts = [f"embedding {i} " * (i % 4 + 1) for i in range(8)]
+    want = tiny.encode(texts, normalize=True)
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as c:
+            async def complete(p):
+                return await c.post("/v1/completions", json={**body, "prompt": p})
+
+            async def embed(t):
+                return await c.post("/v1/embeddings", json={"model": "tiny", "input": t, "encoding_format": "float"})
+
+            return await asyncio.gather(*[complete(p) for p in prompts], *[embed(t) for t in texts])
+
+    out = asyncio.run(run())
+    for alone, r in zip(solo, out[:3]):
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == alone["choices"][0]["text"]
+        assert r.json()["usage"] == alone["usage"]
+    for r, w in zip(out[3:], want):
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(np.array(r.json()["data"][0]["embedding"], dtype=np.float32), w)
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    ({"input": "word " * 80}, 400, "maximum of 64"),
+    ({"input": [1] * 65}, 400, "maximum of 64"),
+    ({"input": [1, 5000]}, 400, "token id 5000"),
+])
+def test_decoder_bad_embedding_requests(server, body, status, fragment):
+    r = _post(server, {"model": "tiny", **body})
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_decoder_truncated_input(server, tiny):
+    ids = [1] + [15] * 70
+    r = _post(server, {"model": "tiny", "input": ids, "truncate": True, "encoding_format": "float"})
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(np.array(r.json()["data"][0]["embedding"], dtype=np.float32),
+                                  tiny.embed([ids[:64]], normalize=True)[0])

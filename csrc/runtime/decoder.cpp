@@ -434,7 +434,7 @@ void DecoderModel::truncate(int64_t n) {
     c.n_past = n;
 }
 
-void DecoderModel::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+void DecoderModel::check_tokens(const int32_t* tokens, int64_t T) const {
     if (T <= 0) throw std::invalid_argument("forward needs at least one token");
     for (int64_t t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= spec_.vocab_size)
@@ -444,8 +444,17 @@ void DecoderModel::forward(const int32_t* tokens, int64_t T, float* logits, bool
     if (n_past() + T > spec_.n_ctx)
         throw std::invalid_argument(std::to_string(n_past()) + " cached + " + std::to_string(T) +
                                     " new tokens exceed the context length n_ctx=" + std::to_string(spec_.n_ctx));
+}
+
+void DecoderModel::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+    forward_hidden(tokens, T, logits, all_logits, nullptr, false);
+}
+
+void DecoderModel::forward_hidden(const int32_t* tokens, int64_t T, float* logits, bool all_logits, float* hidden,
+                                  bool all_layers) {
+    check_tokens(tokens, T);
     ensure_work();
-    if (T == 1 && decode_packed_) {
+    if (T == 1 && decode_packed_ && !hidden) {
         const int64_t seq = int64_t(seq_);
         decode_timed(tokens, &seq, 1, logits);
         return;
@@ -456,10 +465,12 @@ void DecoderModel::forward(const int32_t* tokens, int64_t T, float* logits, bool
         const int nt = prefill_threads_.pick(num_threads());
         ScopedThreads scoped(nt);  // the kernels' OpenMP regions
         const auto start = std::chrono::steady_clock::now();
-        if (all_logits)
-            forward_chunk(tokens + t0, n, logits + t0 * spec_.vocab_size, true);
-        else
-            forward_chunk(tokens + t0, n, last ? logits : nullptr, false);
+        float* chunk_logits = !logits      ? nullptr
+                              : all_logits ? logits + t0 * spec_.vocab_size
+                              : last       ? logits
+                                           : nullptr;
+        forward_chunk(tokens + t0, n, chunk_logits, all_logits, hidden ? hidden + t0 * spec_.hidden_size : nullptr,
+                      all_layers ? T * spec_.hidden_size : 0);
         prefill_threads_.record(nt, seconds_since(start), double(n));
     }
 }
@@ -517,9 +528,10 @@ void DecoderModel::graph(Exec& e) {
 // for the last position, or none.
 class DecoderModel::Prefill {
 public:
-    Prefill(DecoderModel& m, const int32_t* tokens, int64_t T, float* logits, bool all_logits)
+    Prefill(DecoderModel& m, const int32_t* tokens, int64_t T, float* logits, bool all_logits, float* hidden,
+            int64_t layer_stride)
         : m_(m), s_(m.spec_), k_(kernels()), tokens_(tokens), T_(T), logits_(logits), all_(all_logits),
-          cache_(m.caches_[m.seq_]), pos0_(cache_.n_past) {}
+          hidden_(hidden), layer_stride_(layer_stride), cache_(m.caches_[m.seq_]), pos0_(cache_.n_past) {}
 
     void embed() {
         std::vector<int64_t> pos(static_cast<size_t>(T_));
@@ -529,6 +541,7 @@ public:
 
     void layer(int64_t l) {
         l_ = l;
+        if (hidden_ && layer_stride_) std::copy_n(m_.x_.data(), T_ * s_.hidden_size, hidden_ + l * layer_stride_);
         const int64_t KVD = s_.n_kv_head * s_.head_dim;
         kc_ = cache_.k.get() + l * s_.n_ctx * KVD;  // key cache (n_ctx, NKV*HS)
         vc_ = cache_.v.get() + l * s_.n_ctx * KVD;
@@ -583,11 +596,19 @@ public:
 
     void head() {
         cache_.n_past = pos0_ + T_;
-        if (!logits_) return;
         const int64_t C = s_.hidden_size, rows = all_ ? T_ : 1;
-        const float* x = all_ ? m_.x_.data() : m_.x_.data() + (T_ - 1) * C;
-        m_.norm(m_.xn_.data(), x, rows, m_.w_.output_norm, m_.w_.output_norm_b);
-        m_.linear(logits_, m_.xn_.data(), rows, m_.w_.output, Vector{});
+        const float* xn = nullptr;  // the final norm of the rows the logits read
+        if (hidden_) {              // every row's: the last hidden state
+            float* last = hidden_ + s_.n_layer * layer_stride_;
+            m_.norm(last, m_.x_.data(), T_, m_.w_.output_norm, m_.w_.output_norm_b);
+            xn = all_ ? last : last + (T_ - 1) * C;
+        } else if (logits_) {
+            const float* x = all_ ? m_.x_.data() : m_.x_.data() + (T_ - 1) * C;
+            m_.norm(m_.xn_.data(), x, rows, m_.w_.output_norm, m_.w_.output_norm_b);
+            xn = m_.xn_.data();
+        }
+        if (!logits_) return;
+        m_.linear(logits_, xn, rows, m_.w_.output, Vector{});
         if (s_.final_softcap > 0.0f) softcap_span(logits_, rows * s_.vocab_size, s_.final_softcap);
     }
 
@@ -614,6 +635,8 @@ private:
     const int64_t T_;
     float* logits_;
     const bool all_;
+    float* hidden_;
+    const int64_t layer_stride_;
     KVCache& cache_;
     const int64_t pos0_;
     int64_t l_ = 0;
@@ -621,8 +644,9 @@ private:
     float* vc_ = nullptr;
 };
 
-void DecoderModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
-    Prefill e(*this, tokens, T, logits, all_logits);
+void DecoderModel::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits, float* hidden,
+                                 int64_t layer_stride) {
+    Prefill e(*this, tokens, T, logits, all_logits, hidden, layer_stride);
     graph(e);
 }
 

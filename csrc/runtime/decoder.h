@@ -99,6 +99,13 @@ public:
     // to the cache. logits: (T, V) when all_logits, else (V) for the last one.
     // Throws std::invalid_argument for ids out of range or a full cache.
     void forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+    // forward that also writes the hidden states (L + 1, T, C): row l < L is
+    // the residual stream entering layer l (the scaled embeddings at l = 0),
+    // row L the final norm's output, as transformers' output_hidden_states;
+    // only that last one (T, C) unless all_layers. logits as forward's, or
+    // null for none.
+    void forward_hidden(const int32_t* tokens, int64_t T, float* logits, bool all_logits, float* hidden,
+                        bool all_layers);
 
     int64_t n_past() const { return caches_[seq_].n_past; }
     // Forget the cached positions after the first n (0 clears the cache).
@@ -138,7 +145,11 @@ private:
     class Prefill;
     class Decode;
     struct DecodeStep;
-    void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+    // hidden: null, or the chunk's first row of hidden states whose layers are
+    // `layer_stride` floats apart (0: the last layer's alone)
+    void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits,
+                       float* hidden = nullptr, int64_t layer_stride = 0);
+    void check_tokens(const int32_t* tokens, int64_t T) const;
     // One token for each of B sequences through every layer inside a single
     // job of nt threads (weights packed); logits (B, V) or none.
     void decode_rows(const int32_t* tokens, const int64_t* seqs, int64_t B, float* logits, int nt);

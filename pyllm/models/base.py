@@ -23,7 +23,7 @@ import os
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -32,27 +32,39 @@ from .._inputs import id_batch, is_torch_tensor, like_input, to_numpy
 from ..generation.utils import GenerationMixin, reusable_prefix
 
 
+class ModelOutput:
+    """transformers' ModelOutput access: the set fields (not None) in ``_FIELDS`` order, by
+    name (``out["logits"]``) or position (``out[0]``), and ``to_tuple()``."""
+
+    _FIELDS: Tuple[str, ...] = ()
+
+    def to_tuple(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.keys())
+
+    def keys(self) -> List[str]:
+        return [k for k in self._FIELDS if getattr(self, k) is not None]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+
 @dataclass
-class CausalLMOutput:
-    """As transformers' ``CausalLMOutputWithPast``: ``.logits`` (B, T, V) float32 and ``.loss``
-    (None without labels); also ``out["logits"]``, ``out[0]`` (the first field that is set, loss
+class CausalLMOutput(ModelOutput):
+    """As transformers' ``CausalLMOutputWithPast``: ``.logits`` (B, T, V) float32, ``.loss``
+    (None without labels) and, with ``output_hidden_states=True``, ``.hidden_states``: L + 1
+    arrays (B, T, C), the residual stream entering each layer (the embeddings first) and then the
+    final norm's output; also ``out["logits"]``, ``out[0]`` (the first field that is set, loss
     first) and ``out.to_tuple()``."""
 
     logits: Any  # (B, T, V) float32: a numpy array, or a torch tensor for torch input
     loss: Any = None  # 0-d float32 (numpy or torch), or None
+    hidden_states: Optional[Tuple[Any, ...]] = None
 
-    def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(v for v in (self.loss, self.logits) if v is not None)
-
-    def keys(self) -> Iterator[str]:
-        return iter(k for k in ("loss", "logits") if getattr(self, k) is not None)
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            if key not in ("loss", "logits") or getattr(self, key) is None:
-                raise KeyError(key)
-            return getattr(self, key)
-        return self.to_tuple()[key]
+    _FIELDS = ("loss", "logits", "hidden_states")  # in to_tuple order
 
 
 def causal_lm_loss(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -87,14 +99,17 @@ def check_labels(labels: Any, shape: Tuple[int, ...], vocab_size: int) -> np.nda
     return lab.astype(np.int64, copy=False)
 
 
-def lm_output(input_ids: Any, logits: np.ndarray, labels: Any, vocab_size: int) -> CausalLMOutput:
-    """The output of ``model(input_ids, labels=labels)``, in torch when the input was torch."""
+def lm_output(input_ids: Any, logits: np.ndarray, labels: Any, vocab_size: int,
+              hidden_states: Optional[np.ndarray] = None) -> CausalLMOutput:
+    """The output of ``model(input_ids, labels=labels)``, in torch when the input was torch;
+    ``hidden_states`` (L + 1, B, T, C) becomes the output's tuple of L + 1 arrays."""
     loss: Optional[Any] = None
     if labels is not None:
         lab = check_labels(labels, logits.shape[:2], vocab_size)
         value = np.float32(causal_lm_loss(logits, lab))
         loss = like_input(input_ids, np.asarray(value)).reshape(()) if is_torch_tensor(input_ids) else value
-    return CausalLMOutput(logits=like_input(input_ids, logits), loss=loss)
+    hs = None if hidden_states is None else tuple(like_input(input_ids, h) for h in hidden_states)
+    return CausalLMOutput(logits=like_input(input_ids, logits), loss=loss, hidden_states=hs)
 
 
 def mask_columns(attention_mask: Any, shape: Tuple[int, ...]) -> Optional[List[np.ndarray]]:
@@ -121,6 +136,29 @@ def mask_columns(attention_mask: Any, shape: Tuple[int, ...]) -> Optional[List[n
             raise ValueError(f"attention_mask row {b} has gaps; padding must be on one side")
         rows.append(cols)
     return rows
+
+
+def pool_embeddings(h: np.ndarray, mask: np.ndarray, mode: str = "mean", normalize: bool = False) -> np.ndarray:
+    """Token states h (B, T, C) and attention mask (B, T) -> (B, C) as sentence-transformers'
+    Pooling module: ``mean`` (sum over unmasked tokens / their count), ``cls`` (the first
+    token), ``last`` (the last unmasked token), ``max`` (masked tokens excluded) or
+    ``mean_sqrt_len``; then L2-normalised (x / max(|x|, 1e-12)) when asked."""
+    m = mask.astype(np.float32)[:, :, None]  # (B, T, 1)
+    if mode == "cls":
+        out = h[:, 0].copy()
+    elif mode == "last":
+        last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1] != 0, axis=1)
+        out = h[np.arange(h.shape[0]), last]
+    elif mode == "max":
+        out = np.where(m > 0, h, np.float32(-1e9)).max(axis=1)
+    else:
+        total = (h * m).sum(axis=1, dtype=np.float32)
+        count = np.maximum(m.sum(axis=1), np.float32(1e-9))
+        out = total / (np.sqrt(count) if mode == "mean_sqrt_len" else count)
+    if normalize:
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+    return out.astype(np.float32, copy=False)
+
 
 
 # ---- what users pass to from_pretrained, to() and forward beside the ids
@@ -200,6 +238,9 @@ class CausalLMConfig(Protocol):
     eos_token_id: Any  # an id, a list of ids (any ends generation), or None
     pad_token_id: Optional[int]
 
+    @property
+    def hidden_size(self) -> int: ...  # C
+
     def to_dict(self) -> Dict[str, Any]: ...
 
 
@@ -221,14 +262,15 @@ class PreTrainedCausalLM(GenerationMixin):
 
     @abstractmethod
     def __call__(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
-                 **kwargs: Any) -> CausalLMOutput:
+                 output_hidden_states: Optional[bool] = None, **kwargs: Any) -> CausalLMOutput:
         """Logits for every position, as transformers' ``model(input_ids).logits`` (B, T, V);
-        ``.loss`` with ``labels``."""
+        ``.loss`` with ``labels``, ``.hidden_states`` with ``output_hidden_states=True``."""
 
     def forward(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
-                **kwargs: Any) -> CausalLMOutput:
+                output_hidden_states: Optional[bool] = None, **kwargs: Any) -> CausalLMOutput:
         """``model.forward(...)`` is ``model(...)``, as in transformers."""
-        return self(input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        return self(input_ids, attention_mask=attention_mask, labels=labels,
+                    output_hidden_states=output_hidden_states, **kwargs)
 
     @abstractmethod
     def _live(self) -> _C.DecoderModel:
@@ -289,6 +331,68 @@ class PreTrainedCausalLM(GenerationMixin):
             live.truncate(common)
             self._cached = self._cached[:common]
             return self.step(ids[common:])
+
+    # ---- sentence embeddings from the final hidden states
+
+    _POOLING = ("mean", "last")
+
+    def encode(self, sentences: Union[str, Sequence[str]], normalize: bool = False,
+               normalize_embeddings: Optional[bool] = None, max_length: Optional[int] = None,
+               pooling: str = "mean", tokenizer: Any = None) -> np.ndarray:
+        """Sentence embeddings from the last hidden state (the final norm's output, transformers'
+        ``hidden_states[-1]``), as ``SentenceTransformer.encode`` returns them for a decoder:
+        each text tokenized as ``tokenizer(text)`` does (the model's own special tokens), run
+        alone, pooled by ``pooling`` (``"mean"`` over its tokens, or the ``"last"`` token's
+        state) and, with ``normalize=True`` (or ``normalize_embeddings=True``), scaled to unit
+        L2 norm. A text longer than the context raises ValueError unless ``max_length`` cuts
+        it. Returns float32 (N, C), or (C,) for one string.
+
+        >>> model.encode(["A cat sits.", "A dog runs."], normalize=True).shape  # doctest: +SKIP
+        (2, 576)
+        """
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"sentences[{i}] is {type(t).__name__}, not a string")
+        if normalize_embeddings is not None:
+            normalize = bool(normalize_embeddings)
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 1):
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        rows = tok(texts)["input_ids"] if texts else []
+        out = np.zeros((len(texts), self._hidden_size()), dtype=np.float32)
+        for i, row in enumerate(rows):
+            if not row:
+                raise ValueError(f"sentences[{i}] has no tokens")
+            out[i] = self.embed([row[:max_length]], normalize=normalize, pooling=pooling)[0]
+        return out[0] if single else out
+
+    def embed(self, input_ids: Any, attention_mask: Any = None, normalize: bool = False,
+              pooling: str = "mean") -> np.ndarray:
+        """Pooled embeddings (B, C) float32 of token ids (:meth:`encode`'s pooling): each row's
+        real tokens (``attention_mask``, padding on one side) run alone from an empty cache."""
+        if pooling not in self._POOLING:
+            raise ValueError(f"pooling must be one of {', '.join(self._POOLING)}, got {pooling!r}")
+        ids = self._check_ids(input_ids)
+        rows = mask_columns(attention_mask, ids.shape)
+        out = np.zeros((ids.shape[0], self._hidden_size()), dtype=np.float32)
+        with self._lock:
+            for b in range(ids.shape[0]):
+                cols = np.arange(ids.shape[1]) if rows is None else rows[b]
+                if cols.size == 0:
+                    raise ValueError(f"input_ids row {b} has no tokens under its attention_mask")
+                live = self._live()
+                live.truncate(0)
+                self._cached = []
+                _, h = live.forward_hidden(ids[b, cols].astype(np.int32), False, 0, False)  # (T, C)
+                self._cached = ids[b, cols].tolist()
+                out[b] = pool_embeddings(h[None], np.ones((1, cols.size), np.int64), pooling)[0]
+        return pool_embeddings(out[:, None], np.ones((out.shape[0], 1), np.int64), "mean", normalize)
+
+    def _hidden_size(self) -> int:
+        return int(self.config.hidden_size)
 
     # ---- transformers' model-object idioms that have one answer on the CPU
 

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _C
 from .._fileio import atomic_write, write_text_atomic
 from .._inputs import _mask_array, id_batch, is_torch_tensor, like_input, to_numpy
-from .base import check_name_or_path, hf_loading_kwargs
+from .base import ModelOutput, check_name_or_path, hf_loading_kwargs, pool_embeddings
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -170,28 +170,8 @@ class BertConfig:
         return cls.from_dict(d, **overrides)
 
 
-class _ModelOutput:
-    """transformers' ModelOutput access: the set fields (not None) in ``_FIELDS`` order, by
-    name (``out["logits"]``) or position (``out[0]``)."""
-
-    _FIELDS: Tuple[str, ...] = ()
-
-    def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.keys())
-
-    def keys(self) -> List[str]:
-        return [k for k in self._FIELDS if getattr(self, k) is not None]
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(key)
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-
 @dataclass
-class BaseModelOutputWithPooling(_ModelOutput):
+class BaseModelOutputWithPooling(ModelOutput):
     """As transformers': ``last_hidden_state`` (B, T, C), ``pooler_output`` (B, C) (None
     without a pooler), ``hidden_states`` (L+1 arrays (B, T, C): the embeddings, then each
     layer) when asked; also ``out["last_hidden_state"]`` and ``out[0]``."""
@@ -204,7 +184,7 @@ class BaseModelOutputWithPooling(_ModelOutput):
 
 
 @dataclass
-class SequenceClassifierOutput(_ModelOutput):
+class SequenceClassifierOutput(ModelOutput):
     """As transformers': ``logits`` (B, num_labels), ``loss`` (0-d, None without labels),
     ``hidden_states`` when asked; ``out["logits"]``, ``out[0]`` (loss first when set)."""
 
@@ -585,25 +565,6 @@ class BertModel(BertPreTrainedModel):
             if p.get(key):
                 return mode
         return "mean"
-
-
-def pool_embeddings(h: np.ndarray, mask: np.ndarray, mode: str = "mean", normalize: bool = False) -> np.ndarray:
-    """Token states h (B, T, C) and attention mask (B, T) -> (B, C) as sentence-transformers'
-    Pooling module: ``mean`` (sum over unmasked tokens / their count), ``cls`` (the first
-    token), ``max`` (masked tokens excluded) or ``mean_sqrt_len``; then L2-normalised
-    (x / max(|x|, 1e-12)) when asked."""
-    m = mask.astype(np.float32)[:, :, None]  # (B, T, 1)
-    if mode == "cls":
-        out = h[:, 0].copy()
-    elif mode == "max":
-        out = np.where(m > 0, h, np.float32(-1e9)).max(axis=1)
-    else:
-        total = (h * m).sum(axis=1, dtype=np.float32)
-        count = np.maximum(m.sum(axis=1), np.float32(1e-9))
-        out = total / (np.sqrt(count) if mode == "mean_sqrt_len" else count)
-    if normalize:
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
-    return out.astype(np.float32, copy=False)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):

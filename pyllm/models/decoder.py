@@ -154,14 +154,16 @@ class DecoderForCausalLM(PreTrainedCausalLM):
         return model
 
     def __call__(self, input_ids: Any, attention_mask: Optional[Any] = None, labels: Optional[Any] = None,
-                 **kwargs: Any) -> CausalLMOutput:
+                 output_hidden_states: Optional[bool] = None, **kwargs: Any) -> CausalLMOutput:
         """Logits for every position, as HF's ``model(input_ids).logits``:
         (B, T, V) float32 (a torch tensor for torch input). Each row is run
         from an empty cache; with an ``attention_mask`` (1 = token, 0 =
         padding, padding on one side) only the real tokens run and padded
         positions get zero logits. With ``labels`` (same shape; -100 is
         ignored) ``.loss`` is transformers' mean next-token cross-entropy
-        (logits at t against labels at t + 1).
+        (logits at t against labels at t + 1). With ``output_hidden_states=True``,
+        ``.hidden_states`` holds L + 1 arrays (B, T, C) as transformers': the residual
+        stream entering each layer, then the final norm's output (zero at padded positions).
 
         >>> out = model(ids, labels=ids); out.loss, out.logits.shape   # doctest: +SKIP
         """
@@ -169,17 +171,24 @@ class DecoderForCausalLM(PreTrainedCausalLM):
         ids = self._check_ids(input_ids)
         B, T = ids.shape
         rows = mask_columns(attention_mask, ids.shape)
-        out = np.zeros((B, T, self.config.vocab_size), dtype=np.float32)
+        c = self.config
+        out = np.zeros((B, T, c.vocab_size), dtype=np.float32)
+        hidden = np.zeros((c.num_hidden_layers + 1, B, T, c.hidden_size), np.float32) if output_hidden_states else None
         with self._lock:
             for b in range(B):
                 cols = np.arange(T) if rows is None else rows[b]
                 if cols.size == 0:
                     continue
-                self._live().truncate(0)
+                live = self._live()
+                live.truncate(0)
                 self._cached = []
-                out[b, cols] = self._live().forward(ids[b, cols].astype(np.int32), True)
+                row = ids[b, cols].astype(np.int32)
+                if hidden is None:
+                    out[b, cols] = live.forward(row, True)
+                else:
+                    out[b, cols], hidden[:, b, cols] = live.forward_hidden(row, True)
                 self._cached = ids[b, cols].tolist()
-        return lm_output(input_ids, out, labels, self.config.vocab_size)
+        return lm_output(input_ids, out, labels, c.vocab_size, hidden)
 
     # ---- the incremental interface generation builds on
 

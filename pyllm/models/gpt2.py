@@ -69,6 +69,11 @@ class GPT2Config:
         self.validate()
 
     @property
+    def hidden_size(self) -> int:
+        """transformers' alias of n_embd."""
+        return self.n_embd
+
+    @property
     def inner_size(self) -> int:
         """The MLP width (4C unless n_inner is set)."""
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
@@ -430,26 +435,35 @@ class GPT2LMHeadModel(PreTrainedCausalLM):
             return self._mean_loss(self._forward(ids), targets)[0]
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, labels: Any = None,
-                 **kwargs: Any) -> CausalLMOutput:
+                 output_hidden_states: Optional[bool] = None, **kwargs: Any) -> CausalLMOutput:
         """Logits for every position, as transformers' ``model(input_ids).logits``:
         (B, T, V) float32 (a 1-D input is a batch of one; torch in, torch out).
         With an ``attention_mask`` (0 = padding, on one side) each row's real
         tokens run alone from position 0 and padded positions get zero logits;
         with ``labels``, ``.loss`` is transformers' shifted mean cross-entropy
-        (-100 ignored). Training uses :meth:`forward_backward` (no shift)."""
+        (-100 ignored); with ``output_hidden_states=True``, ``.hidden_states`` as
+        transformers': the embeddings, each block's output but the last, then ln_f's.
+        Training uses :meth:`forward_backward` (no shift)."""
         no_extra_args(kwargs)
         with self._lock:
             ids = self._check_ids(input_ids)
             B, T = ids.shape
             rows = mask_columns(attention_mask, ids.shape)
-            if rows is None:
-                logits = self._forward(ids).logits.reshape(B, T, -1).copy()
-            else:
-                logits = np.zeros((B, T, self.config.vocab_size), dtype=np.float32)
-                for b, cols in enumerate(rows):
-                    if cols.size:
-                        logits[b, cols] = self._forward(ids[b:b + 1, cols]).logits
-            return lm_output(input_ids, logits, labels, self.config.vocab_size)
+            cfg = self.config
+            logits = np.zeros((B, T, cfg.vocab_size), dtype=np.float32)
+            hidden = np.zeros((cfg.n_layer + 1, B, T, cfg.n_embd), np.float32) if output_hidden_states else None
+            if rows is None:  # the batch at once
+                runs = [(slice(None), np.arange(T), ids)]
+            else:  # each row's real tokens alone
+                runs = [(slice(b, b + 1), cols, ids[b:b + 1, cols]) for b, cols in enumerate(rows) if cols.size]
+            for bs, cols, x in runs:
+                a = self._forward(x)
+                shape = (x.shape[0], cols.size, -1)
+                logits[bs, cols] = a.logits.reshape(shape)
+                if hidden is not None:
+                    for layer, h in enumerate([a.encoded, *a.res3[:-1], a.lnf]):
+                        hidden[layer][bs, cols] = h.reshape(shape)
+            return lm_output(input_ids, logits, labels, cfg.vocab_size, hidden)
 
     # ---- checkpoints
 

@@ -1,6 +1,6 @@
 # The HTTP side of `pyllm serve`: a FastAPI app with OpenAI's routes, request and response shapes, error
 # bodies, bearer-key check and SSE streaming, over one Engine per decoder model and an EmbeddingModel per
-# encoder. Not the scheduling (engine.py) and not the embedding math (embeddings.py).
+# model. Not the scheduling (engine.py) and not the embedding math (embeddings.py).
 """``create_app(models, ...)``: the ASGI app; ``serve(...)`` runs it with uvicorn."""
 
 from __future__ import annotations
@@ -54,19 +54,19 @@ def model_id(spec: str) -> str:
 
 
 class _Served:
-    """One model behind the API: a decoder's engine, or an encoder's embedding model (with the one
-    worker thread its requests run on); its tokenizer and the texts of its tokens."""
+    """One model behind the API: a decoder's engine (none for an encoder), its embeddings (with the
+    worker threads their requests wait on), its tokenizer and the texts of its tokens."""
 
-    def __init__(self, name: str, model: Any, engine: Optional[Engine] = None,
-                 encoder: Optional[EmbeddingModel] = None):
+    def __init__(self, name: str, model: Any, engine: Optional[Engine], embedder: EmbeddingModel):
         self.name, self.model = name, model
-        self._engine, self.encoder = engine, encoder
+        self._engine, self.embedder = engine, embedder
         self.tokenizer = model.tokenizer
         self.texts = TokenTexts(self.tokenizer)
         self.created = int(time.time())
         self._grammars: Any = None
-        self.max_len = encoder.max_len if encoder is not None else int(model.n_ctx)
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{name}") if encoder is not None else None
+        self.max_len = embedder.max_len
+        # an encoder's requests run here one at a time; a decoder's wait here for its engine
+        self.worker = ThreadPoolExecutor(1 if engine is None else 4, thread_name_prefix=f"embed-{name}")
 
     @property
     def engine(self) -> Engine:
@@ -278,9 +278,11 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
                prefill_chunk: int = 128, api_key: Optional[str] = None) -> FastAPI:
     """The OpenAI-compatible app over ``models``: names, paths, ``ALIAS=PATH`` strings, loaded models or
     ``(id, model or path)`` pairs; requests pick one by ``model``. BERT encoders (``"all-MiniLM-L6-v2"``,
-    a BERT directory, a loaded ``BertModel``) serve ``/v1/embeddings`` (run on a worker thread of their
-    own, see :class:`~pyllm.serve.embeddings.EmbeddingModel`). Each decoder gets an engine that decodes
-    up to ``max_parallel`` sequences together and queues up to ``max_queue`` requests (default
+    a BERT directory, a loaded ``BertModel``) serve ``/v1/embeddings`` alone (run on a worker thread of
+    their own); decoders serve it too, mean-pooled final hidden states at unit length, run by their
+    engine between decode steps (see :class:`~pyllm.serve.embeddings.EmbeddingModel`). Each decoder
+    gets an engine that decodes up to ``max_parallel`` sequences together and queues up to
+    ``max_queue`` requests (default
     4 x max_parallel; past it: 429). With ``api_key`` every route but /health and /metrics needs
     ``Authorization: Bearer <api_key>``. The server takes a loaded model over: do not generate with it
     from other threads while it serves (they would wait for it to be idle).
@@ -297,12 +299,13 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
         if name in served:
             raise ValueError(f"two models are served as {name!r}; name one with ALIAS=PATH")
         if is_encoder(model):
-            served[name] = _Served(name, model, encoder=EmbeddingModel(model))
+            served[name] = _Served(name, model, None, EmbeddingModel(model))
             continue
         engine = Engine(model, name, max_parallel=max_parallel, max_queue=max_queue, prefill_chunk=prefill_chunk,
                         metrics=metrics)
         metrics.watch(engine)
-        served[name] = _Served(name, model, engine)
+        embeddings = EmbeddingModel(model, run=_on_engine(engine))
+        served[name] = _Served(name, model, engine, embeddings)
     engines = [s._engine for s in served.values() if s._engine is not None]
 
     @asynccontextmanager
@@ -313,8 +316,7 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
         for e in engines:
             await asyncio.get_running_loop().run_in_executor(None, e.stop)
         for s in served.values():
-            if s.worker is not None:
-                s.worker.shutdown(wait=True)
+            s.worker.shutdown(wait=True)
 
     app = FastAPI(title="pyllm", lifespan=lifespan)
     app.state.served = served
@@ -322,6 +324,13 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
     _routes(app, served, metrics)
     app.add_middleware(_Guard, api_key=api_key, metrics=metrics)
     return app
+
+
+def _on_engine(engine: Engine) -> Callable[[Callable[[], Any]], Any]:
+    """Runs a callable on the engine's thread between steps and waits for its result."""
+    def run(fn: Callable[[], Any]) -> Any:
+        return engine.call(fn).result()
+    return run
 
 
 def _generator(served: Dict[str, _Served], name: Optional[str]) -> _Served:
@@ -470,11 +479,7 @@ def _routes(app: FastAPI, served: Dict[str, _Served], metrics: ServerMetrics) ->
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Dict[str, Any]:
         s = _pick(served, body.model)
-        if s.encoder is None or s.worker is None:
-            raise APIError(400, f"model {s.name!r} is a text generation model: /v1/embeddings serves encoder "
-                           "models (BERT, e.g. all-MiniLM-L6-v2)", param="model", code="model_not_supported")
-        encoder = s.encoder
-        return await asyncio.get_running_loop().run_in_executor(s.worker, encoder.embed, body, s.name)
+        return await asyncio.get_running_loop().run_in_executor(s.worker, s.embedder.embed, body, s.name)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Union[Dict[str, Any], Response]:

@@ -1,14 +1,16 @@
-# /v1/embeddings for encoder models (BERT): inputs checked against the model's length, vectors computed
-# as the model's encode() computes them, in OpenAI's response shape. Not HTTP routing and not decoders.
+# /v1/embeddings for encoder models (BERT) and decoders (mean-pooled final hidden states): inputs checked
+# against the model's length, vectors computed as the model's encode() computes them, in OpenAI's response
+# shape. Not HTTP routing, and not the scheduling of a decoder's work (its engine runs it).
 """Sentence embeddings behind ``POST /v1/embeddings``."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -49,29 +51,40 @@ def _normalizes(d: Optional[Path]) -> bool:
 
 
 class EmbeddingModel:
-    """One served encoder: ``embed(request)`` answers an :class:`EmbeddingRequest` (run it in a
-    worker thread: it holds the model for the whole request).
+    """One served model's embeddings: ``embed(request)`` answers an :class:`EmbeddingRequest` (run
+    it in a worker thread: it waits for the model).
 
-    Vectors are ``model.encode(texts)``: the directory's pooling (mean over the attention mask for
-    all-MiniLM-L6-v2), L2-normalised when the directory's sentence-transformers modules end in
-    Normalize (as all-MiniLM-L6-v2's do), exactly as sentence-transformers returns them. Token-list
-    inputs are used as given (as ``/tokenize`` returns a text's ids: [CLS] and [SEP] included).
-    An input longer than the model takes (``max_seq_length``, else ``max_position_embeddings``) is
-    a 400 unless the request sets ``truncate``."""
+    For a BERT encoder the vectors are ``model.encode(texts)``: the directory's pooling (mean over
+    the attention mask for all-MiniLM-L6-v2), L2-normalised when the directory's
+    sentence-transformers modules end in Normalize (as all-MiniLM-L6-v2's do), exactly as
+    sentence-transformers returns them; the whole request holds the model. For a decoder they are
+    ``model.encode(texts, normalize=True)``: the mean of the final norm's output over each input's
+    tokens, at unit length as OpenAI's are; each input runs through ``run`` (the model's engine, one
+    input between two decode steps, so streams keep flowing). Token-list inputs are used as given
+    (as ``/tokenize`` returns a text's ids, special tokens included). An input longer than the model
+    takes (BERT's ``max_seq_length``, else ``max_position_embeddings``; a decoder's ``n_ctx``) is a
+    400 unless the request sets ``truncate``."""
 
-    def __init__(self, model: Any, batch_size: int = 32):
+    def __init__(self, model: Any, batch_size: int = 32, run: Optional[Callable[[Callable[[], Any]], Any]] = None):
+        from ..models.base import PreTrainedCausalLM
         from ..models.bert import BertModel
 
-        if not isinstance(model, BertModel):
-            raise ValueError(f"an embedding model must be a BertModel, got {type(model).__name__}")
+        c = model.config
         self.model = model
         self.tokenizer = model.tokenizer
         self.batch_size = batch_size
-        c = model.config
         self.dim = int(c.hidden_size)
-        self.max_len = int(min(model.max_seq_length or c.max_position_embeddings, c.max_position_embeddings))
         self.vocab = int(c.vocab_size)
-        self.normalize = _normalizes(getattr(model, "_source", None))
+        self.decoder = isinstance(model, PreTrainedCausalLM)
+        if self.decoder:
+            self.max_len = int(model.n_ctx)
+            self.normalize = True
+        elif isinstance(model, BertModel):
+            self.max_len = int(min(model.max_seq_length or c.max_position_embeddings, c.max_position_embeddings))
+            self.normalize = _normalizes(getattr(model, "_source", None))
+        else:
+            raise ValueError(f"an embedding model must be a BertModel or a causal LM, got {type(model).__name__}")
+        self._run = run if run is not None else (lambda fn: fn())
         self._lock = threading.Lock()
 
     def _check_length(self, n: int, where: str, truncate: bool) -> None:
@@ -94,8 +107,10 @@ class EmbeddingModel:
         ids: List[Tuple[int, List[int]]] = [(i, x) for i, x in enumerate(items) if isinstance(x, list)]
         tokens = 0
         if texts:
-            lengths = self.tokenizer([t for _, t in texts], return_length=True)["length"]
+            lengths = [len(row) for row in self.tokenizer([t for _, t in texts])["input_ids"]]
             for (i, _), n in zip(texts, lengths):
+                if self.decoder and int(n) == 0:  # nothing to pool (a BERT input has [CLS] and [SEP])
+                    raise APIError(400, f"{where(i)}: the text has no tokens", param="input")
                 self._check_length(int(n), where(i), req.truncate)
                 tokens += min(int(n), self.max_len)
         for i, row in ids:
@@ -104,12 +119,18 @@ class EmbeddingModel:
                 raise APIError(400, f"{where(i)}: token id {bad[0]} is not in [0, {self.vocab})", param="input")
             self._check_length(len(row), where(i), req.truncate)
             tokens += min(len(row), self.max_len)
-        with self._lock:
-            if texts:
-                out[[i for i, _ in texts]] = self.model.encode([t for _, t in texts], batch_size=self.batch_size,
-                                                               normalize=self.normalize, max_length=self.max_len)
-            if ids:
-                out[[i for i, _ in ids]] = self._embed_ids([row[:self.max_len] for _, row in ids])
+        if self.decoder:  # one input per engine call
+            for i, t in texts:
+                out[i] = self._run(functools.partial(self.model.encode, t, normalize=True, max_length=self.max_len))
+            for i, row in ids:
+                out[i] = self._run(functools.partial(self.model.embed, [row[:self.max_len]], normalize=True))[0]
+        else:
+            with self._lock:
+                if texts:
+                    out[[i for i, _ in texts]] = self.model.encode([t for _, t in texts], batch_size=self.batch_size,
+                                                                   normalize=self.normalize, max_length=self.max_len)
+                if ids:
+                    out[[i for i, _ in ids]] = self._embed_ids([row[:self.max_len] for _, row in ids])
         data = [{"object": "embedding", "index": i, "embedding": _encoded(v, req.encoding_format)}
                 for i, v in enumerate(out)]
         return {"object": "list", "data": data, "model": name,

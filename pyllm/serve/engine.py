@@ -13,7 +13,9 @@ are empty again. Each step it
 3. prefills at most ``prefill_chunk`` prompt tokens (more when nothing is
    decoding), so running streams keep getting a token every step,
 4. runs one decode step over every sequence that has a token to feed
-   (``decode_batch``: each weight read once for all of them).
+   (``decode_batch``: each weight read once for all of them),
+5. runs at most one queued :meth:`Engine.call` (a decoder's embedding of one
+   input, on the model's own cache, slot 0, which no request uses).
 
 Tokens are sampled per sequence with the same processors, generator and
 stopping rules as :meth:`pyllm.generation.utils.GenerationMixin.generate`,
@@ -28,6 +30,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -232,6 +235,7 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: Deque[Request] = deque()
         self._active: List[_Seq] = []  # admitted, in admission order
+        self._calls: Deque[Tuple[Callable[[], Any], "Future[Any]"]] = deque()  # work run between steps
         self._free: List[int] = list(range(1, self.max_parallel + 1))  # slot 0 is the model's own cache
         self._slot_tokens: Dict[int, List[int]] = {s: [] for s in self._free}  # what each slot's cache holds
         self._live: Any = None  # the runtime the slot records describe
@@ -290,6 +294,19 @@ class Engine:
         self.start()
         return req
 
+    def call(self, fn: Callable[[], Any]) -> "Future[Any]":
+        """Run ``fn()`` on the engine thread between two steps (holding the model, so it may use the
+        model's own cache, slot 0); its result or exception in the returned future. One call runs
+        per step, so running streams keep flowing. Raises EngineStopped once the engine stops."""
+        future: "Future[Any]" = Future()
+        with self._cond:
+            if self._stopping or self.error is not None:
+                raise EngineStopped(f"the engine of {self.name} is stopping")
+            self._calls.append((fn, future))
+            self._cond.notify_all()
+        self.start()
+        return future
+
     @property
     def queue_length(self) -> int:
         return len(self._waiting)
@@ -311,7 +328,7 @@ class Engine:
         try:
             while True:
                 with self._cond:
-                    while not self._stopping and not self._waiting and not self._active:
+                    while not self._stopping and not self._waiting and not self._active and not self._calls:
                         self._cond.wait()
                     if self._stopping:
                         break
@@ -323,7 +340,7 @@ class Engine:
                         except Exception as e:  # the runtime refused something: fail what runs, go on
                             self._fail_active(e)
                         with self._cond:
-                            if not self._waiting and not self._active:
+                            if not self._waiting and not self._active and not self._calls:
                                 break
         except BaseException as e:  # a bug: fail everything, refuse new work (health reports it)
             self.error = e
@@ -333,6 +350,10 @@ class Engine:
                 self._stopping = True
                 pending = list(self._waiting)
                 self._waiting.clear()
+                calls = list(self._calls)
+                self._calls.clear()
+            for _, future in calls:
+                future.set_exception(EngineStopped(f"the engine of {self.name} stopped"))
             reqs = {id(s.req): s.req for s in self._active}
             reqs.update({id(r): r for r in pending})
             for req in reqs.values():
@@ -360,12 +381,25 @@ class Engine:
         self._admit()
         generated = self._prefill()
         generated += self._decode()
+        self._run_call()
         self.steps += 1
         if generated:
             now = time.perf_counter()
             self._recent.append((now, generated))
             while self._recent and now - self._recent[0][0] > 60:
                 self._recent.popleft()
+
+    def _run_call(self) -> None:
+        with self._cond:
+            if not self._calls:
+                return
+            fn, future = self._calls.popleft()
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except Exception as e:  # the caller's error, not the engine's
+            future.set_exception(e)
 
     def _drop_cancelled(self) -> None:
         with self._cond:
