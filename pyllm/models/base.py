@@ -160,7 +160,6 @@ def pool_embeddings(h: np.ndarray, mask: np.ndarray, mode: str = "mean", normali
     return out.astype(np.float32, copy=False)
 
 
-
 # ---- what users pass to from_pretrained, to() and forward beside the ids
 
 def check_name_or_path(value: Any, name: str = "pretrained_model_name_or_path") -> None:
@@ -362,7 +361,7 @@ class PreTrainedCausalLM(GenerationMixin):
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         tok = tokenizer if tokenizer is not None else self.tokenizer
         rows = tok(texts)["input_ids"] if texts else []
-        out = np.zeros((len(texts), self._hidden_size()), dtype=np.float32)
+        out = np.zeros((len(texts), int(self.config.hidden_size)), dtype=np.float32)
         for i, row in enumerate(rows):
             if not row:
                 raise ValueError(f"sentences[{i}] has no tokens")
@@ -377,7 +376,7 @@ class PreTrainedCausalLM(GenerationMixin):
             raise ValueError(f"pooling must be one of {', '.join(self._POOLING)}, got {pooling!r}")
         ids = self._check_ids(input_ids)
         rows = mask_columns(attention_mask, ids.shape)
-        out = np.zeros((ids.shape[0], self._hidden_size()), dtype=np.float32)
+        out = np.zeros((ids.shape[0], int(self.config.hidden_size)), dtype=np.float32)
         with self._lock:
             for b in range(ids.shape[0]):
                 cols = np.arange(ids.shape[1]) if rows is None else rows[b]
@@ -390,9 +389,6 @@ class PreTrainedCausalLM(GenerationMixin):
                 self._cached = ids[b, cols].tolist()
                 out[b] = pool_embeddings(h[None], np.ones((1, cols.size), np.int64), pooling)[0]
         return pool_embeddings(out[:, None], np.ones((out.shape[0], 1), np.int64), "mean", normalize)
-
-    def _hidden_size(self) -> int:
-        return int(self.config.hidden_size)
 
     # ---- transformers' model-object idioms that have one answer on the CPU
 

@@ -282,9 +282,8 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
     their own); decoders serve it too, mean-pooled final hidden states at unit length, run by their
     engine between decode steps (see :class:`~pyllm.serve.embeddings.EmbeddingModel`). Each decoder
     gets an engine that decodes up to ``max_parallel`` sequences together and queues up to
-    ``max_queue`` requests (default
-    4 x max_parallel; past it: 429). With ``api_key`` every route but /health and /metrics needs
-    ``Authorization: Bearer <api_key>``. The server takes a loaded model over: do not generate with it
+    ``max_queue`` requests (default 4 x max_parallel; past it: 429). With ``api_key`` every route
+    but /health and /metrics needs ``Authorization: Bearer <api_key>``. The server takes a loaded model over: do not generate with it
     from other threads while it serves (they would wait for it to be idle).
 
     >>> app = create_app(["SmolLM2-135M-Instruct"], max_parallel=16)   # doctest: +SKIP
