@@ -2,10 +2,13 @@
 # async openai client at 1, 4, 16 and 32 concurrent streaming clients. Not a test: prints a markdown table.
 """Aggregate generated tokens/s and time to first token (p50 / p99) per concurrency level.
 
-    python bench/serve.py [--model PATH] [--clients 1 4 16 32] [--max-tokens 64] [--threads 2]
+    python bench/serve.py [--model PATH] [--clients 1 4 16 32] [--max-tokens 64] [--threads 2] [--rounds 3]
 
-Each server runs alone in its own process, started by this script on
-127.0.0.1 (llama-cpp-python needs its ``server`` extra). Every client sends
+Each server runs in its own process, started by this script on 127.0.0.1
+(llama-cpp-python needs its ``server`` extra); both stay up, and the
+measurements interleave: each round drives every concurrency level on one
+server, then on the other (the idle one waits), and a cell is the median
+over the rounds. Every client sends
 ``--requests-per-client`` streaming chat requests one after another
 (greedy, the same prompts for both servers); tokens are counted by encoding
 each answer with the model's tokenizer, so both servers are counted alike.
@@ -105,6 +108,7 @@ def generate_rate(model_path: str, n_ctx: int, max_tokens: int, n: int) -> float
 
     model = AutoModelForCausalLM.from_pretrained(model_path, n_ctx=n_ctx)
     tok = model.tokenizer
+    model.generate(model.encode_prompt([{"role": "user", "content": "Hi"}]), max_new_tokens=2)  # warm-up
     tokens, t0 = 0, time.perf_counter()
     for i in range(n):
         ids = model.encode_prompt([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
@@ -131,25 +135,35 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--servers", nargs="+", default=["pyllm", "llama.cpp"], choices=["pyllm", "llama.cpp"])
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     model = args.model or str(resolve_model_file("SmolLM2-135M-Instruct"))
     tok = AutoTokenizer.from_pretrained(model)
-    results: Dict[Tuple[str, int], Dict[str, float]] = {}
-    for kind in args.servers:
-        proc, url = start(kind, model, args.threads, args.n_ctx, max(args.clients))
-        try:
-            asyncio.run(drive(url, 1, 1, 8, tok))  # warm-up
-            for c in args.clients:
-                results[(kind, c)] = asyncio.run(drive(url, c, args.requests_per_client, args.max_tokens, tok))
-                print(f"{kind} {c} clients: {results[(kind, c)]}", file=sys.stderr, flush=True)
-        finally:
+    runs: Dict[Tuple[str, int], List[Dict[str, float]]] = {}
+    own_runs: List[float] = []
+    procs: Dict[str, Tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for kind in args.servers:
+            procs[kind] = start(kind, model, args.threads, args.n_ctx, max(args.clients))
+            asyncio.run(drive(procs[kind][1], 1, 1, 8, tok))  # warm-up
+        for r in range(args.rounds):
+            for kind in args.servers if r % 2 == 0 else args.servers[::-1]:
+                for c in args.clients:
+                    res = asyncio.run(drive(procs[kind][1], c, args.requests_per_client, args.max_tokens, tok))
+                    runs.setdefault((kind, c), []).append(res)
+                    print(f"round {r} {kind} {c} clients: {res}", file=sys.stderr, flush=True)
+            if "pyllm" in args.servers:
+                own_runs.append(generate_rate(model, args.n_ctx, args.max_tokens, args.requests_per_client))
+    finally:
+        for proc, _ in procs.values():
             proc.terminate()
             proc.wait(timeout=60)
-    own = generate_rate(model, args.n_ctx, args.max_tokens, args.requests_per_client) if "pyllm" in args.servers \
-        else float("nan")
+    results = {key: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for key, rs in runs.items()}
+    own = statistics.median(own_runs) if own_runs else float("nan")
     load = os.getloadavg()
     print(f"\n{os.path.basename(model)}, {args.threads} threads, {args.max_tokens} tokens per greedy answer, "
-          f"{args.requests_per_client} requests per client; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+          f"{args.requests_per_client} requests per client, median of {args.rounds} interleaved rounds; "
+          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
     print("| clients | pyllm tok/s | llama.cpp tok/s | ratio | pyllm TTFT p50 / p99 s | llama.cpp TTFT p50 / p99 s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in args.clients:
