@@ -387,8 +387,8 @@ class PreTrainedCausalLM(GenerationMixin):
                 self._cached = []
                 _, h = live.forward_hidden(ids[b, cols].astype(np.int32), False, 0, False)  # (T, C)
                 self._cached = ids[b, cols].tolist()
-                out[b] = pool_embeddings(h[None], np.ones((1, cols.size), np.int64), pooling)[0]
-        return pool_embeddings(out[:, None], np.ones((out.shape[0], 1), np.int64), "mean", normalize)
+                out[b] = pool_embeddings(h[None], np.ones((1, cols.size), np.int64), pooling, normalize)[0]
+        return out
 
     # ---- transformers' model-object idioms that have one answer on the CPU
 

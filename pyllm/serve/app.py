@@ -283,8 +283,9 @@ def create_app(models: Sequence[ModelSpec] = ("SmolLM2-135M-Instruct",), *, n_ct
     engine between decode steps (see :class:`~pyllm.serve.embeddings.EmbeddingModel`). Each decoder
     gets an engine that decodes up to ``max_parallel`` sequences together and queues up to
     ``max_queue`` requests (default 4 x max_parallel; past it: 429). With ``api_key`` every route
-    but /health and /metrics needs ``Authorization: Bearer <api_key>``. The server takes a loaded model over: do not generate with it
-    from other threads while it serves (they would wait for it to be idle).
+    but /health and /metrics needs ``Authorization: Bearer <api_key>``. The server takes a loaded
+    model over: do not generate with it from other threads while it serves (they would wait for it
+    to be idle).
 
     >>> app = create_app(["SmolLM2-135M-Instruct"], max_parallel=16)   # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)                   # doctest: +SKIP

@@ -106,9 +106,10 @@ class EmbeddingModel:
         texts: List[Tuple[int, str]] = [(i, x) for i, x in enumerate(items) if isinstance(x, str)]
         ids: List[Tuple[int, List[int]]] = [(i, x) for i, x in enumerate(items) if isinstance(x, list)]
         tokens = 0
+        encoded: List[List[int]] = []  # the texts' ids (a decoder embeds these; encode() would tokenize again)
         if texts:
-            lengths = [len(row) for row in self.tokenizer([t for _, t in texts])["input_ids"]]
-            for (i, _), n in zip(texts, lengths):
+            encoded = [list(row) for row in self.tokenizer([t for _, t in texts])["input_ids"]]
+            for (i, _), n in zip(texts, map(len, encoded)):
                 if self.decoder and int(n) == 0:  # nothing to pool (a BERT input has [CLS] and [SEP])
                     raise APIError(400, f"{where(i)}: the text has no tokens", param="input")
                 self._check_length(int(n), where(i), req.truncate)
@@ -119,10 +120,8 @@ class EmbeddingModel:
                 raise APIError(400, f"{where(i)}: token id {bad[0]} is not in [0, {self.vocab})", param="input")
             self._check_length(len(row), where(i), req.truncate)
             tokens += min(len(row), self.max_len)
-        if self.decoder:  # one input per engine call
-            for i, t in texts:
-                out[i] = self._run(functools.partial(self.model.encode, t, normalize=True, max_length=self.max_len))
-            for i, row in ids:
+        if self.decoder:  # one input per engine call: what encode(text, normalize=True) computes
+            for i, row in [(i, row) for (i, _), row in zip(texts, encoded)] + ids:
                 out[i] = self._run(functools.partial(self.model.embed, [row[:self.max_len]], normalize=True))[0]
         else:
             with self._lock:
