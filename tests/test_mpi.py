@@ -1,7 +1,8 @@
 """Data-parallel training under mpirun (Open MPI + mpi4py): N ranks with per-rank batch b give the
-losses and weights of one process with batch N*b; resume with another N; a rank that dies or stalls ends
-the job in bounded time; ranks started on different data refuse to train. Each job runs as child
-processes with a timeout (tests/mpi_worker.py, `pyllm train`)."""
+losses and weights of one process with batch N*b (GPT-2 on token blocks, a BERT classifier on rows);
+resume with another N; a rank that dies or stalls ends the job in bounded time; ranks started on
+different data refuse to train. Each job runs as child processes with a timeout (tests/mpi_worker.py,
+`pyllm train`, `pyllm train-classifier`)."""
 
 from __future__ import annotations
 
@@ -156,6 +157,121 @@ def test_pyllm_train_command_under_mpirun(tmp_path):
     assert len(la) == len(lb) == 6
     np.testing.assert_allclose(la, lb, rtol=1e-6)
     np.testing.assert_allclose(ea, eb, rtol=1e-6)
+
+
+def classify_run(out: Path):
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    pick = {key: [r[key] for r in rows if key in r] for key in ("loss", "learning_rate", "eval_loss", "eval_accuracy")}
+    state = json.loads((sorted(out.glob("checkpoint-*"))[-1] / "trainer_state.json").read_text())
+    return pick, state, np.load(out / "weights.npy"), np.load(out / "predictions.npy")
+
+
+@pytest.mark.parametrize("ranks,per_rank,accum", [(2, 3, 1), (3, 2, 1), (2, 2, 2)])
+def test_classifier_ranks_equal_one_process_with_the_global_batch(tmp_path, ranks, per_rank, accum):
+    """A BERT classifier fine-tuned by Trainer (epoch evaluation with compute_metrics, best model kept): N ranks x
+    b rows equal one process with N*b rows, the short last batch of each epoch (160 rows) included."""
+    one, many = tmp_path / "one", tmp_path / "many"
+    flags = ["--classify", "--epochs", "4", "--accum", str(accum)]
+    single([str(one), "--batch", str(ranks * per_rank), *flags], tmp_path)
+    mpirun(ranks, [str(many), "--batch", str(per_rank), *flags], tmp_path)
+    a, state_a, wa, pa = classify_run(one)
+    b, state_b, wb, pb = classify_run(many)
+    assert len(a["loss"]) == len(b["loss"]) == state_a["max_steps"] > 0 and len(a["eval_loss"]) == 4
+    assert a["learning_rate"] == b["learning_rate"]
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    np.testing.assert_allclose(b["eval_loss"], a["eval_loss"], rtol=1e-5)
+    assert b["eval_accuracy"] == a["eval_accuracy"] and max(a["eval_accuracy"]) > 0.5  # it learns
+    assert Path(state_b["best_model_checkpoint"]).name == Path(state_a["best_model_checkpoint"]).name
+    # Attention key biases have a true gradient of exactly 0 (softmax ignores a score added to every key), so
+    # what they get is rounding noise, which AdamW scales up to steps of the learning rate's size: after 108
+    # steps of 1e-2 they differ by up to 9e-4 (in torch too). Every other weight: measured up to 6.5e-6.
+    noise = np.zeros(wa.size, dtype=bool)
+    for name, offset, size in json.loads((one / "layout.json").read_text()):
+        noise[offset:offset + size] = name.endswith("attention.self.key.bias")
+    assert noise.sum() == 2 * 16
+    np.testing.assert_allclose(wb[~noise], wa[~noise], atol=5e-5, rtol=0)
+    assert np.abs(wa - wb)[~noise].mean() < 1e-6
+    assert np.abs(wa - wb)[noise].max() < 5e-3
+    np.testing.assert_allclose(pb, pa, atol=1e-4)
+    for r in range(1, ranks):  # every rank ends with rank 0's best weights and all the predictions
+        assert np.array_equal(np.load(many / f"rank{r}-weights.npy"), wb)
+        assert np.array_equal(np.load(many / f"rank{r}-predictions.npy"), pb)
+    assert (many / "comm.txt").read_text().split()[0] == str(ranks)
+
+
+def test_classifier_resumes_with_another_number_of_ranks(tmp_path):
+    """2 ranks x 3 rows, stopped in epoch 2, resumed by 3 ranks x 2 rows from the epoch-1 checkpoint: the run
+    of one process with batch 6."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    single([str(whole), "--classify", "--epochs", "2", "--batch", "6"], tmp_path)
+    p = mpirun(2, [str(split), "--classify", "--epochs", "2", "--batch", "3", "--die-rank", "0", "--die-step", "40"],
+               tmp_path, check=False, timeout=120)
+    assert p.returncode != 0 and (split / "checkpoint-27").is_dir() and not (split / "weights.npy").exists()
+    mpirun(3, [str(split), "--classify", "--epochs", "2", "--batch", "2", "--resume"], tmp_path)
+    a, _, wa, pa = classify_run(whole)
+    b, _, wb, pb = classify_run(split)
+    assert a["learning_rate"] == b["learning_rate"] and a["eval_accuracy"] == b["eval_accuracy"]
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    np.testing.assert_allclose(wb, wa, atol=2e-3, rtol=0)  # the key biases' noise (see above)
+    np.testing.assert_allclose(pb, pa, atol=1e-4)
+
+
+def test_classifier_with_dropout_resumes_each_ranks_masks(tmp_path):
+    """With dropout on, each rank draws its own masks and a checkpoint keeps every rank's generator: a job
+    whose rank 1 dies in epoch 2 and resumes from the epoch-1 checkpoint ends as the uninterrupted job."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    flags = ["--classify", "--epochs", "3", "--batch", "3", "--dropout", "0.1"]
+    mpirun(2, [str(whole), *flags], tmp_path)
+    p = mpirun(2, [str(split), *flags, "--die-rank", "1", "--die-step", "40"], tmp_path, check=False, timeout=120)
+    # 27 steps an epoch; rank 1's 40th batch (its 29 of epoch 1 include 2 evaluation batches) is in epoch 2
+    assert p.returncode != 0 and (split / "checkpoint-27").is_dir() and not (split / "weights.npy").exists()
+    assert not (split / "checkpoint-54").exists()
+    saved = json.loads((split / "checkpoint-27" / "trainer_state.json").read_text())["model_rng_states"]
+    assert len(saved) == 2 and saved[0] != saved[1]
+    mpirun(2, [str(split), *flags, "--resume"], tmp_path)
+    a, _, wa, pa = classify_run(whole)
+    b, _, wb, pb = classify_run(split)
+    assert a == b
+    assert np.array_equal(wa, wb) and np.array_equal(pa, pb)
+    # the masks are the ranks' own: the same job without dropout ends elsewhere
+    plain = tmp_path / "plain"
+    mpirun(2, [str(plain), "--classify", "--epochs", "3", "--batch", "3"], tmp_path)
+    assert not np.allclose(classify_run(plain)[2], wa, atol=1e-4)
+
+
+def test_pyllm_train_classifier_command_under_mpirun(tmp_path):
+    """`mpirun -n 2 pyllm train-classifier` on a CSV equals the one-process command with twice the batch."""
+    from pyllm import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = ["good", "great", "love", "bad", "awful", "hate", "the", "film", "was", "a"]
+    model_dir = tmp_path / "model"
+    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, init_num_labels=2)
+    BertForSequenceClassification(cfg, seed=0).save_pretrained(model_dir)
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    BertTokenizerFast(vocab, model_max_length=16).save_pretrained(str(model_dir))
+    rng = np.random.default_rng(0)
+    lines = ["sentiment,text"]
+    for _ in range(45):
+        label = int(rng.integers(0, 2))
+        text = [*rng.choice(words[:3] if label else words[3:6], size=2), *rng.choice(words[6:], size=3)]
+        rng.shuffle(text)
+        lines.append(f"{['negative', 'positive'][label]},{' '.join(text)}")
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    flags = ["--data", str(tmp_path / "data.csv"), "--text-column", "text", "--label-column", "sentiment",
+             "--model", str(model_dir), "--epochs", "2", "--lr", "1e-2", "--max-length", "12", "--eval-split", "0.2",
+             "--seed", "3", "--no-progress"]
+    cmd = [sys.executable, "-m", "pyllm.cli", "train-classifier"]
+    one = run([*cmd, "--out", str(tmp_path / "one"), "--batch-size", "8", *flags], tmp_path)
+    two = run([MPIRUN, "-n", "2", "--oversubscribe", *cmd, "--out", str(tmp_path / "two"), "--batch-size", "4",
+               *flags], tmp_path)
+    assert "2 ranks, 8 rows a step" in two.stderr
+    a, b = (json.loads(p.stdout.splitlines()[-1]) for p in (one, two))
+    assert len([x for x in two.stdout.splitlines() if x.startswith("{")]) == 2  # rank 0 alone prints
+    assert b["eval_accuracy"] == a["eval_accuracy"]
+    assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
+    assert Path(b["best_checkpoint"]).name == Path(a["best_checkpoint"]).name
 
 
 def test_single_process_does_not_import_mpi(tmp_path):

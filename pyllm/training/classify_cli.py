@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -111,6 +112,10 @@ def train_classifier(args: argparse.Namespace) -> int:
     from ..models import AutoTokenizer, BertForSequenceClassification
     from . import Trainer, TrainingArguments
     from .classification import split_rows
+    from .distributed import get_world
+
+    world = get_world()
+    main = world.is_main  # under mpirun, rank 0 alone reports
 
     texts, labels = read_labelled_csv(args.data, args.text_column, args.label_column)
     names: List[str] = [s.strip() for s in args.labels.split(",")] if args.labels else sorted(set(labels))
@@ -134,8 +139,9 @@ def train_classifier(args: argparse.Namespace) -> int:
     train_idx, eval_idx = split_rows(len(rows), args.eval_split, args.seed)
     if not len(train_idx) or not len(eval_idx):
         raise ValueError(f"{len(rows)} rows are too few for an eval split of {args.eval_split}")
-    print(json.dumps({"rows": len(rows), "train": len(train_idx), "eval": len(eval_idx), "labels": names,
-                      "skipped_rows_with_other_labels": skipped}), flush=True)
+    if main:
+        print(json.dumps({"rows": len(rows), "train": len(train_idx), "eval": len(eval_idx), "labels": names,
+                          "skipped_rows_with_other_labels": skipped}), flush=True)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     tokenizer.model_max_length = int(args.max_length)
@@ -153,5 +159,9 @@ def train_classifier(args: argparse.Namespace) -> int:
     metrics = trainer.evaluate()
     trainer.save_model(args.out)
     out: Dict[str, Optional[Any]] = {"best_checkpoint": trainer.state.best_model_checkpoint, **metrics}
-    print(json.dumps(out), flush=True)
+    if main:
+        if world.distributed:
+            print(f"[{world.size} ranks, {world.size * args.batch_size} rows a step between them]", file=sys.stderr,
+                  flush=True)
+        print(json.dumps(out), flush=True)
     return 0

@@ -14,8 +14,17 @@ same model and data, then every optimizer step:
 - the AdamW step then runs identically on every rank: the weights stay equal
   without being sent again.
 
+Classification datasets (rows) share out the same way: every rank shuffles
+the epoch with the same seed, cuts it into global batches of
+``N * per_device_train_batch_size`` rows and computes its slice; a short last
+batch weighs each rank's mean by its rows, so the step is the single-process
+step over the whole batch. Each rank draws its own dropout masks (rank 0 keeps
+the model's generator, rank r > 0 a generator seeded from the run's seed and
+r), and a checkpoint keeps every rank's generator.
+
 Rank 0 alone logs and writes checkpoints; evaluation is sharded (rank r
-evaluates every N-th batch) and its sums reduced. A resumed run reads its
+evaluates every N-th batch) and its sums reduced (classification: the logits
+gathered in batch order, so ``compute_metrics`` sees every row). A resumed run reads its
 checkpoint on rank 0 and broadcasts the weights, the optimizer and the
 sampler state, so the checkpoint need only be on rank 0's disk and N may
 differ from the run that wrote it.
@@ -168,6 +177,12 @@ class World:
         raw = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
         self.broadcast_(raw, what, root)
         return obj if self.rank == root else pickle.loads(raw.tobytes())
+
+    def allgather_object(self, obj: Any, what: str) -> List[Any]:
+        """Every rank's picklable ``obj``, in rank order, on every rank (one bounded broadcast per rank)."""
+        if not self.distributed:
+            return [obj]
+        return [self.broadcast_object(obj if r == self.rank else None, what, root=r) for r in range(self.size)]
 
     def barrier(self, what: str) -> None:
         if self.distributed:

@@ -254,6 +254,7 @@ class TrainerState:
     num_train_epochs: int = 0  # epochs the loop runs (classification)
     sampler_seed: Optional[int] = None  # epoch e's row order is epoch_order(sampler_seed, e, n)
     model_rng_state: Optional[Dict[str, Any]] = None  # the model's dropout generator (model.get_rng_state)
+    model_rng_states: Optional[List[Dict[str, Any]]] = None  # under mpirun: every rank's, in rank order
     callback_states: Dict[str, Any] = field(default_factory=dict)  # callbacks with state_dict()
     train_samples: Optional[int] = None  # rows in the training set (a resumed run must keep it)
 
@@ -294,6 +295,14 @@ def _dataset_fingerprint(ds: Any) -> Dict[str, Any]:
         pick = np.linspace(0, max(n - 1, 0), min(n, 65536)).astype(np.int64)
         out["tokens"] = n
         out["sample_sha256"] = hashlib.sha256(np.asarray(tokens[pick], dtype=np.int64).tobytes()).hexdigest()
+    elif isinstance(ds, ClassificationDataset) and ds.features is not None:
+        h = hashlib.sha256()
+        for ids in ds.features["input_ids"]:
+            h.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|")
+        if ds.labels is not None:
+            h.update(np.ascontiguousarray(ds.labels).tobytes())
+        out["rows"] = len(ds)
+        out["sample_sha256"] = h.hexdigest()
     else:
         try:
             out["len"] = len(ds)
@@ -309,10 +318,11 @@ def _finite(x: float) -> bool:
 class _Progress:
     """tqdm on a terminal when installed and wanted, else a plain line per log entry."""
 
-    def __init__(self, total: int, initial: int, disable_tqdm: bool, file: TextIO):
+    def __init__(self, total: int, initial: int, disable_tqdm: bool, file: TextIO, quiet: bool = False):
         self.file = file
+        self.quiet = quiet  # another rank than 0: nothing is shown
         self.bar: Any = None
-        if not disable_tqdm and getattr(file, "isatty", lambda: False)():
+        if not disable_tqdm and not quiet and getattr(file, "isatty", lambda: False)():
             try:
                 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
@@ -327,6 +337,8 @@ class _Progress:
             self.bar.update(1)
 
     def write(self, line: str) -> None:
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.write(line, file=self.file)
         else:
@@ -390,9 +402,6 @@ class Trainer:
         self.world = get_world()
         # causal LMs train on TokenDataset blocks; anything else is rows of a classification dataset
         self.classification = not callable(getattr(train_dataset, "get_batch", None))
-        if self.classification and self.world.distributed:
-            raise ValueError("data-parallel training under mpirun takes TokenDataset blocks (causal LMs); a row "
-                             "(classification) dataset trains in one process for now")
         if self.classification:
             if not callable(getattr(model, "train", None)) or not hasattr(model, "config"):
                 raise ValueError(f"the model ({type(model).__name__}) is not a sequence classifier: row datasets "
@@ -496,7 +505,7 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         a = self.args
         if self.classification:  # one pass over the rows, as a DataLoader without drop_last
-            batches = math.ceil(len(self.train_dataset) / a.per_device_train_batch_size)
+            batches = math.ceil(len(self.train_dataset) / (a.per_device_train_batch_size * self.world.size))
             return max(batches // a.gradient_accumulation_steps + int(batches % a.gradient_accumulation_steps > 0), 1)
         blocks = getattr(self.train_dataset, "num_blocks", None) or len(self.train_dataset)
         per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * self.world.size
@@ -582,43 +591,55 @@ class Trainer:
         return batch
 
     def _predict_rows(self, ds: ClassificationDataset, prefix: str) -> PredictionOutput:
-        model = self.model
+        """Eval-mode logits of every row; under mpirun rank r runs every N-th batch and the ranks
+        exchange theirs, so every rank holds all rows in order and the same metrics."""
+        model, w = self.model, self.world
         was_training = bool(getattr(model, "training", False))
         model.eval()
         start = time.perf_counter()
-        logits: List[np.ndarray] = []
-        loss_sum, count = 0.0, 0
+        done: List[Tuple[int, np.ndarray, Optional[float]]] = []  # (batch, logits, loss * rows)
         batches = batches_of(np.arange(len(ds)), self.args.per_device_eval_batch_size)
         try:
-            for idx in batches:
+            for i, idx in enumerate(batches):
+                if i % w.size != w.rank:
+                    continue  # another rank's batch
                 b = self._batch_inputs(ds.rows(idx))
                 labels = b.get("labels")
                 with self._eval_threads.step(max(int(np.asarray(b["input_ids"]).size), 1)):
                     out = model(b["input_ids"], attention_mask=b.get("attention_mask"),
                                 token_type_ids=b.get("token_type_ids"), labels=labels)
-                logits.append(np.asarray(out.logits, dtype=np.float32))
-                if labels is not None:
-                    loss_sum += float(out.loss) * len(idx)
-                    count += len(idx)
+                done.append((i, np.asarray(out.logits, dtype=np.float32),
+                             None if labels is None else float(out.loss) * len(idx)))
         finally:
             model.train(was_training)
-        preds = np.concatenate(logits, axis=0)
+        if w.distributed:
+            done = sorted((part for mine in w.allgather_object(done, "gathering the evaluation") for part in mine),
+                          key=lambda part: part[0])
+        preds = np.concatenate([logits for _, logits, _ in done], axis=0)
+        losses = [loss for _, _, loss in done if loss is not None]
         label_ids = ds.labels
         metrics: Dict[str, float] = {}
-        if label_ids is not None and count:
-            metrics[f"{prefix}_loss"] = loss_sum / count
+        if label_ids is not None and losses:
+            metrics[f"{prefix}_loss"] = sum(losses) / len(ds)  # summed in batch order, as one process does
         if self.compute_metrics is not None and label_ids is not None:
-            extra = self.compute_metrics(EvalPrediction(predictions=preds, label_ids=label_ids))
-            if not isinstance(extra, dict):
-                raise ValueError(f"compute_metrics must return a dict of metrics, got {type(extra).__name__}")
-            for k, v in extra.items():
-                key = k if k.startswith(f"{prefix}_") else f"{prefix}_{k}"
-                metrics[key] = float(v) if isinstance(v, (int, float, np.number)) else v
+            metrics.update(self.world.run_on_main(lambda: self._metrics(preds, label_ids, prefix),
+                                                  "computing the evaluation metrics"))
         runtime = time.perf_counter() - start
         metrics[f"{prefix}_runtime"] = round(runtime, 4)
         metrics[f"{prefix}_samples_per_second"] = round(len(ds) / max(runtime, 1e-9), 3)
         metrics[f"{prefix}_steps_per_second"] = round(len(batches) / max(runtime, 1e-9), 3)
         return PredictionOutput(predictions=preds, label_ids=label_ids, metrics=metrics)
+
+    def _metrics(self, preds: np.ndarray, label_ids: np.ndarray, prefix: str) -> Dict[str, Any]:
+        assert self.compute_metrics is not None
+        extra = self.compute_metrics(EvalPrediction(predictions=preds, label_ids=label_ids))
+        if not isinstance(extra, dict):
+            raise ValueError(f"compute_metrics must return a dict of metrics, got {type(extra).__name__}")
+        metrics: Dict[str, Any] = {}
+        for k, v in extra.items():
+            key = k if k.startswith(f"{prefix}_") else f"{prefix}_{k}"
+            metrics[key] = float(v) if isinstance(v, (int, float, np.number)) else v
+        return metrics
 
     # ---- checkpoints
 
@@ -650,11 +671,15 @@ class Trainer:
         (d / ckpt.TRAINER_STATE_FILE).write_text(json.dumps(state, indent=1))
 
     def _save_checkpoint(self, rng: Optional[np.random.Generator]) -> Path:
-        step = self.state.global_step
-        if not self.world.is_main:
-            return Path(self.args.output_dir) / f"{ckpt.PREFIX}-{step}"
+        step, w = self.state.global_step, self.world
         if self.state.best_global_step == step:  # this checkpoint holds the best model
             self.state.best_model_checkpoint = str(Path(self.args.output_dir) / f"{ckpt.PREFIX}-{step}")
+        if w.distributed and callable(getattr(self.model, "get_rng_state", None)):
+            # each rank's dropout generator, so a resumed run draws the masks it would have drawn
+            self.state.model_rng_states = w.allgather_object(self.model.get_rng_state(),
+                                                             "gathering the dropout generators")
+        if not w.is_main:
+            return Path(self.args.output_dir) / f"{ckpt.PREFIX}-{step}"
         try:
             path = ckpt.write_checkpoint(self.args.output_dir, step, lambda d: self._fill_checkpoint(d, rng))
         except OSError as e:
@@ -705,14 +730,17 @@ class Trainer:
                                  f"dataset here has {len(self.train_dataset)}")
             if self.state.model_rng_state is not None and callable(getattr(self.model, "set_rng_state", None)):
                 self.model.set_rng_state(self.state.model_rng_state)
-            for cb in self.callbacks:
-                saved = self.state.callback_states.get(type(cb).__name__)
-                if saved is not None and callable(getattr(cb, "load_state_dict", None)):
-                    cb.load_state_dict(saved)
+            self._load_callback_states()
             return None
         if self.state.rng_state is None:
             raise ValueError(f"checkpoint {path} has no sampler state")
         return _rng_from_state(self.state.rng_state)
+
+    def _load_callback_states(self) -> None:
+        for cb in self.callbacks:
+            saved = self.state.callback_states.get(type(cb).__name__)
+            if saved is not None and callable(getattr(cb, "load_state_dict", None)):
+                cb.load_state_dict(saved)
 
     # config fields that do not change the computation pyllm runs (dropout is not applied; init is done)
     # (problem_type: a classifier infers it at its first batch with labels; architectures: written on saving)
@@ -751,28 +779,30 @@ class Trainer:
         a checkpoint (``True``: the newest in output_dir). Raises
         :class:`TrainingDivergedError` naming the step when the loss or the
         gradient norm is NaN/inf, before that step changes any weight."""
-        if self.classification:
-            out_dir = Path(self.args.output_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.clean_leftovers(out_dir)
-            return self._train_rows(self._resolve_checkpoint(resume_from_checkpoint))
+        loop = self._train_rows if self.classification else self._train_blocks
         if not self.world.distributed:
-            return self._train_blocks(resume_from_checkpoint)
+            return loop(resume_from_checkpoint)
         try:
-            return self._train_blocks(resume_from_checkpoint)
+            return loop(resume_from_checkpoint)
         except Exception as e:  # noqa: BLE001 - one rank's error must end the job, not hang the other ranks
             self.world.abort(f"rank {self.world.rank} of {self.world.size}: {type(e).__name__}: {e}")
             raise
+
+    def _prepare_output(self, resume: Optional[Path]) -> None:
+        """The output directory (rank 0's) without a partial checkpoint; every rank's job checked equal."""
+        w = self.world
+        if w.is_main:
+            out_dir = Path(self.args.output_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_leftovers(out_dir)
+        if w.distributed:
+            w.check_same(self._job_description(resume), "training jobs")
 
     def _start(self, resume: Optional[Path]) -> np.random.Generator:
         """The run's first state (a new one, or the checkpoint's): the sampler, the optimizer, the log."""
         a, w = self.args, self.world
         out_dir = Path(a.output_dir)
-        if w.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.clean_leftovers(out_dir)
-        if w.distributed:
-            w.check_same(self._job_description(resume), "training jobs")
+        self._prepare_output(resume)
         if resume is not None:
             # rank 0 reads the checkpoint; the others receive its weights and states
             loaded = w.run_on_main(lambda: self._checkpoint_sampler(resume), f"reading checkpoint {resume}")
@@ -813,18 +843,36 @@ class Trainer:
         """Rank 0's weights, optimizer state and trainer state on every rank (a new run's seeded
         initialisation or a checkpoint's), so all ranks start from the same point."""
         w = self.world
+        self._share_parameters()
+        opt = w.broadcast_object(self.optimizer.state_dict() if w.is_main else None, "sharing the optimizer state")
+        if not w.is_main:
+            self.optimizer.load_state_dict(opt)
+        self.state = w.broadcast_object(self.state, "sharing the trainer state")
+
+    def _share_parameters(self) -> None:
+        """Rank 0's weights into every rank's model."""
+        w = self.world
         flat = _flat_parameters(self.model)
         if flat is not None:
             w.broadcast_(flat, "sharing the weights")
         else:
             for _, p in self.model.named_parameters():
                 w.broadcast_(p, "sharing the weights")
-        opt = w.broadcast_object(self.optimizer.state_dict() if w.is_main else None, "sharing the optimizer state")
-        if not w.is_main:
-            self.optimizer.load_state_dict(opt)
-            if hasattr(self.model, "reset"):
-                self.model.reset()  # weights changed under the model: its inference runtime must rebuild
-        self.state = w.broadcast_object(self.state, "sharing the trainer state")
+        if not w.is_main and hasattr(self.model, "reset"):
+            self.model.reset()  # weights changed under the model: its inference runtime must rebuild
+
+    def _seed_rank_dropout(self) -> None:
+        """Under mpirun, each rank's own dropout generator: the checkpoint's when it was written by as
+        many ranks, else rank 0 keeps the model's and rank r > 0 takes one seeded from (seed, step, r)."""
+        w, set_state = self.world, getattr(self.model, "set_rng_state", None)
+        if not w.distributed or not callable(set_state):
+            return
+        states = self.state.model_rng_states
+        if states is not None and len(states) == w.size:
+            set_state(states[w.rank])
+        elif w.rank > 0:
+            seq = np.random.SeedSequence([int(self.args.seed), int(self.state.global_step), w.rank])
+            set_state(dict(np.random.PCG64(seq).state))
 
     def _train_blocks(self, resume_from_checkpoint: Union[None, bool, str, "os.PathLike[str]"]) -> TrainOutput:
         """The causal-LM loop over TokenDataset blocks (one process, or one rank of several)."""
@@ -931,19 +979,30 @@ class Trainer:
 
     # ---- the classification loop (transformers' Trainer over row datasets)
 
-    def _train_rows(self, resume: Optional[Path]) -> TrainOutput:
-        a = self.args
+    def _train_rows(self, resume_from_checkpoint: Union[None, bool, str, "os.PathLike[str]"]) -> TrainOutput:
+        a, w = self.args, self.world
         out_dir = Path(a.output_dir)
         n = len(self.train_dataset)
         per_epoch = self.steps_per_epoch()
         total = self.num_training_steps()
+        resume = w.run_on_main(lambda: self._resolve_checkpoint(resume_from_checkpoint),
+                               "finding the checkpoint to resume")
+        self._prepare_output(resume)
         if resume is not None:
-            self._load_checkpoint(resume)
-            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(e) + "\n" for e in self.state.log_history))
+            # rank 0 reads the checkpoint; the others receive its weights and states (_share_weights)
+            w.run_on_main(lambda: self._load_checkpoint(resume), f"reading checkpoint {resume}")
+            if not w.is_main:
+                self.create_optimizer()
         else:
             self.create_optimizer()
             self.state = TrainerState(sampler_seed=int(a.seed), train_samples=n)
-            write_text_atomic(out_dir / LOG_FILE, "")
+        if w.distributed:
+            self._share_weights()
+            if resume is not None and not w.is_main:
+                self._load_callback_states()
+            self._seed_rank_dropout()
+        if w.is_main:
+            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(e) + "\n" for e in self.state.log_history))
         st = self.state
         st.max_steps = total
         st.num_train_epochs = math.ceil(total / per_epoch)
@@ -951,24 +1010,27 @@ class Trainer:
         self.model.train()
         self.model.zero_grad()
         self._callback("on_train_begin")
-        progress = _Progress(total, st.global_step, a.disable_tqdm, self.out)
+        progress = _Progress(total, st.global_step, a.disable_tqdm, self.out, quiet=not w.is_main)
         start, start_step = time.perf_counter(), st.global_step
         run_loss, run_steps = 0.0, 0
         saved_at = -1
         lr, norm = self.get_lr(max(st.global_step - 1, 0)), float("nan")
         B, accum = a.per_device_train_batch_size, a.gradient_accumulation_steps
+        lengths = [len(ids) for ids in self.train_dataset.features["input_ids"]]
         try:
             for epoch in range(st.global_step // per_epoch, st.num_train_epochs):
                 assert st.sampler_seed is not None
-                batches = batches_of(epoch_order(st.sampler_seed, epoch, n), B)
+                # global batches of B rows per rank: each rank computes its slice (_row_step)
+                batches = batches_of(epoch_order(st.sampler_seed, epoch, n), B * w.size)
                 self._callback("on_epoch_begin")
                 for k in range(st.global_step - epoch * per_epoch, per_epoch):
                     if st.global_step >= total:
                         break
                     micro = batches[k * accum:(k + 1) * accum]
                     lr = self.get_lr(st.global_step)
-                    tokens = sum(len(self.train_dataset.features["input_ids"][i]) for b in micro for i in b)
-                    with self._step_threads.step(max(tokens, 1)):
+                    tokens = sum(lengths[i] for b in micro for i in b)
+                    mine = sum(lengths[i] for b in micro for i in b[w.shard(0, B)])
+                    with self._step_threads.step(max(mine, 1)):
                         loss, norm = self._row_step(micro, lr)
                     st.global_step += 1
                     st.epoch = epoch + (k + 1) / per_epoch
@@ -1006,10 +1068,12 @@ class Trainer:
             progress.close()
         if a.load_best_model_at_end and st.best_model_checkpoint is not None:
             best = Path(st.best_model_checkpoint)
-            if best.is_dir():
-                self._load_weights(best)
+            # rank 0 reads it (the checkpoints are on its disk) and hands the weights to the others
+            if w.run_on_main(lambda: self._load_best(best), f"loading {best}"):
+                if w.distributed:
+                    self._share_parameters()
                 progress.write(f"loaded the best model from {best} ({a.metric_for_best_model} {st.best_metric})")
-        if a.save_total_limit == 1 and st.best_model_checkpoint is not None:
+        if a.save_total_limit == 1 and st.best_model_checkpoint is not None and w.is_main:
             # as transformers: with a limit of one, the run ends keeping only the best checkpoint
             for _, p in ckpt.list_checkpoints(out_dir):
                 if p != Path(st.best_model_checkpoint):
@@ -1024,24 +1088,53 @@ class Trainer:
         self._callback("on_train_end")
         return TrainOutput(st.global_step, train_loss, metrics)
 
+    def _load_best(self, best: Path) -> bool:
+        if not best.is_dir():
+            return False
+        self._load_weights(best)
+        return True
+
     def _row_step(self, micro: List[np.ndarray], lr: float) -> Tuple[float, float]:
         """Forward and backward over the step's batches (each loss divided by their count, as
-        transformers' gradient accumulation), clipping and the AdamW update."""
-        loss = 0.0
-        for m, idx in enumerate(micro):
-            b = self._batch_inputs(self.train_dataset.rows(idx))
+        transformers' gradient accumulation), clipping and the AdamW update. Under mpirun a rank
+        computes its slice of each batch and the gradients are summed over the ranks."""
+        w, B = self.world, self.args.per_device_train_batch_size
+        values: List[float] = []  # per batch: this rank's share of its mean loss, times the ranks
+        accumulated = False
+        for idx in micro:
+            mine = idx[w.shard(0, B)] if w.distributed else idx
+            if not mine.size:
+                values.append(0.0)  # a short last batch that ends before this rank's slice
+                continue
+            # a batch's mean is the rows' mean: a rank's mean weighs rows/len(batch), times N (1 for full slices)
+            weight = mine.size * w.size / idx.size
+            if weight != 1.0 and accumulated:
+                self._scale_grads(1.0 / weight)  # (the earlier batches' gradients, scaled back below)
+            b = self._batch_inputs(self.train_dataset.rows(mine))
             if "labels" not in b:
                 raise ValueError("the data collator dropped the labels")
             value = float(self.model.forward_backward(b["input_ids"], b["labels"],
                                                       attention_mask=b.get("attention_mask"),
                                                       token_type_ids=b.get("token_type_ids")))
+            if weight != 1.0:
+                self._scale_grads(weight)
+            accumulated = True
+            values.append(value * weight)
+        if w.distributed:
+            grads = _flat_gradients(self.model)
+            if grads is not None:
+                w.allreduce_sum_(grads)
+            else:
+                for _, g in self.model.named_gradients():
+                    w.allreduce_sum_(g)
+            values = [v / w.size for v in w.sum(values, "summing the losses")]
+        for m, value in enumerate(values):
             if not _finite(value):
                 raise TrainingDivergedError(self._diverged(f"the loss is {value}", self.state.global_step + 1, m,
                                                            len(micro)))
-            loss += value
-        loss /= len(micro)
-        if len(micro) > 1:
-            self._scale_grads(1.0 / len(micro))
+        loss = sum(values) / len(micro)
+        if len(micro) * w.size > 1:
+            self._scale_grads(1.0 / (len(micro) * w.size))
         norm = self._clip()
         if not _finite(norm):
             raise TrainingDivergedError(self._diverged(f"the gradient norm is {norm}", self.state.global_step + 1,
