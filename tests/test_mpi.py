@@ -274,6 +274,72 @@ def test_pyllm_train_classifier_command_under_mpirun(tmp_path):
     assert Path(b["best_checkpoint"]).name == Path(a["best_checkpoint"]).name
 
 
+@pytest.fixture
+def two_hosts(tmp_path):
+    """Two network namespaces joined by a veth pair, 127.77.0.1 and 127.77.0.2 (loopback-range addresses,
+    routed only between the two), and a launch agent that starts Open MPI's daemon for a host inside its
+    namespace: two machines as far as MPI can tell (no shared memory, TCP between them)."""
+    if shutil.which("ip") is None:
+        pytest.fail("the two-host test needs iproute2's ip (apt-get install iproute2)")
+    names = [f"pyllm{os.getpid()}{side}" for side in "ab"]
+    veth = [f"pv{os.getpid() % 100000}{side}" for side in "ab"]
+
+    def ip(*args):
+        p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            raise AssertionError(f"ip {' '.join(args)}: {p.stderr.strip()} (making network namespaces needs root)")
+
+    try:
+        for ns in names:
+            ip("netns", "add", ns)
+        ip("link", "add", veth[0], "type", "veth", "peer", "name", veth[1])
+        for k, (ns, dev) in enumerate(zip(names, veth)):
+            ip("link", "set", dev, "netns", ns)
+            for conf in ("all", dev):  # 127.0.0.0/8 is routed off the lo device only when this is set
+                ip("netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{conf}.route_localnet=1")
+            ip("netns", "exec", ns, "ip", "addr", "add", f"127.77.0.{k + 1}/24", "dev", dev)
+            ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            ip("netns", "exec", ns, "ip", "link", "set", dev, "up")
+        agent = tmp_path / "netns-agent"
+        agent.write_text("#!/bin/sh\nhost=$1; shift\ncase $host in\n" +
+                         "".join(f"  127.77.0.{k + 1}) ns={ns};;\n" for k, ns in enumerate(names)) +
+                         "  *) echo \"no namespace for host $host\" >&2; exit 1;;\nesac\n"
+                         "exec ip netns exec $ns sh -c \"$*\"\n")
+        agent.chmod(0o755)
+        hosts = tmp_path / "hosts.txt"
+        hosts.write_text("127.77.0.1 slots=1\n127.77.0.2 slots=1\n")
+        launch = ["ip", "netns", "exec", names[0], MPIRUN, "-n", "2", "--hostfile", str(hosts),
+                  "--mca", "plm_rsh_agent", str(agent), "--mca", "btl", "tcp,self",
+                  "--mca", "btl_tcp_if_include", "127.77.0.0/24", "--mca", "oob_tcp_if_include", "127.77.0.0/24"]
+        yield launch
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)  # takes its veth end along
+
+
+def test_two_hosts_over_tcp_equal_one_process(tmp_path, two_hosts):
+    """Two ranks on two "machines" (network namespaces; the gradient sums cross a veth link over TCP) give the
+    run of one process with the global batch, for GPT-2 blocks and the BERT classifier."""
+    probe = run([*two_hosts, sys.executable, "-c", "import os; from mpi4py import MPI; "
+                 "print(MPI.COMM_WORLD.Get_rank(), os.readlink('/proc/self/ns/net'), "
+                 "MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size())"], tmp_path, timeout=120)
+    ranks = sorted(line.split() for line in probe.stdout.splitlines())
+    assert [r[0] for r in ranks] == ["0", "1"] and ranks[0][1] != ranks[1][1], probe.stdout
+    assert [r[2] for r in ranks] == ["1", "1"]  # each rank alone on its host
+    one, two = tmp_path / "one", tmp_path / "two"
+    single([str(one), "--batch", "4", "--steps", "7"], tmp_path)
+    run([*two_hosts, sys.executable, str(WORKER), str(two), "--batch", "2", "--steps", "7"], tmp_path)
+    assert_same_run(one, two)
+    one, two = tmp_path / "one-classify", tmp_path / "two-classify"
+    single([str(one), "--classify", "--epochs", "2", "--batch", "6"], tmp_path)
+    run([*two_hosts, sys.executable, str(WORKER), str(two), "--classify", "--epochs", "2", "--batch", "3"], tmp_path)
+    a, _, wa, _ = classify_run(one)
+    b, _, wb, _ = classify_run(two)
+    assert a["learning_rate"] == b["learning_rate"] and a["eval_accuracy"] == b["eval_accuracy"]
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    np.testing.assert_allclose(wb, wa, atol=2e-3, rtol=0)
+
+
 def test_single_process_does_not_import_mpi(tmp_path):
     code = ("import sys, pyllm.training.distributed as d; w = d.get_world(); "
             "assert (w.size, w.rank, w.distributed) == (1, 0, False); assert 'mpi4py' not in sys.modules")
