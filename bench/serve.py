@@ -2,7 +2,7 @@
 # async openai client at 1, 4, 16 and 32 concurrent streaming clients. Not a test: prints a markdown table.
 """Aggregate generated tokens/s and time to first token (p50 / p99) per concurrency level.
 
-    python bench/serve.py [--model PATH] [--clients 1 4 16 32] [--max-tokens 64] [--threads 2] [--rounds 3]
+    python bench/serve.py [--model PATH] [--clients 1 4 16 32] [--max-tokens 64] [--threads 2] [--rounds 3] [--pairs 8]
 
 Each server runs in its own process, started by this script on 127.0.0.1
 (llama-cpp-python needs its ``server`` extra); both stay up, and the
@@ -12,8 +12,10 @@ over the rounds. Every client sends
 ``--requests-per-client`` streaming chat requests one after another
 (greedy, the same prompts for both servers); tokens are counted by encoding
 each answer with the model's tokenizer, so both servers are counted alike.
-The 1-client row also gives pyllm's own ``generate`` on the same prompts
-(the HTTP layer's overhead).
+The 1-client row also gives pyllm's own ``generate`` on the same prompts,
+and ``--pairs`` back-to-back pairs per round (one streamed request, then
+``generate`` here on its prompt) give the HTTP layer's overhead as the
+median ratio, which a noisy machine disturbs less than two separate runs.
 """
 
 from __future__ import annotations
@@ -94,29 +96,55 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, tok: A
             ttfts.append(first if first is not None else time.perf_counter() - t0)
             tokens += len(tok.encode("".join(parts), add_special_tokens=False))
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(c) for c in range(clients)))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     await client.close()
     ttfts.sort()
     return {"tok_s": tokens / wall, "ttft_p50": statistics.median(ttfts),
-            "ttft_p99": ttfts[min(len(ttfts) - 1, int(round(0.99 * (len(ttfts) - 1))))], "tokens": tokens}
+            "ttft_p99": ttfts[min(len(ttfts) - 1, int(round(0.99 * (len(ttfts) - 1))))], "tokens": tokens,
+            # the client's own CPU time per token (it shares the machine's cores with the server)
+            "client_ms_per_token": 1e3 * cpu / max(tokens, 1)}
 
 
-def generate_rate(model_path: str, n_ctx: int, max_tokens: int, n: int) -> float:
-    from pyllm import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_path, n_ctx=n_ctx)
+def generate_rate(model: Any, max_tokens: int, n: int) -> float:
+    """pyllm's own generate() on the 1-client prompts, in this process (the model loaded once, warm)."""
     tok = model.tokenizer
-    model.generate(model.encode_prompt([{"role": "user", "content": "Hi"}]), max_new_tokens=2)  # warm-up
     tokens, t0 = 0, time.perf_counter()
     for i in range(n):
         ids = model.encode_prompt([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
         out = model.generate(ids, max_new_tokens=max_tokens)
         tokens += len(tok.encode(tok.decode(out[0][len(ids):], skip_special_tokens=True), add_special_tokens=False))
-    rate = tokens / (time.perf_counter() - t0)
-    model.close()
-    return rate
+    return tokens / (time.perf_counter() - t0)
+
+
+def overhead_pairs(url: str, model: Any, max_tokens: int, pairs: int) -> List[float]:
+    """The HTTP layer's cost, robust to a noisy machine: each pair streams one chat request from the server,
+    then runs generate() here on the same prompt, back to back; the ratio of their tokens/s per pair."""
+    return asyncio.run(_pairs(url, model, max_tokens, pairs))
+
+
+async def _pairs(url: str, model: Any, max_tokens: int, pairs: int) -> List[float]:
+    tok = model.tokenizer
+    ratios = []
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600) as client:
+        for i in range(pairs):
+            prompt = PROMPTS[i % len(PROMPTS)]
+            t0 = time.perf_counter()
+            parts: List[str] = []
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0,
+                stream=True)
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    parts.append(chunk.choices[0].delta.content)
+            served = len(tok.encode("".join(parts), add_special_tokens=False)) / (time.perf_counter() - t0)
+            ids = model.encode_prompt([{"role": "user", "content": prompt}])
+            t0 = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=max_tokens)
+            text = tok.decode(out[0][len(ids):], skip_special_tokens=True)
+            ratios.append(served / (len(tok.encode(text, add_special_tokens=False)) / (time.perf_counter() - t0)))
+    return ratios
 
 
 def cell(r: Any) -> str:
@@ -136,12 +164,20 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--servers", nargs="+", default=["pyllm", "llama.cpp"], choices=["pyllm", "llama.cpp"])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=8, help="server/generate() pairs per round for the overhead")
     args = ap.parse_args()
     model = args.model or str(resolve_model_file("SmolLM2-135M-Instruct"))
     tok = AutoTokenizer.from_pretrained(model)
     runs: Dict[Tuple[str, int], List[Dict[str, float]]] = {}
     own_runs: List[float] = []
+    ratios: List[float] = []
     procs: Dict[str, Tuple[subprocess.Popen[bytes], str]] = {}
+    own_model: Any = None
+    if "pyllm" in args.servers:
+        from pyllm import AutoModelForCausalLM
+
+        own_model = AutoModelForCausalLM.from_pretrained(model, n_ctx=args.n_ctx)
+        generate_rate(own_model, args.max_tokens, 2)  # warm-up (and the thread-count choice settles)
     try:
         for kind in args.servers:
             procs[kind] = start(kind, model, args.threads, args.n_ctx, max(args.clients))
@@ -152,8 +188,9 @@ def main() -> int:
                     res = asyncio.run(drive(procs[kind][1], c, args.requests_per_client, args.max_tokens, tok))
                     runs.setdefault((kind, c), []).append(res)
                     print(f"round {r} {kind} {c} clients: {res}", file=sys.stderr, flush=True)
-            if "pyllm" in args.servers:
-                own_runs.append(generate_rate(model, args.n_ctx, args.max_tokens, args.requests_per_client))
+            if own_model is not None:
+                own_runs.append(generate_rate(own_model, args.max_tokens, args.requests_per_client))
+                ratios += overhead_pairs(procs["pyllm"][1], own_model, args.max_tokens, args.pairs)
     finally:
         for proc, _ in procs.values():
             proc.terminate()
@@ -172,7 +209,16 @@ def main() -> int:
         print(f"| {c} | {p['tok_s']:.1f} | " if p else f"| {c} | - | ", end="")
         print(f"{q['tok_s']:.1f} | " if q else "- | ", end="")
         print(f"{ratio} | {cell(p)} | {cell(q)} |")
-    print(f"\npyllm generate() alone, same prompts: {own:.1f} tok/s")
+    print(f"\npyllm generate() alone, same prompts: {own:.1f} tok/s", end="")
+    if ("pyllm", 1) in results:
+        one = results[("pyllm", 1)]
+        print(f"; 1 client reaches {100 * one['tok_s'] / own:.0f}% of it (the client itself used "
+              f"{one['client_ms_per_token']:.2f} ms of CPU per token)", end="")
+    print()
+    if ratios:
+        print(f"one streamed request against generate() on the same prompt, back to back ({len(ratios)} pairs): "
+              f"median {100 * statistics.median(ratios):.1f}% of generate()'s tokens/s "
+              f"(quartiles {100 * statistics.quantiles(ratios)[0]:.1f}-{100 * statistics.quantiles(ratios)[2]:.1f}%)")
     return 0
 
 
