@@ -378,3 +378,20 @@ def test_gradients_agree_across_isas():
     ref = grads["scalar"]
     for isa, g in grads.items():
         assert np.abs(g - ref).max() <= 1e-4 * np.abs(ref).max(), isa
+
+
+def test_config_num_labels_as_transformers_builds_it():
+    """BertConfig(num_labels=3) as transformers writes it: LABEL_0..LABEL_2 both ways (transformers'
+    BertConfig(num_labels=3) gives the same maps), or the names id2label gives."""
+    cfg = BertConfig(num_labels=3, vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32)
+    assert cfg.num_labels == 3
+    assert cfg.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert cfg.label2id == {"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2}
+    assert BertForSequenceClassification(cfg, seed=0).eval()(np.array([[1, 5, 6, 2]])).logits.shape == (1, 3)
+    assert BertConfig(num_labels=2, id2label={0: "neg", 1: "pos"}).label2id == {"neg": 0, "pos": 1}
+    assert BertConfig().num_labels == 2
+    with pytest.raises(ValueError, match="num_labels must be a positive integer, got 0"):
+        BertConfig(num_labels=0)
+    with pytest.raises(ValueError, match="num_labels=3 but id2label names 2 labels"):
+        BertConfig(num_labels=3, id2label={0: "a", 1: "b"})

@@ -170,6 +170,25 @@ class BertConfig:
         return cls.from_dict(d, **overrides)
 
 
+_dataclass_init = BertConfig.__init__
+
+
+def _config_init(self: BertConfig, *args: Any, num_labels: Optional[int] = None, **kwargs: Any) -> None:
+    """transformers' ``BertConfig(num_labels=3)``: labels LABEL_0..LABEL_2 unless id2label names them."""
+    if num_labels is not None:
+        if kwargs.get("init_num_labels") is not None:
+            raise TypeError("pass num_labels or init_num_labels, not both")
+        given = kwargs.get("id2label")
+        if given is not None and len(given) != num_labels:
+            raise ValueError(f"num_labels={num_labels} but id2label names {len(given)} labels")
+        if given is None:
+            kwargs["init_num_labels"] = num_labels
+    _dataclass_init(self, *args, **kwargs)
+
+
+BertConfig.__init__ = _config_init  # type: ignore[method-assign]
+
+
 @dataclass
 class BaseModelOutputWithPooling(ModelOutput):
     """As transformers': ``last_hidden_state`` (B, T, C), ``pooler_output`` (B, C) (None
