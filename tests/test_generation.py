@@ -354,6 +354,10 @@ def test_text_decode_buffer_matches_whole_history_decoding(smollm):
             assert "".join(got) + rest == tok.decode(ids, **kw)
             assert got == want and rest == want_rest
             assert len(buf.tokens) == 0
+    # (these pieces came from the tokenizer's own _decode_ids; each pushed id is checked once)
+    assert TextDecodeBuffer(tok)._raw is not None
+    with pytest.raises(ValueError, match=f"token id {smollm.config.vocab_size} is out of range"):
+        TextDecodeBuffer(tok).push([smollm.config.vocab_size])
 
 
 def test_stop_strings(smollm):

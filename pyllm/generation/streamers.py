@@ -33,12 +33,16 @@ class TextDecodeBuffer:
         self.tokens: List[int] = []  # the window: tokens[:read] were read last time, then the new ones
         self.read = 0
         self.pending = ""  # decoded text not handed out yet (the last, unfinished word)
-        # pyllm's tokenizers decode checked ids directly: push checks each id once, not each decode
-        # of the window (the checks were a third of a server's per-token time)
+        # a pyllm tokenizer whose decode is the shared one (checked ids into _decode_ids) decodes
+        # directly: push checks each id once, not each decode of the window (those checks were a third
+        # of a server's per-token time)
+        from ..tokenizers.base import TokenizerMixin
+
         self._vocab = getattr(tokenizer, "vocab_size", None)
         raw = getattr(tokenizer, "_decode_ids", None)
         self._raw: Optional[Callable[[List[int], bool], str]] = None
-        if callable(raw) and isinstance(self._vocab, int) and set(decode_kwargs) <= {"skip_special_tokens"}:
+        if callable(raw) and isinstance(self._vocab, int) and set(decode_kwargs) <= {"skip_special_tokens"} \
+                and getattr(type(tokenizer), "decode", None) is TokenizerMixin.decode:
             self._raw = cast(Callable[[List[int], bool], str], raw)
         self._skip = bool(decode_kwargs.get("skip_special_tokens", False))
 
