@@ -3,6 +3,7 @@
 """Aggregate generated tokens/s and time to first token (p50 / p99) per concurrency level.
 
     python bench/serve.py [--model PATH] [--clients 1 4 16 32] [--max-tokens 64] [--threads 2] [--rounds 3] [--pairs 8]
+        [--plot docs/bench_serve.png]
 
 Each server runs in its own process, started by this script on 127.0.0.1
 (llama-cpp-python needs its ``server`` extra); both stay up, and the
@@ -147,6 +148,38 @@ async def _pairs(url: str, model: Any, max_tokens: int, pairs: int) -> List[floa
     return ratios
 
 
+def plot(path: str, clients: List[int], results: Dict[Tuple[str, int], Dict[str, float]], title: str) -> None:
+    """Aggregate tokens/s and p99 time to first token per concurrency level, one line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, color in (("pyllm", "tab:orange"), ("llama.cpp", "tab:blue")):
+        have = [c for c in clients if (kind, c) in results]
+        if not have:
+            continue
+        label = "pyllm serve" if kind == "pyllm" else "llama-cpp-python server"
+        axes[0].plot(have, [results[(kind, c)]["tok_s"] for c in have], "o-", color=color, label=label)
+        axes[1].plot(have, [results[(kind, c)]["ttft_p99"] for c in have], "o-", color=color, label=label)
+    axes[0].set_title("generated tokens/s, all clients (higher is better)")
+    axes[1].set_title("time to first token, p99 (lower is better)")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("seconds")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(clients, [str(c) for c in clients])
+        ax.set_xlabel("concurrent streaming clients")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def cell(r: Any) -> str:
     return f"{r['ttft_p50']:.2f} / {r['ttft_p99']:.2f}" if r else "-"
 
@@ -165,6 +198,7 @@ def main() -> int:
     ap.add_argument("--servers", nargs="+", default=["pyllm", "llama.cpp"], choices=["pyllm", "llama.cpp"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=8, help="server/generate() pairs per round for the overhead")
+    ap.add_argument("--plot", default=None, help="write the table's figures as a PNG (needs matplotlib)")
     args = ap.parse_args()
     model = args.model or str(resolve_model_file("SmolLM2-135M-Instruct"))
     tok = AutoTokenizer.from_pretrained(model)
@@ -215,6 +249,9 @@ def main() -> int:
         print(f"; 1 client reaches {100 * one['tok_s'] / own:.0f}% of it (the client itself used "
               f"{one['client_ms_per_token']:.2f} ms of CPU per token)", end="")
     print()
+    if args.plot:
+        plot(args.plot, args.clients, results, f"{os.path.basename(model)}, {args.threads} threads, "
+             f"{args.max_tokens}-token greedy answers, median of {args.rounds} interleaved rounds")
     if ratios:
         print(f"one streamed request against generate() on the same prompt, back to back ({len(ratios)} pairs): "
               f"median {100 * statistics.median(ratios):.1f}% of generate()'s tokens/s "
