@@ -52,7 +52,7 @@ def classify(a, world) -> None:
         rows.append({"input_ids": [1, *words, 2], "label": label})
     cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=a.dropout,
-                     attention_probs_dropout_prob=a.dropout, init_num_labels=3)
+                     attention_probs_dropout_prob=a.dropout, num_labels=3)
     model = BertForSequenceClassification(cfg, seed=7)
     calls = [0]
 
@@ -117,7 +117,7 @@ def main() -> None:
         train.hang_step = a.hang_step
     model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2), seed=7)
     args = TrainingArguments(a.out, max_steps=a.steps, per_device_train_batch_size=a.batch,
-                             per_device_eval_batch_size=4, gradient_accumulation_steps=a.accum, learning_rate=1e-2,
+                             per_device_eval_batch_size=4, gradient_accumulation_steps=a.accum, learning_rate=3e-3,
                              warmup_steps=2, logging_steps=1, eval_strategy="steps", eval_steps=3,
                              save_strategy="steps" if a.save_every else "no", save_steps=a.save_every or 1,
                              seed=11, disable_tqdm=True)

@@ -247,7 +247,7 @@ def test_pyllm_train_classifier_command_under_mpirun(tmp_path):
     model_dir = tmp_path / "model"
     cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0, init_num_labels=2)
+                     attention_probs_dropout_prob=0.0, num_labels=2)
     BertForSequenceClassification(cfg, seed=0).save_pretrained(model_dir)
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
     BertTokenizerFast(vocab, model_max_length=16).save_pretrained(str(model_dir))
