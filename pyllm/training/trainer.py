@@ -943,6 +943,17 @@ class Trainer:
         train_loss = run_loss / max(run_steps, 1)
         return TrainOutput(self.state.global_step, train_loss, {"train_loss": train_loss})
 
+    def _sum_over_ranks(self, losses: List[float]) -> List[float]:
+        """Under mpirun: the gradients summed over the ranks in place, and each loss's mean over them."""
+        w = self.world
+        grads = _flat_gradients(self.model)
+        if grads is not None:
+            w.allreduce_sum_(grads)
+        else:
+            for _, g in self.model.named_gradients():
+                w.allreduce_sum_(g)
+        return [v / w.size for v in w.sum(losses, "summing the losses")]
+
     def _optimizer_step(self, step: int, lr: float, rng: np.random.Generator) -> Tuple[float, float]:
         """Forward and backward over the step's micro-batches, clipping and the
         update; returns the mean loss and the gradient norm before clipping."""
@@ -956,13 +967,7 @@ class Trainer:
                 x, y = x[w.shard(0, B)], y[w.shard(0, B)]
             losses.append(float(self.model.forward_backward(x, y)))
         if w.distributed:
-            grads = _flat_gradients(self.model)
-            if grads is not None:
-                w.allreduce_sum_(grads)
-            else:
-                for _, g in self.model.named_gradients():
-                    w.allreduce_sum_(g)
-            losses = [v / w.size for v in w.sum(losses, "summing the losses")]
+            losses = self._sum_over_ranks(losses)
         for micro, micro_loss in enumerate(losses):
             if not _finite(micro_loss):
                 raise TrainingDivergedError(self._diverged(f"the loss is {micro_loss}", step + 1, micro, accum))
@@ -1121,13 +1126,7 @@ class Trainer:
             accumulated = True
             values.append(value * weight)
         if w.distributed:
-            grads = _flat_gradients(self.model)
-            if grads is not None:
-                w.allreduce_sum_(grads)
-            else:
-                for _, g in self.model.named_gradients():
-                    w.allreduce_sum_(g)
-            values = [v / w.size for v in w.sum(values, "summing the losses")]
+            values = self._sum_over_ranks(values)
         for m, value in enumerate(values):
             if not _finite(value):
                 raise TrainingDivergedError(self._diverged(f"the loss is {value}", self.state.global_step + 1, m,
