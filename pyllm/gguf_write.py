@@ -16,6 +16,7 @@ whose rows cannot be cut into the type's blocks a smaller-block stand-in.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -325,9 +326,17 @@ _GPT2_SKIP = re.compile(r"(^|\.)attn\.(masked_)?bias$|^lm_head\.weight$")
 _TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER, _TOKEN_UNUSED = 1, 3, 4, 5
 
 
-def _hf_tokenizer_keys(d: Path, config: Dict[str, Any]) -> List[Tuple[str, Any, str, Optional[str]]]:
-    """The tokenizer.ggml.* keys of a byte-level BPE tokenizer.json (GPT-2's pre-tokenizer)."""
+# the byte-level split of a tokenizer.json (pyllm.tokenizers.files) -> the tokenizer.ggml.pre llama.cpp writes
+_PRE_NAMES = {"gpt2": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2"}
+
+
+def _hf_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple[str, Any, str, Optional[str]]]:
+    """The tokenizer.ggml.* keys of a byte-level BPE tokenizer.json (GPT-2's, Llama 3's or Qwen2's
+    split): the vocabulary and token types here, the merges, special ids, add-BOS/EOS flags and chat
+    template as the gguf package's SpecialVocab reads them (llama.cpp's converter uses it too)."""
     import json
+
+    from .tokenizers.files import _pre_tokenizer_split
 
     tj = d / "tokenizer.json"
     if not tj.is_file():
@@ -335,10 +344,16 @@ def _hf_tokenizer_keys(d: Path, config: Dict[str, Any]) -> List[Tuple[str, Any, 
                          "(pyllm train --tokenizer bpe writes one; a character tokenizer has no GGUF form)")
     tok = json.loads(tj.read_text(encoding="utf-8"))
     model = tok.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ValueError(f"{tj} is a {model.get('type')} tokenizer: pyllm quantize converts byte-level BPE "
+                         "tokenizers; convert SentencePiece models with llama.cpp's convert_hf_to_gguf.py first")
     pre = tok.get("pre_tokenizer") or {}
-    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
-        raise ValueError(f"{tj} is not a GPT-2 byte-level BPE tokenizer (model {model.get('type')}, "
-                         f"pre-tokenizer {pre.get('type')})")
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    if not any(isinstance(p, dict) and p.get("type") == "ByteLevel" for p in steps or []):
+        raise ValueError(f"{tj} is a SentencePiece-style tokenizer (no ByteLevel pre-tokenizer): pyllm quantize "
+                         "converts byte-level BPE tokenizers; convert this model with llama.cpp's "
+                         "convert_hf_to_gguf.py first")
+    split = _pre_tokenizer_split(pre, str(tj))
     by_id: Dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
     special: Dict[int, bool] = {}
     for a in tok.get("added_tokens") or []:
@@ -353,19 +368,27 @@ def _hf_tokenizer_keys(d: Path, config: Dict[str, Any]) -> List[Tuple[str, Any, 
         else:
             tokens.append(by_id[i])
             types.append(_TOKEN_NORMAL if i not in special else _TOKEN_CONTROL if special[i] else _TOKEN_USER)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     keys: List[Tuple[str, Any, str, Optional[str]]] = [
-        ("tokenizer.ggml.model", "gpt2", "STRING", None), ("tokenizer.ggml.pre", "gpt-2", "STRING", None),
-        ("tokenizer.ggml.tokens", tokens, "ARRAY", "STRING"), ("tokenizer.ggml.token_type", types, "ARRAY", "INT32"),
-        ("tokenizer.ggml.merges", merges, "ARRAY", "STRING")]
-    for key, name in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
-        v = config.get(key)
-        if isinstance(v, int) and not isinstance(v, bool):
-            keys.append((f"tokenizer.ggml.{name}_token_id", v, "UINT32", None))
-    tc = d / "tokenizer_config.json"
-    template = json.loads(tc.read_text(encoding="utf-8")).get("chat_template") if tc.is_file() else None
-    if isinstance(template, str):
-        keys.append(("tokenizer.chat_template", template, "STRING", None))
+        ("tokenizer.ggml.model", "gpt2", "STRING", None), ("tokenizer.ggml.pre", _PRE_NAMES[split], "STRING", None),
+        ("tokenizer.ggml.tokens", tokens, "ARRAY", "STRING"), ("tokenizer.ggml.token_type", types, "ARRAY", "INT32")]
+    gguf = _gguf()
+    scratch = gguf.GGUFWriter(None, arch)  # never opened: it only collects the keys
+    log = logging.getLogger("gguf.vocab")
+    level = log.level
+    log.setLevel(logging.ERROR)  # its notes on a template's pair separator are not the user's concern
+    try:
+        gguf.SpecialVocab(d, load_merges=True, n_vocab=n).add_to_gguf(scratch, quiet=True)
+    finally:
+        log.setLevel(level)
+    for key, v in scratch.kv_data[0].items():
+        if key.startswith("tokenizer.") and key != "tokenizer.ggml.pre":
+            value = v.value
+            sub = None
+            if v.type == gguf.GGUFValueType.ARRAY:
+                value, sub = list(value), "STRING" if key == "tokenizer.ggml.merges" else None
+                if sub is None:
+                    raise ValueError(f"{d}: unexpected tokenizer array {key}")
+            keys.append((key, value, v.type.name, sub))
     return keys
 
 
@@ -394,7 +417,7 @@ def _read_hf_gpt2(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, L
         ("gpt2.feed_forward_length", int(cfg.get("n_inner") or 4 * C), "UINT32", None),
         ("gpt2.attention.head_count", size("n_head"), "UINT32", None),
         ("gpt2.attention.layer_norm_epsilon", float(cfg.get("layer_norm_epsilon", 1e-5)), "FLOAT32", None)]
-    md += _hf_tokenizer_keys(d, cfg)
+    md += _hf_tokenizer_keys(d, cfg, "gpt2")
     VT = _gguf().GGUFValueType
     keys = [(k, v.encode("utf-8") if isinstance(v, str) else v, VT[t], VT[s] if s else None) for k, v, t, s in md]
     tensors = []
@@ -420,6 +443,116 @@ def _read_hf_gpt2(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, L
 
         tensors.append(_Tensor(gguf_name, shape, "F32", raw))
     return "gpt2", keys, 32, tensors, Hyper("gpt2", n_layer=L, n_head=size("n_head"), n_head_kv=size("n_head"))
+
+
+# Hugging Face model_type -> general.architecture of the llama-family directories converted here
+_LLAMA_FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+
+
+def _permute_rope_rows(x: np.ndarray, heads: int) -> np.ndarray:
+    """HF's half-split RoPE rows of each head (i, i + d/2) -> interleaved pairs (2i, 2i + 1), the order
+    of llama.cpp's ``llama`` files (its NORM RoPE rotates neighbours)."""
+    rows = x.shape[0]
+    if rows % (2 * heads):
+        raise ValueError(f"a RoPE projection of {rows} rows does not split into {heads} heads of pairs")
+    half = rows // heads // 2
+    return np.ascontiguousarray(x.reshape(heads, 2, half, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape))
+
+
+def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor],
+                                                     Hyper]:
+    """A Hugging Face llama / mistral / qwen2 / qwen3 directory as llama.cpp's converter writes it:
+    GGUF names and metadata (Q/K rows permuted for ``llama``, Llama 3's RoPE factors as
+    ``rope_freqs.weight``), weights as stored."""
+    from .models.decoder import llama3_factors
+    from .models.mapping import LLAMA_GLOBAL, LLAMA_IGNORED, LLAMA_LAYER, HFSource, hf_rope, hf_sizes
+
+    cfg = ck.config
+    mt = cfg.get("model_type")
+    arch = _LLAMA_FAMILY[mt]
+    src = HFSource(ck)
+    sz = hf_sizes(src)
+    if src.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{d}/config.json: hidden_act {src.get('hidden_act')!r} is not silu")
+    window = src.get("sliding_window", None)
+    if window and src.get("use_sliding_window", mt in ("llama", "mistral")) and int(window) < sz["context"]:
+        raise ValueError(f"{d}/config.json: sliding_window={window} has no key in llama.cpp's {arch} files; "
+                         "pyllm quantize does not convert it")
+    theta, params = hf_rope(src)
+    kind = params["rope_type"]
+    hd = sz["head_dim"]
+    md: List[Tuple[str, Any, str, Optional[str]]] = [
+        ("general.type", "model", "STRING", None), ("general.name", d.resolve().name, "STRING", None),
+        (f"{arch}.block_count", sz["n_layer"], "UINT32", None),
+        (f"{arch}.context_length", sz["context"], "UINT32", None),
+        (f"{arch}.embedding_length", sz["hidden_size"], "UINT32", None),
+        (f"{arch}.feed_forward_length", sz["ffn_size"], "UINT32", None),
+        (f"{arch}.attention.head_count", sz["n_head"], "UINT32", None),
+        (f"{arch}.attention.head_count_kv", sz["n_kv_head"], "UINT32", None),
+        (f"{arch}.rope.freq_base", theta, "FLOAT32", None),
+        (f"{arch}.attention.layer_norm_rms_epsilon", float(src.get("rms_norm_eps", 1e-6)), "FLOAT32", None),
+        (f"{arch}.attention.key_length", hd, "UINT32", None),
+        (f"{arch}.attention.value_length", hd, "UINT32", None)]
+    if arch == "llama":
+        md += [("llama.vocab_size", sz["vocab_size"], "UINT32", None),
+               ("llama.rope.dimension_count", hd, "UINT32", None)]
+    factors = None
+    if kind == "linear":
+        md += [(f"{arch}.rope.scaling.type", "linear", "STRING", None),
+               (f"{arch}.rope.scaling.factor", float(params["factor"]), "FLOAT32", None)]
+    elif kind == "llama3" and arch == "llama":
+        factors = llama3_factors(hd, theta, params)
+    elif kind != "default":
+        raise ValueError(f"{d}/config.json: rope_type {kind!r} is not converted by pyllm quantize; "
+                         "supported: default, linear, llama3 (llama)")
+    md += _hf_tokenizer_keys(d, cfg, arch)
+    VT = _gguf().GGUFValueType
+    keys = [(k, v.encode("utf-8") if isinstance(v, str) else v, VT[t], VT[s] if s else None) for k, v, t, s in md]
+
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    skip = re.compile("|".join(f"(?:{p})" for p in LLAMA_IGNORED) + (r"|^lm_head\.weight$" if tied else ""))
+    layer = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+    tensors: List[_Tensor] = []
+    if factors is not None:
+        rope_freqs: np.ndarray = factors
+        tensors.append(_Tensor("rope_freqs.weight", (len(factors),), "F32", lambda: rope_freqs))
+    for full in ck.names:
+        if skip.search(full):
+            continue
+        m = layer.match(full)
+        if m and m.group(2) in LLAMA_LAYER:
+            slot = f"blk.{int(m.group(1))}.{LLAMA_LAYER[m.group(2)]}"
+        elif full in LLAMA_GLOBAL:
+            slot = LLAMA_GLOBAL[full]
+        else:
+            raise ValueError(f"tensor {full} in {d} is not a {mt} tensor pyllm quantize knows")
+        name = slot if slot.endswith(".bias") else slot + ".weight"
+        heads = 0
+        if arch == "llama" and m and m.group(2).startswith(("self_attn.q_proj.", "self_attn.k_proj.")):
+            heads = sz["n_head"] if "q_proj" in m.group(2) else sz["n_kv_head"]
+
+        def raw(full: str = full, heads: int = heads) -> np.ndarray:
+            x = ck.float32(full)
+            return _permute_rope_rows(x, heads) if heads else x
+
+        tensors.append(_Tensor(name, tuple(ck.shape(full)), "F32", raw))
+    return arch, keys, 32, tensors, Hyper(arch, n_layer=sz["n_layer"], n_head=sz["n_head"],
+                                          n_head_kv=sz["n_kv_head"])
+
+
+def _read_hf(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor], Hyper]:
+    """A Hugging Face directory by its model_type."""
+    from .models.hfdir import HFCheckpoint
+
+    ck = HFCheckpoint(d)
+    mt = ck.config.get("model_type")
+    if mt == "gpt2":
+        return _read_hf_gpt2(d)
+    if mt in _LLAMA_FAMILY:
+        return _read_hf_llama_family(d, ck)
+    raise ValueError(f"{d} holds a {mt!r} model: pyllm quantize converts Hugging Face "
+                     f"{', '.join(['gpt2', *_LLAMA_FAMILY])} directories; convert others with llama.cpp's "
+                     "convert_hf_to_gguf.py first")
 
 
 # ---------------------------------------------------------------------------------------------- encoding
@@ -474,8 +607,10 @@ def quantize(src: PathLike, dst: PathLike, type: str = "Q4_K_M", threads: Option
              allow_requantize: bool = False) -> Dict[str, str]:
     """Write ``dst``, a GGUF file of llama.cpp file type ``type`` (``"Q4_K_M"``,
     ``"q8_0"``, ... one of :data:`FILE_TYPES`), from ``src``: a GGUF file, or a
-    Hugging Face GPT-2 directory with a byte-level BPE tokenizer (as ``pyllm
-    train --tokenizer bpe`` writes; converted as llama.cpp's converter does).
+    Hugging Face GPT-2, Llama, Mistral, Qwen2 or Qwen3 directory with a
+    byte-level BPE tokenizer (GPT-2's, Llama 3's or Qwen2's split; ``pyllm
+    train --tokenizer bpe`` writes one), converted as llama.cpp's converter
+    converts it.
 
     Each tensor gets the type llama.cpp's quantizer gives it for that file
     type (:func:`mixture`); the metadata, tokenizer included, is copied and
@@ -495,7 +630,7 @@ def quantize(src: PathLike, dst: PathLike, type: str = "Q4_K_M", threads: Option
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be >= 1, got {threads}")
     if os.path.isdir(src):
-        arch, keys, alignment, tensors, hp = _read_hf_gpt2(Path(src))
+        arch, keys, alignment, tensors, hp = _read_hf(Path(src))
     else:
         arch, keys, alignment, tensors, hp = _read_gguf(src)
     plan = mixture([(t.name, t.shape, t.type) for t in tensors], ft.name, hp)
