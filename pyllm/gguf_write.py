@@ -392,16 +392,10 @@ def _hf_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple
     return keys
 
 
-def _read_hf_gpt2(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor], Hyper]:
+def _read_hf_gpt2(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor], Hyper]:
     """A Hugging Face GPT-2 directory (such as ``pyllm train`` writes) as llama.cpp's converter
     would write it: GGUF names and metadata, weights as stored (float32)."""
-    from .models.hfdir import HFCheckpoint
-
-    ck = HFCheckpoint(d)
     cfg = ck.config
-    if cfg.get("model_type") != "gpt2":
-        raise ValueError(f"{d} holds a {cfg.get('model_type')!r} model: pyllm quantize converts Hugging Face "
-                         "GPT-2 directories; convert others with llama.cpp's convert_hf_to_gguf.py first")
 
     def size(key: str, default: Optional[int] = None) -> int:
         v = cfg.get(key, default)
@@ -465,6 +459,7 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
     GGUF names and metadata (Q/K rows permuted for ``llama``, Llama 3's RoPE factors as
     ``rope_freqs.weight``), weights as stored."""
     from .models.decoder import llama3_factors
+    from .models.mapping import _LAYER as _HF_LAYER
     from .models.mapping import LLAMA_GLOBAL, LLAMA_IGNORED, LLAMA_LAYER, HFSource, hf_rope, hf_sizes
 
     cfg = ck.config
@@ -511,7 +506,6 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
 
     tied = bool(cfg.get("tie_word_embeddings", False))
     skip = re.compile("|".join(f"(?:{p})" for p in LLAMA_IGNORED) + (r"|^lm_head\.weight$" if tied else ""))
-    layer = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
     tensors: List[_Tensor] = []
     if factors is not None:
         rope_freqs: np.ndarray = factors
@@ -519,7 +513,7 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
     for full in ck.names:
         if skip.search(full):
             continue
-        m = layer.match(full)
+        m = _HF_LAYER.match(full)
         if m and m.group(2) in LLAMA_LAYER:
             slot = f"blk.{int(m.group(1))}.{LLAMA_LAYER[m.group(2)]}"
         elif full in LLAMA_GLOBAL:
@@ -547,7 +541,7 @@ def _read_hf(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_
     ck = HFCheckpoint(d)
     mt = ck.config.get("model_type")
     if mt == "gpt2":
-        return _read_hf_gpt2(d)
+        return _read_hf_gpt2(d, ck)
     if mt in _LLAMA_FAMILY:
         return _read_hf_llama_family(d, ck)
     raise ValueError(f"{d} holds a {mt!r} model: pyllm quantize converts Hugging Face "
