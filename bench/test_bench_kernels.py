@@ -1,6 +1,6 @@
 """pytest-benchmark entries for the kernels, pyllm and numpy side by side in
 one group per shape: `pytest bench/ --benchmark-only`. The ratio table with
-the memory-bandwidth figure comes from `python bench/kernels.py`."""
+the memory-bandwidth figure comes from `python bench/kernel_ops.py`."""
 
 from __future__ import annotations
 

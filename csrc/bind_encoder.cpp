@@ -4,12 +4,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "runtime/dispatch.h"
 #include "runtime/encoder.h"
+#include "runtime/workspace.h"
 
 namespace py = pybind11;
 
@@ -133,9 +136,55 @@ F32 copy_out(pyllm::EncoderModel& m, const float* src, std::vector<py::ssize_t> 
     return out;
 }
 
+// The encoder's attention over sequences packed one after another (rows
+// [seq[b], seq[b+1]) of qkv (N,3C) and the additive key mask (N)): out (N,C)
+// and the probabilities, each sequence's (heads,n,n) in turn. packed: the one
+// kernel over all sequences, else attention_masked_forward on each alone.
+py::tuple encoder_attention(const py::object& qkv_obj, const py::object& kmask_obj, const py::object& seq_obj,
+                            int64_t heads, bool packed) {
+    F32 qkv = checked<float>(qkv_obj, "qkv", 2, "float32");
+    F32 kmask = checked<float>(kmask_obj, "kmask", 1, "float32");
+    I64 seq = checked<int64_t>(seq_obj, "seq", 1, "int64");
+    const int64_t N = qkv.shape(0), C = qkv.shape(1) / 3, B = seq.shape(0) - 1;
+    expect(qkv.shape(1) % 3 == 0 && C > 0 && heads > 0 && C % heads == 0,
+           "qkv must be (N, 3C) with C a multiple of heads");
+    expect(kmask.shape(0) == N, "kmask must have one value per row of qkv");
+    expect(B >= 1 && seq.data()[0] == 0 && seq.data()[B] == N, "seq must run from 0 to the rows of qkv");
+    std::vector<int64_t> att_off(B + 1, 0);
+    int64_t T = 0;
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t n = seq.data()[b + 1] - seq.data()[b];
+        expect(n > 0, "seq must be increasing");
+        att_off[b + 1] = att_off[b] + heads * n * n;
+        T = std::max(T, n);
+    }
+    F32 out({py::ssize_t(N), py::ssize_t(C)});
+    F32 att({py::ssize_t(att_off[B])});
+    {
+        py::gil_scoped_release nogil;
+        const auto& k = pyllm::kernels();
+        const int nt = pyllm::max_threads();
+        float* gw = pyllm::thread_workspace(std::max(pyllm::attention_masked_work_floats(T, nt),
+                                                     pyllm::attention_packed_work_floats(T, C / heads, nt)));
+        const int64_t* sq = seq.data();
+        if (packed) {
+            k.attention_packed_forward(out.mutable_data(), att.mutable_data(), qkv.data(), kmask.data(), sq,
+                                       att_off.data(), B, C, heads, gw);
+        } else {
+            for (int64_t b = 0; b < B; b++)
+                k.attention_masked_forward(out.mutable_data() + sq[b] * C, att.mutable_data() + att_off[b],
+                                           qkv.data() + sq[b] * 3 * C, kmask.data() + sq[b], 1, sq[b + 1] - sq[b],
+                                           C, heads, 0.0f, 0, gw);
+        }
+    }
+    return py::make_tuple(out, att);
+}
+
 }  // namespace
 
 void bind_encoder(py::module_& m) {
+    m.def("encoder_attention", &encoder_attention, py::arg("qkv"), py::arg("kmask"), py::arg("seq"),
+          py::arg("heads"), py::arg("packed"));
     py::class_<pyllm::EncoderModel, EncoderPtr>(m, "EncoderModel")
         .def(py::init([](int64_t vocab_size, int64_t max_positions, int64_t type_vocab, int64_t hidden,
                          int64_t layers, int64_t heads, int64_t intermediate, float eps, bool pooler,
@@ -174,6 +223,13 @@ void bind_encoder(py::module_& m) {
             }
             return out;
         }, py::arg("layer"))
+        .def("mean_pooled", [](pyllm::EncoderModel& mm) {
+            std::lock_guard<std::mutex> lock(mm.mutex());
+            expect(mm.batch() > 0, "no forward has run");
+            F32 out({py::ssize_t(mm.batch()), py::ssize_t(mm.config().hidden)});
+            mm.mean_pool_into(out.mutable_data());
+            return out;
+        })
         .def_property_readonly("rows", [](pyllm::EncoderModel& mm) {
             std::lock_guard<std::mutex> lock(mm.mutex());
             return mm.rows();

@@ -113,6 +113,17 @@ static inline int64_t attention_masked_work_floats(int64_t T, int nthreads) {
     return int64_t(nthreads) * attention_masked_thread_floats(T);
 }
 
+// attention_packed_forward scratch, sequences of at most T rows: per thread,
+// one thread's sgemm blocks (heads it cannot take itself), or the (HS, T
+// rounded up to 8) transposed keys and one row of 8
+static inline int64_t attention_packed_thread_floats(int64_t T, int64_t HS) {
+    const int64_t own = HS * ((T + 7) / 8 * 8) + 8, gemm = sgemm_work_floats(1);
+    return ((own > gemm ? own : gemm) + 15) / 16 * 16;
+}
+static inline int64_t attention_packed_work_floats(int64_t T, int64_t HS, int nthreads) {
+    return int64_t(nthreads) * attention_packed_thread_floats(T, HS);
+}
+
 // ---- quantized weights: GGUF tensor types, their ids, block sizes and
 // reference decoders, one row each in quant_types.h (kQuantTypes).
 

@@ -39,9 +39,8 @@ inline vf normal_cdf8(vf x) {
     p = vfma(p, t, vset1(-0.284496736f));
     p = vfma(p, t, vset1(0.254829592f));
     const vf tail = vmul(half, vmul(vmul(p, t), vexp(vsub(zero, vmul(z, z)))));  // Phi(-|x|)
-    // x / (|x| + tiny): the sign of x (0 at 0, where Phi is 0.5 either way)
-    const vf sign = vdiv(x, vadd(ax, vset1(1e-30f)));
-    return vfma(vsub(half, tail), sign, half);
+    // 1 - tail where x >= +0, tail where x <= -0
+    return vadd(half, vflipsign(vsub(half, tail), x));
 }
 
 inline float normal_cdf1(float x) { return 0.5f * (1.0f + std::erf(x * 0.70710678118654752f)); }
@@ -233,6 +232,120 @@ void attention_masked_forward(float* out, float* att, const float* qkv, const fl
         }
         // o = src @ v
         sgemm_strided(o, src, v, T, HS, T, C, T, 1, C3, 1, false, gw);
+    }
+}
+
+namespace {
+
+// dst[k*ld + s] = src[s*rs + k] for s < n, k < HS; columns n..ld-1 zeroed
+inline void transpose_keys(float* dst, int64_t ld, const float* src, int64_t rs, int64_t n, int64_t HS) {
+    for (int64_t k = 0; k < HS; k++) {
+        float* d = dst + k * ld;
+        for (int64_t s = 0; s < n; s++) d[s] = src[s * rs + k];
+        for (int64_t s = n; s < ld; s++) d[s] = 0.0f;
+    }
+}
+
+// a (n,n) = q (n,HS) @ k^T with q's rows at stride rs and kt = k^T (HS, ld)
+// zero padded: each score a chain of FMAs from zero in k order, as sgemm sums
+// one k block (HS <= kGemmKC). Four queries share each load of kt.
+inline void head_scores(float* a, const float* q, int64_t rs, const float* kt, int64_t ld, int64_t n,
+                        int64_t HS, float* row) {
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        const float* q0 = q + t * rs;
+        for (int64_t s = 0; s < n; s += 8) {
+            vf c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
+            for (int64_t k = 0; k < HS; k++) {
+                const vf kv = vload(kt + k * ld + s);
+                c0 = vfma(vset1(q0[k]), kv, c0);
+                c1 = vfma(vset1(q0[rs + k]), kv, c1);
+                c2 = vfma(vset1(q0[2 * rs + k]), kv, c2);
+                c3 = vfma(vset1(q0[3 * rs + k]), kv, c3);
+            }
+            const vf cs[4] = {c0, c1, c2, c3};
+            for (int i = 0; i < 4; i++) {
+                if (s + 8 <= n) {
+                    vstore(a + (t + i) * n + s, cs[i]);
+                } else {
+                    vstore(row, cs[i]);
+                    std::memcpy(a + (t + i) * n + s, row, sizeof(float) * (n - s));
+                }
+            }
+        }
+    }
+    for (; t < n; t++) {
+        for (int64_t s = 0; s < n; s += 8) {
+            vf c = vzero();
+            for (int64_t k = 0; k < HS; k++) c = vfma(vset1(q[t * rs + k]), vload(kt + k * ld + s), c);
+            vstore(row, c);
+            std::memcpy(a + t * n + s, row, sizeof(float) * std::min<int64_t>(8, n - s));
+        }
+    }
+}
+
+// o (n,HS) at row stride ro = p (n,n) @ v (n,HS) at row stride rv: each output
+// summed over key blocks of gemm_k_block(n, kGemmKC, 4), each a chain of FMAs
+// from zero in key order, the block sums added in order (sgemm's order).
+// HS a multiple of 8 and at most 64.
+inline void head_values(float* o, int64_t ro, const float* p, const float* v, int64_t rv, int64_t n,
+                        int64_t HS) {
+    const int64_t kc = gemm_k_block(n, kGemmKC, 4);
+    const int64_t nv = HS / 8;
+    for (int64_t t = 0; t < n; t++) {
+        const float* pt = p + t * n;
+        vf total[8];
+        for (int64_t s0 = 0; s0 < n; s0 += kc) {
+            const int64_t s1 = std::min(n, s0 + kc);
+            vf acc[8];
+            for (int64_t j = 0; j < nv; j++) acc[j] = vzero();
+            for (int64_t s = s0; s < s1; s++) {
+                const vf ps = vset1(pt[s]);
+                const float* vs = v + s * rv;
+                for (int64_t j = 0; j < nv; j++) acc[j] = vfma(ps, vload(vs + 8 * j), acc[j]);
+            }
+            for (int64_t j = 0; j < nv; j++) total[j] = s0 == 0 ? acc[j] : vadd(acc[j], total[j]);
+        }
+        for (int64_t j = 0; j < nv; j++) vstore(o + t * ro + 8 * j, total[j]);
+    }
+}
+
+}  // namespace
+
+void attention_packed_forward(float* out, float* att, const float* qkv, const float* kmask, const int64_t* seq,
+                              const int64_t* att_off, int64_t B, int64_t C, int64_t NH, float* work) {
+    // sequence b: rows [seq[b], seq[b+1]) of qkv (.,3C), kmask, out (.,C); its (NH,n,n)
+    // probabilities at att + att_off[b]; threads over (b,h), longest first come first
+    const int64_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / std::sqrt(float(HS));
+    int64_t T = 0, flops = 0;
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t n = seq[b + 1] - seq[b];
+        T = std::max(T, n);
+        flops += n * n * HS;
+    }
+    const int64_t per_thread = attention_packed_thread_floats(T, HS);
+    const bool own = HS % 8 == 0 && HS <= 64;  // else each head through sgemm_strided
+    const int nt = int(std::min<int64_t>(threads_for(flops * NH / 8), B * NH));
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (int64_t bh = 0; bh < B * NH; bh++) {
+        float* gw = work + int64_t(thread_index()) * per_thread;
+        const int64_t b = bh / NH, h = bh % NH, n = seq[b + 1] - seq[b];
+        const float* q = qkv + seq[b] * C3 + h * HS;  // (n,HS), row stride 3C
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        float* a = att + att_off[b] + h * n * n;  // (n,n)
+        float* o = out + seq[b] * C + h * HS;     // (n,HS), row stride C
+        if (own) {
+            const int64_t ld = (n + 7) / 8 * 8;
+            transpose_keys(gw, ld, k, C3, n, HS);
+            head_scores(a, q, C3, gw, ld, n, HS, gw + HS * ld);
+        } else {
+            sgemm_strided(a, q, k, n, n, HS, n, C3, 1, 1, C3, false, gw);
+        }
+        for (int64_t t = 0; t < n; t++) masked_softmax_row(a + t * n, kmask + seq[b], n, scale);
+        if (own) head_values(o, C, a, v, C3, n, HS);
+        else sgemm_strided(o, a, v, n, HS, n, C, n, 1, C3, 1, false, gw);
     }
 }
 

@@ -67,6 +67,7 @@
     X(tanh_backward)         \
     X(dropout_forward)       \
     X(attention_masked_forward) \
+    X(attention_packed_forward) \
     X(attention_masked_backward)
 
 namespace pyllm {

@@ -166,6 +166,20 @@ void EncoderModel::hidden_into(int64_t l, float* out) const {
     }
 }
 
+void EncoderModel::mean_pool_into(float* out) const {
+    const int64_t C = cfg_.hidden;
+    const float* h = h_.data() + cfg_.layers * B_ * T_ * C;
+    for (int64_t b = 0; b < B_; b++) {
+        float* o = out + b * C;
+        std::memset(o, 0, sizeof(float) * C);
+        // the unmasked tokens are the sequence's first keys_[b] rows, in position order
+        for (int64_t r = seq_[b]; r < seq_[b] + keys_[b]; r++)
+            for (int64_t c = 0; c < C; c++) o[c] += h[r * C + c];
+        const float n = float(keys_[b]);
+        for (int64_t c = 0; c < C; c++) o[c] /= n;
+    }
+}
+
 float* EncoderModel::work(int64_t floats) { return thread_workspace(floats); }
 
 uint64_t EncoderModel::site_seed(int64_t site) const { return mix64(drop_.seed * 0x100000001b3ull + uint64_t(site)); }
@@ -182,7 +196,8 @@ void EncoderModel::forward(const float* P, const int64_t* ids, const int64_t* ty
     pack(mask, pad_rows);
     const int64_t N = N_;
     const int64_t* src = src_.data();
-    float* gw = work(std::max(sgemm_work_floats(nt), attention_masked_work_floats(T, nt)));
+    float* gw = work(std::max({sgemm_work_floats(nt), attention_masked_work_floats(T, nt),
+                               attention_packed_work_floats(T, C / NH, nt)}));
     // embeddings: LayerNorm(word + type + position), dropout; the computed rows (N,C) from here on
     k.bert_embed_forward(tmp_.data(), ids, types, P + wte_, P + wpe_, P + wtt_, B, T, C);
     for (int64_t r = 0; r < N; r++) std::memcpy(emb_.data() + r * C, tmp_.data() + src[r] * C, sizeof(float) * C);
@@ -211,10 +226,8 @@ void EncoderModel::forward(const float* P, const int64_t* ids, const int64_t* ty
             gather_rows(ctx, d_ctx_.data(), C);
         } else {
             // each sequence's block of rows attends over its own keys
-            for (int64_t b = 0; b < B; b++)
-                k.attention_masked_forward(ctx + seq_[b] * C, att_.data() + l * A_ + att_off_[b],
-                                           qkv + seq_[b] * 3 * C, kmask_.data() + seq_[b], 1, seq_[b + 1] - seq_[b],
-                                           C, NH, 0.0f, 0, gw);
+            k.attention_packed_forward(ctx, att_.data() + l * A_, qkv, kmask_.data(), seq_.data(),
+                                       att_off_.data(), B, C, NH, gw);
         }
         k.sgemm_bias(tmp_.data(), ctx, P + lp.ao_w, P + lp.ao_b, N, C, C, false, true, false, gw);
         dropout_rows(tmp_.data(), drop_.hidden, 2 + 4 * l);

@@ -74,6 +74,10 @@ public:
     int64_t rows() const { return N_; }  // positions computed by the last forward
     // out (B,T,C) = the input of layer l (l = L: the last output), 0 where not computed
     void hidden_into(int64_t l, float* out) const;
+    // out (B,C) = the mean of the last output over each row's unmasked tokens:
+    // their sum in position order, divided by their count (the bits of numpy's
+    // (h * mask).sum(axis=1) / mask.sum(axis=1) on hidden_into(L))
+    void mean_pool_into(float* out) const;
     const float* pooled() const { return pooled_.data(); }
     const float* logits() const { return logits_.data(); }
 

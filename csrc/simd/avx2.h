@@ -31,6 +31,10 @@ static inline vf vmax(vf a, vf b) { return {_mm256_max_ps(a.v, b.v)}; }
 static inline vf vmin(vf a, vf b) { return {_mm256_min_ps(a.v, b.v)}; }
 // correctly rounded, as std::sqrt
 static inline vf vsqrt(vf a) { return {_mm256_sqrt_ps(a.v)}; }
+// a with its sign flipped where b's sign bit is set (a * sign(b) for b != 0, no rounding)
+static inline vf vflipsign(vf a, vf b) {
+    return {_mm256_xor_ps(a.v, _mm256_and_ps(b.v, _mm256_set1_ps(-0.0f)))};
+}
 
 static inline float vhsum(vf a) {
     __m128 lo = _mm256_castps256_ps128(a.v);

@@ -32,6 +32,12 @@ static inline vf vfma(vf a, vf b, vf c) { return {vfmaq_f32(c.lo, a.lo, b.lo), v
 static inline vf vmax(vf a, vf b) { return {vmaxq_f32(a.lo, b.lo), vmaxq_f32(a.hi, b.hi)}; }
 static inline vf vmin(vf a, vf b) { return {vminq_f32(a.lo, b.lo), vminq_f32(a.hi, b.hi)}; }
 static inline vf vsqrt(vf a) { return {vsqrtq_f32(a.lo), vsqrtq_f32(a.hi)}; }
+// a with its sign flipped where b's sign bit is set (a * sign(b) for b != 0, no rounding)
+static inline float32x4_t flipsign4(float32x4_t a, float32x4_t b) {
+    const uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(b), vdupq_n_u32(0x80000000u));
+    return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(a), sign));
+}
+static inline vf vflipsign(vf a, vf b) { return {flipsign4(a.lo, b.lo), flipsign4(a.hi, b.hi)}; }
 static inline float vhsum(vf a) { return vaddvq_f32(vaddq_f32(a.lo, a.hi)); }
 static inline float vhmax(vf a) { return vmaxvq_f32(vmaxq_f32(a.lo, a.hi)); }
 static inline vf vexp(vf a) {

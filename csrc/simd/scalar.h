@@ -35,6 +35,8 @@ static inline vf vmax(vf a, vf b) { PYLLM_VF_MAP(a.v[i] > b.v[i] ? a.v[i] : b.v[
 static inline vf vmin(vf a, vf b) { PYLLM_VF_MAP(a.v[i] < b.v[i] ? a.v[i] : b.v[i]); }
 static inline vf vexp(vf a) { PYLLM_VF_MAP(std::exp(a.v[i])); }
 static inline vf vsqrt(vf a) { PYLLM_VF_MAP(std::sqrt(a.v[i])); }
+// a with its sign flipped where b's sign bit is set (a * sign(b) for b != 0, no rounding)
+static inline vf vflipsign(vf a, vf b) { PYLLM_VF_MAP(std::signbit(b.v[i]) ? -a.v[i] : a.v[i]); }
 
 #undef PYLLM_VF_MAP
 

@@ -155,8 +155,12 @@ def pool_embeddings(h: np.ndarray, mask: np.ndarray, mode: str = "mean", normali
         total = (h * m).sum(axis=1, dtype=np.float32)
         count = np.maximum(m.sum(axis=1), np.float32(1e-9))
         out = total / (np.sqrt(count) if mode == "mean_sqrt_len" else count)
-    if normalize:
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+    return l2_normalized(out) if normalize else out.astype(np.float32, copy=False)
+
+
+def l2_normalized(out: np.ndarray) -> np.ndarray:
+    """Rows (B, C) scaled to unit L2 norm as sentence-transformers does: x / max(|x|, 1e-12)."""
+    out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
     return out.astype(np.float32, copy=False)
 
 

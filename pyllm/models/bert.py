@@ -19,7 +19,7 @@ import numpy as np
 from .. import _C
 from .._fileio import atomic_write, write_text_atomic
 from .._inputs import _mask_array, id_batch, is_torch_tensor, like_input, to_numpy
-from .base import ModelOutput, check_name_or_path, hf_loading_kwargs, pool_embeddings
+from .base import ModelOutput, check_name_or_path, hf_loading_kwargs, l2_normalized, pool_embeddings
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -574,8 +574,12 @@ class BertModel(BertPreTrainedModel):
         with self._lock:
             ids, types, mask = self._inputs(input_ids, attention_mask, token_type_ids)
             self._run(ids, types, mask, False)
+            mode = self._pool_mode()
+            if mode == "mean":  # in C++ over the computed rows: the bits of pool_embeddings
+                pooled = self._rt.mean_pooled()
+                return l2_normalized(pooled) if normalize else pooled
             h = self._rt.hidden(self.config.num_hidden_layers)  # (B, T, C)
-        return pool_embeddings(h, mask, self._pool_mode(), normalize)
+        return pool_embeddings(h, mask, mode, normalize)
 
     def _pool_mode(self) -> str:
         p = self._pooling or {}

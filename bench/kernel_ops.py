@@ -1,7 +1,7 @@
 """Kernel speed against numpy's BLAS in the same run: fp32 GEMM, GEMV on a
 matrix larger than L3 next to the measured DRAM read bandwidth.
 
-    python bench/kernels.py [--threads 2] [--repeats 15]
+    python bench/kernel_ops.py [--threads 2] [--repeats 15]
 
 Prints a markdown table (the README's). Not a correctness test.
 """
