@@ -25,20 +25,46 @@ inline void slice8(int64_t n, int part, int parts, int64_t* c0, int64_t* c1) {
     *c1 = min64(n, vecs * (part + 1) / parts * 8);
 }
 
-// Phi(x) = 0.5 (1 + erf(x / sqrt 2)), the standard normal CDF, in 8 lanes:
+// The vector widths the element-wise loops below run in: vf (8 lanes) on
+// every ISA, vf16 (16) on avx512; the same bits lane for lane.
+template <class V>
+struct Lanes;
+template <>
+struct Lanes<vf> {
+    static constexpr int64_t n = 8;
+    static vf splat(float x) { return vset1(x); }
+    static vf load(const float* p) { return vload(p); }
+    static void store(float* p, vf a) { vstore(p, a); }
+};
+#if defined(PYLLM_ISA_AVX512)
+template <>
+struct Lanes<vf16> {
+    static constexpr int64_t n = 16;
+    static vf16 splat(float x) { return vset1_16(x); }
+    static vf16 load(const float* p) { return vload16(p); }
+    static void store(float* p, vf16 a) { vstore16(p, a); }
+};
+using WideVec = vf16;
+#else
+using WideVec = vf;
+#endif
+
+// Phi(x) = 0.5 (1 + erf(x / sqrt 2)), the standard normal CDF, lane-wise:
 // erfc(z) = t p(t) exp(-z^2), t = 1 / (1 + 0.3275911 z), for z = |x| / sqrt 2
 // (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), mirrored for x < 0.
-inline vf normal_cdf8(vf x) {
-    const vf zero = vzero(), one = vset1(1.0f), half = vset1(0.5f);
-    const vf ax = vmax(x, vsub(zero, x));
-    const vf z = vmul(ax, vset1(0.70710678118654752f));
-    const vf t = vdiv(one, vfma(vset1(0.3275911f), z, one));
-    vf p = vset1(1.061405429f);
-    p = vfma(p, t, vset1(-1.453152027f));
-    p = vfma(p, t, vset1(1.421413741f));
-    p = vfma(p, t, vset1(-0.284496736f));
-    p = vfma(p, t, vset1(0.254829592f));
-    const vf tail = vmul(half, vmul(vmul(p, t), vexp(vsub(zero, vmul(z, z)))));  // Phi(-|x|)
+template <class V>
+inline V normal_cdf(V x) {
+    using L = Lanes<V>;
+    const V zero = L::splat(0.0f), one = L::splat(1.0f), half = L::splat(0.5f);
+    const V ax = vmax(x, vsub(zero, x));
+    const V z = vmul(ax, L::splat(0.70710678118654752f));
+    const V t = vdiv(one, vfma(L::splat(0.3275911f), z, one));
+    V p = L::splat(1.061405429f);
+    p = vfma(p, t, L::splat(-1.453152027f));
+    p = vfma(p, t, L::splat(1.421413741f));
+    p = vfma(p, t, L::splat(-0.284496736f));
+    p = vfma(p, t, L::splat(0.254829592f));
+    const V tail = vmul(half, vmul(vmul(p, t), vexp(vsub(zero, vmul(z, z)))));  // Phi(-|x|)
     // 1 - tail where x >= +0, tail where x <= -0
     return vadd(half, vflipsign(vsub(half, tail), x));
 }
@@ -143,27 +169,34 @@ void bert_embed_backward(float* dwte, float* dwpe, float* dwtt, const float* dou
 
 void gelu_erf_forward(float* out, const float* inp, int64_t n) {
     // inp (n) -> out (n) = x Phi(x)
-    const int64_t blocks = n / 8;
+    const auto gelu = [&](auto lanes, int64_t i) {
+        using L = decltype(lanes);
+        const auto x = L::load(inp + i);
+        L::store(out + i, vmul(x, normal_cdf(x)));
+    };
+    const int64_t wide = n / Lanes<WideVec>::n * Lanes<WideVec>::n;
 #pragma omp parallel for num_threads(threads_for(n)) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        const vf x = vload(inp + b * 8);
-        vstore(out + b * 8, vmul(x, normal_cdf8(x)));
-    }
-    for (int64_t i = blocks * 8; i < n; i++) out[i] = inp[i] * normal_cdf1(inp[i]);
+    for (int64_t i = 0; i < wide; i += Lanes<WideVec>::n) gelu(Lanes<WideVec>{}, i);
+    int64_t i = wide;
+    for (; i + 8 <= n; i += 8) gelu(Lanes<vf>{}, i);  // every 8 floats in vector lanes, whatever the width
+    for (; i < n; i++) out[i] = inp[i] * normal_cdf1(inp[i]);
 }
 
 void gelu_erf_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
     // inp, dout (n) -> dinp (n) += (Phi(x) + x phi(x)) dout, phi the normal density
-    const int64_t blocks = n / 8;
-    const vf halfneg = vset1(-0.5f), k = vset1(0.3989422804014327f);
+    const auto grad = [&](auto lanes, int64_t i) {
+        using L = decltype(lanes);
+        const auto x = L::load(inp + i);
+        const auto pdf = vmul(L::splat(0.3989422804014327f), vexp(vmul(L::splat(-0.5f), vmul(x, x))));
+        const auto g = vfma(x, pdf, normal_cdf(x));
+        L::store(dinp + i, vfma(g, L::load(dout + i), L::load(dinp + i)));
+    };
+    const int64_t wide = n / Lanes<WideVec>::n * Lanes<WideVec>::n;
 #pragma omp parallel for num_threads(threads_for(n)) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        const vf x = vload(inp + b * 8);
-        const vf pdf = vmul(k, vexp(vmul(halfneg, vmul(x, x))));
-        const vf g = vfma(x, pdf, normal_cdf8(x));
-        vstore(dinp + b * 8, vfma(g, vload(dout + b * 8), vload(dinp + b * 8)));
-    }
-    for (int64_t i = blocks * 8; i < n; i++) {
+    for (int64_t i = 0; i < wide; i += Lanes<WideVec>::n) grad(Lanes<WideVec>{}, i);
+    int64_t i = wide;
+    for (; i + 8 <= n; i += 8) grad(Lanes<vf>{}, i);
+    for (; i < n; i++) {
         const float x = inp[i];
         const float g = normal_cdf1(x) + x * 0.3989422804014327f * std::exp(-0.5f * x * x);
         dinp[i] += g * dout[i];
@@ -287,26 +320,43 @@ inline void head_scores(float* a, const float* q, int64_t rs, const float* kt, i
 // o (n,HS) at row stride ro = p (n,n) @ v (n,HS) at row stride rv: each output
 // summed over key blocks of gemm_k_block(n, kGemmKC, 4), each a chain of FMAs
 // from zero in key order, the block sums added in order (sgemm's order).
-// HS a multiple of 8 and at most 64.
-inline void head_values(float* o, int64_t ro, const float* p, const float* v, int64_t rv, int64_t n,
-                        int64_t HS) {
+// NV = HS / 8 vectors of accumulators (HS at most 64), unrolled into registers.
+template <int NV>
+void head_values(float* o, int64_t ro, const float* p, const float* v, int64_t rv, int64_t n) {
     const int64_t kc = gemm_k_block(n, kGemmKC, 4);
-    const int64_t nv = HS / 8;
     for (int64_t t = 0; t < n; t++) {
         const float* pt = p + t * n;
-        vf total[8];
+        vf total[NV];
         for (int64_t s0 = 0; s0 < n; s0 += kc) {
             const int64_t s1 = std::min(n, s0 + kc);
-            vf acc[8];
-            for (int64_t j = 0; j < nv; j++) acc[j] = vzero();
+            vf acc[NV];
+#pragma GCC unroll 8
+            for (int j = 0; j < NV; j++) acc[j] = vzero();
             for (int64_t s = s0; s < s1; s++) {
                 const vf ps = vset1(pt[s]);
                 const float* vs = v + s * rv;
-                for (int64_t j = 0; j < nv; j++) acc[j] = vfma(ps, vload(vs + 8 * j), acc[j]);
+#pragma GCC unroll 8
+                for (int j = 0; j < NV; j++) acc[j] = vfma(ps, vload(vs + 8 * j), acc[j]);
             }
-            for (int64_t j = 0; j < nv; j++) total[j] = s0 == 0 ? acc[j] : vadd(acc[j], total[j]);
+#pragma GCC unroll 8
+            for (int j = 0; j < NV; j++) total[j] = s0 == 0 ? acc[j] : vadd(acc[j], total[j]);
         }
-        for (int64_t j = 0; j < nv; j++) vstore(o + t * ro + 8 * j, total[j]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; j++) vstore(o + t * ro + 8 * j, total[j]);
+    }
+}
+
+inline void head_values(float* o, int64_t ro, const float* p, const float* v, int64_t rv, int64_t n,
+                        int64_t HS) {
+    switch (HS / 8) {
+        case 1: head_values<1>(o, ro, p, v, rv, n); break;
+        case 2: head_values<2>(o, ro, p, v, rv, n); break;
+        case 3: head_values<3>(o, ro, p, v, rv, n); break;
+        case 4: head_values<4>(o, ro, p, v, rv, n); break;
+        case 5: head_values<5>(o, ro, p, v, rv, n); break;
+        case 6: head_values<6>(o, ro, p, v, rv, n); break;
+        case 7: head_values<7>(o, ro, p, v, rv, n); break;
+        default: head_values<8>(o, ro, p, v, rv, n); break;
     }
 }
 

@@ -38,6 +38,47 @@ static inline void vstore16_first(float* p, vf16 a, int n) {
     _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), a.v);
 }
 
+// The vf operations under their vf names for vf16 too, so a template can take
+// either width.
+static inline vf16 vadd(vf16 a, vf16 b) { return vadd16(a, b); }
+static inline vf16 vsub(vf16 a, vf16 b) { return vsub16(a, b); }
+static inline vf16 vmul(vf16 a, vf16 b) { return vmul16(a, b); }
+static inline vf16 vdiv(vf16 a, vf16 b) { return {_mm512_div_ps(a.v, b.v)}; }
+static inline vf16 vfma(vf16 a, vf16 b, vf16 c) { return vfma16(a, b, c); }
+static inline vf16 vmax(vf16 a, vf16 b) { return vmax16(a, b); }
+static inline vf16 vflipsign(vf16 a, vf16 b) {
+    return {_mm512_xor_ps(a.v, _mm512_and_ps(b.v, _mm512_set1_ps(-0.0f)))};
+}
+// exp(x) as vexp(vf) computes it, lane for lane the same bits
+static inline vf16 vexp(vf16 a) {
+    const __m512 x0 = a.v;
+    __m512 x = _mm512_min_ps(x0, _mm512_set1_ps(88.3762626647949f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    const __m512i ni = _mm512_cvtps_epi32(n);
+    const __m512i half = _mm512_srai_epi32(ni, 1);
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(half, _mm512_set1_epi32(127)), 23));
+    const __m512 s2 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(ni, half), _mm512_set1_epi32(127)), 23));
+    y = _mm512_mul_ps(_mm512_mul_ps(y, s1), s2);
+    const __mmask16 under = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(-87.33654475f), _CMP_LT_OQ);
+    y = _mm512_mask_mov_ps(y, under, _mm512_setzero_ps());
+    const __mmask16 over = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(88.72283905f), _CMP_GT_OQ);
+    y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(INFINITY));
+    const __mmask16 nan = _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q);
+    return {_mm512_mask_mov_ps(y, nan, x0)};
+}
+
 // Transposes the 16x16 matrix whose rows are r[0..15], in place: afterwards
 // r[i] holds column i. 64 shuffles: 32-bit, 64-bit, then two 128-bit stages.
 // (The all-ones maskz forms compile to the plain instructions; the unmasked
