@@ -115,7 +115,26 @@ def tensor_type_map(path: Path) -> Dict[str, str]:
     return {t.name: t.tensor_type.name for t in GGUFReader(str(path)).tensors}
 
 
-_PERPLEXITY = r"""
+# llama.cpp's AMX matrix kernels (its extra buffer type on CPUs with AMX) crash with
+# SIGSEGV in ggml_backend_amx_mul_mat on a prompt of more than a few tokens
+# (llama-cpp-python 0.3.36): there, models load without the extra (repacking)
+# buffer types. Code for a child process, run before it makes a llama_cpp.Llama.
+LLAMA_CPP_WITHOUT_AMX = r"""
+import llama_cpp.llama_cpp as _lc
+try:
+    _amx = "amx_int8" in open("/proc/cpuinfo").read()
+except OSError:
+    _amx = False
+if _amx:
+    _default = _lc.llama_model_default_params
+    def _no_extra_buffers():
+        p = _default()
+        p.use_extra_bufts = False
+        return p
+    _lc.llama_model_default_params = _no_extra_buffers
+"""
+
+_PERPLEXITY = LLAMA_CPP_WITHOUT_AMX + r"""
 import json, sys
 import numpy as np
 import llama_cpp

@@ -115,9 +115,9 @@ static inline int64_t attention_masked_work_floats(int64_t T, int nthreads) {
 
 // attention_packed_forward scratch, sequences of at most T rows: per thread,
 // one thread's sgemm blocks (heads it cannot take itself), or the (HS, T
-// rounded up to 8) transposed keys and one row of 8
+// rounded up to 16) transposed keys and one vector of 16
 static inline int64_t attention_packed_thread_floats(int64_t T, int64_t HS) {
-    const int64_t own = HS * ((T + 7) / 8 * 8) + 8, gemm = sgemm_work_floats(1);
+    const int64_t own = HS * ((T + 15) / 16 * 16) + 16, gemm = sgemm_work_floats(1);
     return ((own > gemm ? own : gemm) + 15) / 16 * 16;
 }
 static inline int64_t attention_packed_work_floats(int64_t T, int64_t HS, int nthreads) {

@@ -270,93 +270,109 @@ void attention_masked_forward(float* out, float* att, const float* qkv, const fl
 
 namespace {
 
-// dst[k*ld + s] = src[s*rs + k] for s < n, k < HS; columns n..ld-1 zeroed
+// dst[k*ld + s] = src[s*rs + k] for s < n, k < HS; columns n..ld-1 zeroed.
+// HS and ld multiples of 8: 8x8 blocks transposed in registers.
 inline void transpose_keys(float* dst, int64_t ld, const float* src, int64_t rs, int64_t n, int64_t HS) {
-    for (int64_t k = 0; k < HS; k++) {
-        float* d = dst + k * ld;
-        for (int64_t s = 0; s < n; s++) d[s] = src[s * rs + k];
-        for (int64_t s = n; s < ld; s++) d[s] = 0.0f;
-    }
+    for (int64_t s = 0; s < ld; s += 8)
+        for (int64_t k = 0; k < HS; k += 8) {
+            vf r[8];
+            for (int64_t i = 0; i < 8; i++) r[i] = s + i < n ? vload(src + (s + i) * rs + k) : vzero();
+            vtranspose8(r);
+            for (int64_t j = 0; j < 8; j++) vstore(dst + (k + j) * ld + s, r[j]);
+        }
 }
 
 // a (n,n) = q (n,HS) @ k^T with q's rows at stride rs and kt = k^T (HS, ld)
-// zero padded: each score a chain of FMAs from zero in k order, as sgemm sums
-// one k block (HS <= kGemmKC). Four queries share each load of kt.
-inline void head_scores(float* a, const float* q, int64_t rs, const float* kt, int64_t ld, int64_t n,
-                        int64_t HS, float* row) {
+// zero padded, ld a multiple of V's width: each score a chain of FMAs from
+// zero in k order, as sgemm sums one k block (HS <= kGemmKC). Four queries
+// share each load of kt. row: scratch for one vector.
+template <class V>
+void head_scores(float* a, const float* q, int64_t rs, const float* kt, int64_t ld, int64_t n, int64_t HS,
+                 float* row) {
+    using L = Lanes<V>;
+    constexpr int64_t W = L::n;
+    const auto put = [&](int64_t t, int64_t s, V c) {
+        if (s + W <= n) {
+            L::store(a + t * n + s, c);
+        } else {
+            L::store(row, c);
+            for (int64_t j = s; j < n; j++) a[t * n + j] = row[j - s];
+        }
+    };
     int64_t t = 0;
     for (; t + 4 <= n; t += 4) {
         const float* q0 = q + t * rs;
-        for (int64_t s = 0; s < n; s += 8) {
-            vf c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
+        for (int64_t s = 0; s < n; s += W) {
+            V c0 = L::splat(0.0f), c1 = c0, c2 = c0, c3 = c0;
             for (int64_t k = 0; k < HS; k++) {
-                const vf kv = vload(kt + k * ld + s);
-                c0 = vfma(vset1(q0[k]), kv, c0);
-                c1 = vfma(vset1(q0[rs + k]), kv, c1);
-                c2 = vfma(vset1(q0[2 * rs + k]), kv, c2);
-                c3 = vfma(vset1(q0[3 * rs + k]), kv, c3);
+                const V kv = L::load(kt + k * ld + s);
+                c0 = vfma(L::splat(q0[k]), kv, c0);
+                c1 = vfma(L::splat(q0[rs + k]), kv, c1);
+                c2 = vfma(L::splat(q0[2 * rs + k]), kv, c2);
+                c3 = vfma(L::splat(q0[3 * rs + k]), kv, c3);
             }
-            const vf cs[4] = {c0, c1, c2, c3};
-            for (int i = 0; i < 4; i++) {
-                if (s + 8 <= n) {
-                    vstore(a + (t + i) * n + s, cs[i]);
-                } else {
-                    vstore(row, cs[i]);
-                    std::memcpy(a + (t + i) * n + s, row, sizeof(float) * (n - s));
-                }
-            }
+            put(t, s, c0), put(t + 1, s, c1), put(t + 2, s, c2), put(t + 3, s, c3);
         }
     }
-    for (; t < n; t++) {
-        for (int64_t s = 0; s < n; s += 8) {
-            vf c = vzero();
-            for (int64_t k = 0; k < HS; k++) c = vfma(vset1(q[t * rs + k]), vload(kt + k * ld + s), c);
-            vstore(row, c);
-            std::memcpy(a + t * n + s, row, sizeof(float) * std::min<int64_t>(8, n - s));
+    for (; t < n; t++)
+        for (int64_t s = 0; s < n; s += W) {
+            V c = L::splat(0.0f);
+            for (int64_t k = 0; k < HS; k++) c = vfma(L::splat(q[t * rs + k]), L::load(kt + k * ld + s), c);
+            put(t, s, c);
         }
-    }
 }
 
 // o (n,HS) at row stride ro = p (n,n) @ v (n,HS) at row stride rv: each output
 // summed over key blocks of gemm_k_block(n, kGemmKC, 4), each a chain of FMAs
 // from zero in key order, the block sums added in order (sgemm's order).
-// NV = HS / 8 vectors of accumulators (HS at most 64), unrolled into registers.
-template <int NV>
+// NV = HS / (V's width) vectors of accumulators, unrolled into registers.
+template <class V, int NV>
 void head_values(float* o, int64_t ro, const float* p, const float* v, int64_t rv, int64_t n) {
+    using L = Lanes<V>;
     const int64_t kc = gemm_k_block(n, kGemmKC, 4);
     for (int64_t t = 0; t < n; t++) {
         const float* pt = p + t * n;
-        vf total[NV];
+        V total[NV];
         for (int64_t s0 = 0; s0 < n; s0 += kc) {
             const int64_t s1 = std::min(n, s0 + kc);
-            vf acc[NV];
+            V acc[NV];
 #pragma GCC unroll 8
-            for (int j = 0; j < NV; j++) acc[j] = vzero();
+            for (int j = 0; j < NV; j++) acc[j] = L::splat(0.0f);
             for (int64_t s = s0; s < s1; s++) {
-                const vf ps = vset1(pt[s]);
+                const V ps = L::splat(pt[s]);
                 const float* vs = v + s * rv;
 #pragma GCC unroll 8
-                for (int j = 0; j < NV; j++) acc[j] = vfma(ps, vload(vs + 8 * j), acc[j]);
+                for (int j = 0; j < NV; j++) acc[j] = vfma(ps, L::load(vs + L::n * j), acc[j]);
             }
 #pragma GCC unroll 8
             for (int j = 0; j < NV; j++) total[j] = s0 == 0 ? acc[j] : vadd(acc[j], total[j]);
         }
 #pragma GCC unroll 8
-        for (int j = 0; j < NV; j++) vstore(o + t * ro + 8 * j, total[j]);
+        for (int j = 0; j < NV; j++) L::store(o + t * ro + L::n * j, total[j]);
     }
 }
 
+// head_values for HS a multiple of 8 up to 64, in 16 lanes where HS allows
 inline void head_values(float* o, int64_t ro, const float* p, const float* v, int64_t rv, int64_t n,
                         int64_t HS) {
+#if defined(PYLLM_ISA_AVX512)
+    switch (HS) {
+        case 16: return head_values<vf16, 1>(o, ro, p, v, rv, n);
+        case 32: return head_values<vf16, 2>(o, ro, p, v, rv, n);
+        case 48: return head_values<vf16, 3>(o, ro, p, v, rv, n);
+        case 64: return head_values<vf16, 4>(o, ro, p, v, rv, n);
+        default: break;
+    }
+#endif
     switch (HS / 8) {
-        case 1: head_values<1>(o, ro, p, v, rv, n); break;
-        case 2: head_values<2>(o, ro, p, v, rv, n); break;
-        case 3: head_values<3>(o, ro, p, v, rv, n); break;
-        case 4: head_values<4>(o, ro, p, v, rv, n); break;
-        case 5: head_values<5>(o, ro, p, v, rv, n); break;
-        case 6: head_values<6>(o, ro, p, v, rv, n); break;
-        case 7: head_values<7>(o, ro, p, v, rv, n); break;
-        default: head_values<8>(o, ro, p, v, rv, n); break;
+        case 1: return head_values<vf, 1>(o, ro, p, v, rv, n);
+        case 2: return head_values<vf, 2>(o, ro, p, v, rv, n);
+        case 3: return head_values<vf, 3>(o, ro, p, v, rv, n);
+        case 4: return head_values<vf, 4>(o, ro, p, v, rv, n);
+        case 5: return head_values<vf, 5>(o, ro, p, v, rv, n);
+        case 6: return head_values<vf, 6>(o, ro, p, v, rv, n);
+        case 7: return head_values<vf, 7>(o, ro, p, v, rv, n);
+        default: return head_values<vf, 8>(o, ro, p, v, rv, n);
     }
 }
 
@@ -387,9 +403,12 @@ void attention_packed_forward(float* out, float* att, const float* qkv, const fl
         float* a = att + att_off[b] + h * n * n;  // (n,n)
         float* o = out + seq[b] * C + h * HS;     // (n,HS), row stride C
         if (own) {
-            const int64_t ld = (n + 7) / 8 * 8;
+            // keys in 16 lanes on avx512 once there are 16 of them, else 8
+            const bool wide = Lanes<WideVec>::n > 8 && n >= 16;
+            const int64_t w = wide ? Lanes<WideVec>::n : 8, ld = (n + w - 1) / w * w;
             transpose_keys(gw, ld, k, C3, n, HS);
-            head_scores(a, q, C3, gw, ld, n, HS, gw + HS * ld);
+            if (wide) head_scores<WideVec>(a, q, C3, gw, ld, n, HS, gw + HS * ld);
+            else head_scores<vf>(a, q, C3, gw, ld, n, HS, gw + HS * ld);
         } else {
             sgemm_strided(a, q, k, n, n, HS, n, C3, 1, 1, C3, false, gw);
         }

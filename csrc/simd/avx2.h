@@ -35,6 +35,25 @@ static inline vf vsqrt(vf a) { return {_mm256_sqrt_ps(a.v)}; }
 static inline vf vflipsign(vf a, vf b) {
     return {_mm256_xor_ps(a.v, _mm256_and_ps(b.v, _mm256_set1_ps(-0.0f)))};
 }
+// Transposes the 8x8 matrix whose rows are r[0..7], in place: afterwards r[i]
+// holds column i (unpacks within 128-bit lanes, then lane swaps).
+static inline void vtranspose8(vf r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i].v, r[i + 1].v);
+        t[i + 1] = _mm256_unpackhi_ps(r[i].v, r[i + 1].v);
+    }
+    for (int g = 0; g < 8; g += 4) {
+        u[g + 0] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xee);
+        u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xee);
+    }
+    for (int c = 0; c < 4; c++) {
+        r[c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[c + 4].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
 
 static inline float vhsum(vf a) {
     __m128 lo = _mm256_castps256_ps128(a.v);

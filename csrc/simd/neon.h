@@ -4,6 +4,8 @@
 
 #include <arm_neon.h>
 
+#include <utility>
+
 #include <cmath>
 #include <cstdint>
 
@@ -38,6 +40,22 @@ static inline float32x4_t flipsign4(float32x4_t a, float32x4_t b) {
     return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(a), sign));
 }
 static inline vf vflipsign(vf a, vf b) { return {flipsign4(a.lo, b.lo), flipsign4(a.hi, b.hi)}; }
+// Transposes the 8x8 matrix whose rows are r[0..7], in place: afterwards r[i]
+// holds column i (four 4x4 transposes by zips).
+static inline void transpose4(float32x4_t& a, float32x4_t& b, float32x4_t& c, float32x4_t& d) {
+    const float32x4x2_t ab = vzipq_f32(a, b), cd = vzipq_f32(c, d);
+    a = vreinterpretq_f32_f64(vzip1q_f64(vreinterpretq_f64_f32(ab.val[0]), vreinterpretq_f64_f32(cd.val[0])));
+    b = vreinterpretq_f32_f64(vzip2q_f64(vreinterpretq_f64_f32(ab.val[0]), vreinterpretq_f64_f32(cd.val[0])));
+    c = vreinterpretq_f32_f64(vzip1q_f64(vreinterpretq_f64_f32(ab.val[1]), vreinterpretq_f64_f32(cd.val[1])));
+    d = vreinterpretq_f32_f64(vzip2q_f64(vreinterpretq_f64_f32(ab.val[1]), vreinterpretq_f64_f32(cd.val[1])));
+}
+static inline void vtranspose8(vf r[8]) {
+    transpose4(r[0].lo, r[1].lo, r[2].lo, r[3].lo);
+    transpose4(r[4].hi, r[5].hi, r[6].hi, r[7].hi);
+    transpose4(r[0].hi, r[1].hi, r[2].hi, r[3].hi);
+    transpose4(r[4].lo, r[5].lo, r[6].lo, r[7].lo);
+    for (int i = 0; i < 4; i++) std::swap(r[i].hi, r[i + 4].lo);
+}
 static inline float vhsum(vf a) { return vaddvq_f32(vaddq_f32(a.lo, a.hi)); }
 static inline float vhmax(vf a) { return vmaxvq_f32(vmaxq_f32(a.lo, a.hi)); }
 static inline vf vexp(vf a) {

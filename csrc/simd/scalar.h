@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace pyllm {
 namespace PYLLM_ISA {
@@ -37,6 +38,12 @@ static inline vf vexp(vf a) { PYLLM_VF_MAP(std::exp(a.v[i])); }
 static inline vf vsqrt(vf a) { PYLLM_VF_MAP(std::sqrt(a.v[i])); }
 // a with its sign flipped where b's sign bit is set (a * sign(b) for b != 0, no rounding)
 static inline vf vflipsign(vf a, vf b) { PYLLM_VF_MAP(std::signbit(b.v[i]) ? -a.v[i] : a.v[i]); }
+// Transposes the 8x8 matrix whose rows are r[0..7], in place: afterwards r[i]
+// holds column i.
+static inline void vtranspose8(vf r[8]) {
+    for (int i = 0; i < 8; i++)
+        for (int j = i + 1; j < 8; j++) std::swap(r[i].v[j], r[j].v[i]);
+}
 
 #undef PYLLM_VF_MAP
 
