@@ -40,3 +40,30 @@ def interleaved_medians(fns: Dict[str, Callable[[], object]], repeats: int = 15,
                 fn()
             samples[name].append((time.perf_counter() - t0) / n)
     return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def llama_cpp_without_amx() -> bool:
+    """On CPUs with AMX, llama.cpp's AMX matrix kernels (its extra buffer type there) crash
+    with SIGSEGV in ggml_backend_amx_mul_mat on a prompt of more than a few tokens
+    (llama-cpp-python 0.3.36): there, make every llama_cpp.Llama load its model without
+    the extra (repacking) buffer types. Call before making one; True when it applies."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            if "amx_int8" not in f.read():
+                return False
+    except OSError:
+        return False
+    import llama_cpp.llama_cpp as lc
+
+    default = lc.llama_model_default_params
+    if getattr(default, "without_extra_buffers", False):
+        return True
+
+    def without_extra_buffers():  # type: ignore[no-untyped-def]
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    without_extra_buffers.without_extra_buffers = True  # type: ignore[attr-defined]
+    lc.llama_model_default_params = without_extra_buffers
+    return True

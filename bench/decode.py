@@ -45,6 +45,11 @@ def run_llama_cpp(path, threads, repeats, new):
     import numpy as np
     from llama_cpp import Llama
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import llama_cpp_without_amx
+
+    llama_cpp_without_amx()
+
     llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False,
                 logits_all=False)
     rates = []

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, List, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians  # noqa: E402
+from common import interleaved_medians, llama_cpp_without_amx  # noqa: E402
 
 NEW_TOKENS = 128  # decode length
 PROMPT_TOKENS = 512  # prefill length, and the perplexity window
@@ -117,6 +117,9 @@ def setup_pyllm(path: Path, ids: np.ndarray, threads: int) -> List[System]:
 
 def setup_llama_cpp(path: Path, ids: np.ndarray, threads: int) -> List[System]:
     import llama_cpp
+
+    if llama_cpp_without_amx():
+        print("llama.cpp: AMX CPU, models loaded without its extra buffer types (its AMX kernels crash here)")
 
     scorer = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
                              n_batch=PROMPT_TOKENS, logits_all=True, verbose=False)

@@ -56,7 +56,12 @@ def start(kind: str, model: str, threads: int, n_ctx: int, parallel: int) -> Tup
                "--threads", str(threads), "--n-ctx", str(n_ctx), "--max-parallel", str(parallel),
                "--log-level", "warning"]
     else:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "m", "--port", str(port),
+        # llama_cpp.server as `python -m` runs it, after llama_cpp_without_amx (common.py)
+        server = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); import common; "
+                  "common.llama_cpp_without_amx(); runpy.run_module('llama_cpp.server', run_name='__main__', "
+                  "alter_sys=True)")
+        here = os.path.dirname(os.path.abspath(__file__))
+        cmd = [sys.executable, "-c", server, here, "--model", model, "--model_alias", "m", "--port", str(port),
                "--host", "127.0.0.1", "--n_threads", str(threads), "--n_ctx", str(n_ctx), "--verbose", "False",
                # by default a new request interrupts the one streaming: queue them instead
                "--interrupt_requests", "False"]
