@@ -346,13 +346,14 @@ def _hf_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple
     model = tok.get("model") or {}
     if model.get("type") != "BPE":
         raise ValueError(f"{tj} is a {model.get('type')} tokenizer: pyllm quantize converts byte-level BPE "
-                         "tokenizers; convert SentencePiece models with llama.cpp's convert_hf_to_gguf.py first")
+                         "tokenizers and SentencePiece tokenizer.model files; convert this model with llama.cpp's "
+                         "convert_hf_to_gguf.py first")
     pre = tok.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
     if not any(isinstance(p, dict) and p.get("type") == "ByteLevel" for p in steps or []):
-        raise ValueError(f"{tj} is a SentencePiece-style tokenizer (no ByteLevel pre-tokenizer): pyllm quantize "
-                         "converts byte-level BPE tokenizers; convert this model with llama.cpp's "
-                         "convert_hf_to_gguf.py first")
+        raise ValueError(f"{tj} is a SentencePiece-style tokenizer (no ByteLevel pre-tokenizer) and {d} has no "
+                         "tokenizer.model: pyllm quantize converts byte-level BPE tokenizers and SentencePiece "
+                         "tokenizer.model files; convert this model with llama.cpp's convert_hf_to_gguf.py first")
     split = _pre_tokenizer_split(pre, str(tj))
     by_id: Dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
     special: Dict[int, bool] = {}
@@ -371,15 +372,23 @@ def _hf_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple
     keys: List[Tuple[str, Any, str, Optional[str]]] = [
         ("tokenizer.ggml.model", "gpt2", "STRING", None), ("tokenizer.ggml.pre", _PRE_NAMES[split], "STRING", None),
         ("tokenizer.ggml.tokens", tokens, "ARRAY", "STRING"), ("tokenizer.ggml.token_type", types, "ARRAY", "INT32")]
+    return keys + _special_vocab_keys(d, arch, n, merges=True)
+
+
+def _special_vocab_keys(d: Path, arch: str, n: int, merges: bool) -> List[Tuple[str, Any, str, Optional[str]]]:
+    """The tokenizer keys the gguf package's SpecialVocab reads from a directory (special ids,
+    add-BOS/EOS flags, the chat template and, with ``merges``, the BPE merges), as llama.cpp's
+    converter writes them."""
     gguf = _gguf()
     scratch = gguf.GGUFWriter(None, arch)  # never opened: it only collects the keys
     log = logging.getLogger("gguf.vocab")
     level = log.level
     log.setLevel(logging.ERROR)  # its notes on a template's pair separator are not the user's concern
     try:
-        gguf.SpecialVocab(d, load_merges=True, n_vocab=n).add_to_gguf(scratch, quiet=True)
+        gguf.SpecialVocab(d, load_merges=merges, n_vocab=n).add_to_gguf(scratch, quiet=True)
     finally:
         log.setLevel(level)
+    keys: List[Tuple[str, Any, str, Optional[str]]] = []
     for key, v in scratch.kv_data[0].items():
         if key.startswith("tokenizer.") and key != "tokenizer.ggml.pre":
             value = v.value
@@ -390,6 +399,57 @@ def _hf_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple
                     raise ValueError(f"{d}: unexpected tokenizer array {key}")
             keys.append((key, value, v.type.name, sub))
     return keys
+
+
+def _looks_special(token: str) -> bool:
+    """An added token llama.cpp's converter makes a control token though its directory does not
+    mark it special: <|...|> and a few names models leave unmarked."""
+    return (token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (token.startswith("<|") and token.endswith("|>"))
+            or (token.startswith("<\uff5c") and token.endswith("\uff5c>"))
+            or (token.startswith("<unused") and token.endswith(">")))
+
+
+def _hf_spm_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple[str, Any, str, Optional[str]]]:
+    """The tokenizer.ggml.* keys of a SentencePiece tokenizer.model (Llama 2's, Mistral's) as
+    llama.cpp's converter writes them: the pieces, scores and types, then the tokens of
+    added_tokens.json (user-defined) and tokenizer_config.json's added_tokens_decoder (control
+    when special or special-looking, else user-defined with their ▁ as spaces), those scored
+    -1000; ids up to config.json's vocab_size the model lacks as unused [PAD<i>] tokens scored
+    -10000; special ids, flags and template through SpecialVocab."""
+    import json
+
+    from .tokenizers.files import read_sentencepiece_model
+
+    path = d / "tokenizer.model"
+    spm = read_sentencepiece_model(path.read_bytes(), str(path))
+    n = int(config.get("vocab_size") or len(spm.pieces))
+    tokens = [f"[PAD{i}]" for i in range(n)]
+    scores = [-10000.0] * n
+    types = [_TOKEN_UNUSED] * n
+    for i, (piece, score, kind) in enumerate(spm.pieces[:n]):
+        tokens[i], scores[i] = piece, score
+        types[i] = kind if kind in (2, 3, 5, 6) else _TOKEN_NORMAL  # unknown, control, unused, byte
+    added = d / "added_tokens.json"
+    if added.is_file():
+        for text, i in json.loads(added.read_text(encoding="utf-8")).items():
+            if 0 <= int(i) < n:
+                tokens[int(i)], scores[int(i)], types[int(i)] = text, -1000.0, _TOKEN_USER
+    tc = d / "tokenizer_config.json"
+    decoder = json.loads(tc.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) if tc.is_file() else {}
+    for key, data in decoder.items():
+        i, text = int(key), data["content"]
+        if not 0 <= i < n:
+            continue
+        if data.get("special") or _looks_special(text):
+            types[i] = _TOKEN_CONTROL
+        else:
+            text, types[i] = text.replace("\u2581", " "), _TOKEN_USER
+        tokens[i], scores[i] = text, -1000.0
+    keys: List[Tuple[str, Any, str, Optional[str]]] = [
+        ("tokenizer.ggml.model", "llama", "STRING", None), ("tokenizer.ggml.pre", "default", "STRING", None),
+        ("tokenizer.ggml.tokens", tokens, "ARRAY", "STRING"), ("tokenizer.ggml.scores", scores, "ARRAY", "FLOAT32"),
+        ("tokenizer.ggml.token_type", types, "ARRAY", "INT32")]
+    return keys + _special_vocab_keys(d, arch, n, merges=False)
 
 
 def _read_hf_gpt2(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor], Hyper]:
@@ -500,7 +560,9 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
     elif kind != "default":
         raise ValueError(f"{d}/config.json: rope_type {kind!r} is not converted by pyllm quantize; "
                          "supported: default, linear, llama3 (llama)")
-    md += _hf_tokenizer_keys(d, cfg, arch)
+    # a tokenizer.model is read first, as llama.cpp's converter does for these models
+    spm = (d / "tokenizer.model").is_file()
+    md += _hf_spm_tokenizer_keys(d, cfg, arch) if spm else _hf_tokenizer_keys(d, cfg, arch)
     VT = _gguf().GGUFValueType
     keys = [(k, v.encode("utf-8") if isinstance(v, str) else v, VT[t], VT[s] if s else None) for k, v, t, s in md]
 
@@ -603,8 +665,8 @@ def quantize(src: PathLike, dst: PathLike, type: str = "Q4_K_M", threads: Option
     ``"q8_0"``, ... one of :data:`FILE_TYPES`), from ``src``: a GGUF file, or a
     Hugging Face GPT-2, Llama, Mistral, Qwen2 or Qwen3 directory with a
     byte-level BPE tokenizer (GPT-2's, Llama 3's or Qwen2's split; ``pyllm
-    train --tokenizer bpe`` writes one), converted as llama.cpp's converter
-    converts it.
+    train --tokenizer bpe`` writes one) or a SentencePiece ``tokenizer.model``
+    (Llama 2's, Mistral's), converted as llama.cpp's converter converts it.
 
     Each tensor gets the type llama.cpp's quantizer gives it for that file
     type (:func:`mixture`); the metadata, tokenizer included, is copied and

@@ -8,6 +8,7 @@ write; and clear errors on bad input."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,11 +57,12 @@ def test_tiny_models_as_llama_cpp_quantizes_them(arch, ftype, tmp_path, capsys):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama3", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama2", "mistral", "llama3", "qwen2", "qwen3"])
 def test_hf_directory_as_llama_cpp_converts_it(arch, tmp_path):
     """transformers' tiny directory, converted to F32, is llama.cpp's converter's file: the same
-    tensors bit for bit (Q/K rows permuted for llama), the same metadata (but the name), and pyllm
-    gives the same logits on both."""
+    tensors bit for bit (Q/K rows permuted for llama), the same metadata (but the name: the
+    byte-level BPE vocabularies and, for llama2 and mistral, the SentencePiece tokenizer.model's
+    pieces, scores and types), and pyllm gives the same logits on both."""
     out = tmp_path / f"{arch}-f32.gguf"
     ref = TINY / arch / f"{arch}-f32.gguf"
     assert main(["quantize", str(TINY / arch / "hf"), str(out), "--type", "f32"]) == 0
@@ -104,6 +106,26 @@ def test_hf_llama_directory_quantized_runs_as_llama_cpp_files(tmp_path):
     for n in a:
         assert a[n].tensor_type == b[n].tensor_type, n
         np.testing.assert_array_equal(np.asarray(a[n].data), np.asarray(b[n].data), err_msg=n)
+
+
+def test_hf_sentencepiece_directory_tokenizes_in_llama_cpp(tmp_path):
+    """A Llama 2 style directory (tokenizer.model) converted by pyllm: llama.cpp splits text into
+    the ids transformers' tokenizer gives on the directory, and greedy tokens come out of it."""
+    pytest.importorskip("llama_cpp", reason="llama.cpp runs the file (pip install '.[test]')")
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "llama2-q8_0.gguf"
+    assert main(["quantize", str(TINY / "llama2" / "hf"), str(out), "--type", "q8_0"]) == 0
+    text = "Hello world, it is a fine day.\n  Spaces and 123!"
+    ids = transformers.AutoTokenizer.from_pretrained(TINY / "llama2" / "hf").encode(text)
+    code = mixtures.LLAMA_CPP_WITHOUT_AMX + (
+        "import sys, llama_cpp; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
+        "ids = m.tokenize(sys.argv[2].encode(), add_bos=True, special=False); m.eval(ids); "
+        "print(ids, m.sample(temp=0.0))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out), text], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got, _, tok = proc.stdout.strip().splitlines()[-1].rpartition(" ")
+    assert eval(got) == ids
+    assert 0 <= int(tok) < 384
 
 
 def test_train_quantize_run(tmp_path):
@@ -210,8 +232,14 @@ def test_bad_input(tmp_path, capsys):
     assert "has no config.json" in capsys.readouterr().err
     assert main(["quantize", str(TINY / "gemma2" / "hf"), str(tmp_path / "o.gguf")]) == 1
     assert "holds a 'gemma2' model" in capsys.readouterr().err
-    assert main(["quantize", str(TINY / "llama2" / "hf"), str(tmp_path / "o.gguf")]) == 1
+    no_model = tmp_path / "llama2-without-tokenizer-model"
+    shutil.copytree(TINY / "llama2" / "hf", no_model)
+    (no_model / "tokenizer.model").unlink()
+    assert main(["quantize", str(no_model), str(tmp_path / "o.gguf")]) == 1
     assert "is a SentencePiece-style tokenizer" in capsys.readouterr().err
+    (no_model / "tokenizer.model").write_bytes(b"\x0a\x05\x0a\x03ab")  # a piece cut short
+    assert main(["quantize", str(no_model), str(tmp_path / "o.gguf")]) == 1
+    assert "is not a SentencePiece model" in capsys.readouterr().err
     assert main(["quantize", str(src), str(tmp_path / "o.gguf"), "--threads", "0"]) == 1
     assert "threads must be >= 1" in capsys.readouterr().err
     q8 = TINY / "llama3" / "llama3-q8_0.gguf"
