@@ -327,7 +327,7 @@ _TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER, _TOKEN_UNUSED = 1, 3, 4, 5
 
 
 # the byte-level split of a tokenizer.json (pyllm.tokenizers.files) -> the tokenizer.ggml.pre llama.cpp writes
-_PRE_NAMES = {"gpt2": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2"}
+_PRE_NAMES = {"gpt2": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2", "gpt2-digits": "smollm"}
 
 
 def _hf_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple[str, Any, str, Optional[str]]]:

@@ -128,6 +128,32 @@ def test_hf_sentencepiece_directory_tokenizes_in_llama_cpp(tmp_path):
     assert 0 <= int(tok) < 384
 
 
+def test_hf_digits_pre_tokenizer_converts_as_smollm(tmp_path):
+    """A byte-level tokenizer.json with Digits(individual_digits) before ByteLevel (SmolLM's) is
+    written as llama.cpp's "smollm" pre-tokenizer, and llama.cpp splits text as transformers does."""
+    pytest.importorskip("llama_cpp", reason="llama.cpp runs the file (pip install '.[test]')")
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    d = tmp_path / "gpt2-digits"
+    shutil.copytree(TINY / "gpt2" / "hf", d)
+    tj = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, dict(tj["pre_tokenizer"], use_regex=True)]}
+    (d / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    out = tmp_path / "gpt2-digits.gguf"
+    assert main(["quantize", str(d), str(out), "--type", "f32"]) == 0
+    assert GGUFFile(out).metadata["tokenizer.ggml.pre"] == "smollm"
+    text = "ROMEO 1597: act 2,  scene 10!"
+    ids = transformers.AutoTokenizer.from_pretrained(d).encode(text)
+    code = mixtures.LLAMA_CPP_WITHOUT_AMX + (
+        "import sys, llama_cpp; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
+        "print(m.tokenize(sys.argv[2].encode(), add_bos=False, special=False))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out), text], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert eval(proc.stdout.strip().splitlines()[-1]) == ids
+
+
 def test_train_quantize_run(tmp_path):
     """``pyllm train`` (byte-level BPE) -> ``pyllm quantize`` -> the file runs in pyllm, greedy as the
     trained directory does, and in llama.cpp."""

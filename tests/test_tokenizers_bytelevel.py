@@ -39,8 +39,11 @@ def test_llama3_and_qwen2_splits():
                                          "'T"]
     assert _bpe.pretokenize("x 1234", 2) == ["x", " ", "1", "2", "3", "4"]
     assert _bpe.pretokenize("x 1234", 0) == ["x", " 1234"]
-    with pytest.raises(ValueError, match="kind must be 0, 1 or 2"):
-        _bpe.pretokenize("x", 3)
+    # 3: SmolLM's Digits(individual_digits) then GPT-2's regex, each digit ending the text before it
+    assert _bpe.pretokenize("x 1234  y\t5 '6", 3) == ["x", " ", "1", "2", "3", "4", " ", " y", "\t", "5", " '",
+                                                       "6"]
+    with pytest.raises(ValueError, match="kind must be 0, 1, 2 or 3"):
+        _bpe.pretokenize("x", 4)
 
 
 @pytest.fixture(scope="module")

@@ -99,6 +99,46 @@ def test_bpe_model_options_match_tokenizers(tmp_path_factory, fuse_unk, byte_fal
     assert ours.decode(ids) == theirs.decode(ids)
 
 
+@pytest.fixture(scope="module")
+def digits_pair(tmp_path_factory):
+    """SmolLM2's vocabulary under SmolLM's own tokenizer.json pre-tokenizer: Digits(individual_digits)
+    then ByteLevel (GPT-2's regex); pyllm's tokenizer and transformers' on the same directory."""
+    from tokenizer_cases import smollm2_metadata
+
+    from pyllm.tokenizers import BPETokenizer, load_tokenizer
+    from pyllm.tokenizers.files import bpe_to_hf_json
+
+    d = tmp_path_factory.mktemp("digits")
+    obj = bpe_to_hf_json(BPETokenizer.from_gguf_metadata(smollm2_metadata()))
+    obj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    (d / "tokenizer.json").write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+    (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}),
+                                             encoding="utf-8")
+    return load_tokenizer(d), transformers.AutoTokenizer.from_pretrained(str(d))
+
+
+DIGIT_WORDS = ["1", "23", " 4", "  56", "\t7", "\n8", "\u0663", "\u00b2", "\u00bd", "\u2167", "x9", "'1", "$3.50",
+               "2nd"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.one_of(st.sampled_from(WORDS + DIGIT_WORDS), st.text(max_size=6)), max_size=12).map("".join))
+def test_digits_then_bytelevel_matches_transformers(digits_pair, text):
+    ours, theirs = digits_pair
+    ids = theirs.encode(text)
+    assert ours.encode(text) == ids
+    assert ours.decode(ids) == theirs.decode(ids)
+
+
+def test_digits_then_bytelevel_splits_every_digit(digits_pair):
+    ours, theirs = digits_pair
+    for text in ["a 123", "Call 555-0199 now!!1", "x  1\t2\n3 ", "2024-12-07T15:37:00Z", "\u0663\u0664 \u00b2\u00b3"]:
+        assert ours.encode(text) == theirs.encode(text), text
+    assert str(theirs.backend_tokenizer.pre_tokenizer).startswith("Sequence(pretokenizers=[Digits(")
+
+
 def test_fixtures_load_in_transformers_as_recorded(pairs):
     for case, (_, theirs) in pairs.items():
         assert str(theirs.backend_tokenizer.pre_tokenizer) == REFS[case]["pre_tokenizer"], case

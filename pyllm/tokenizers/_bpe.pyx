@@ -34,6 +34,7 @@ cdef enum:
     PRE_GPT2 = 0
     PRE_LLAMA3 = 1
     PRE_QWEN2 = 2
+    PRE_GPT2_DIGITS = 3  # every \p{N} a piece of its own, GPT-2's regex between them (SmolLM's)
 
 cdef enum:
     CL_OTHER = 0
@@ -100,13 +101,17 @@ cdef inline uint32_t decode_cp(const uint8_t* s, Py_ssize_t i, int* length) noex
     return ((c & 0x07) << 18) | ((s[i + 1] & 0x3F) << 12) | ((s[i + 2] & 0x3F) << 6) | (s[i + 3] & 0x3F)
 
 
-cdef Py_ssize_t piece_end(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos) noexcept nogil:
+cdef Py_ssize_t piece_end(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos, bint digits=False) noexcept nogil:
     """End (byte offset) of the regex match that starts at pos; the alternatives in order:
-    's|'t|'re|'ve|'m|'ll|'d | ?\\p{L}+ | ?\\p{N}+ | ?[^\\s\\p{L}\\p{N}]+ | \\s+(?!\\S) | \\s+"""
+    's|'t|'re|'ve|'m|'ll|'d | ?\\p{L}+ | ?\\p{N}+ | ?[^\\s\\p{L}\\p{N}]+ | \\s+(?!\\S) | \\s+
+    With ``digits``, HF's Digits(individual_digits) runs first: each \\p{N} is a piece alone
+    and the regex runs on the text between them, each digit ending it as the text's end would."""
     cdef int ln, ln2
     cdef uint32_t c = decode_cp(s, pos, &ln), c2
     cdef uint8_t k = char_class(c), k2
     cdef Py_ssize_t i = pos, last
+    if digits and k == CL_NUMBER:
+        return pos + ln
     if c == 39 and pos + 1 < n:  # contractions, lower case only
         c2 = s[pos + 1]
         if c2 == 115 or c2 == 116 or c2 == 109 or c2 == 100:  # s t m d
@@ -117,6 +122,8 @@ cdef Py_ssize_t piece_end(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos) noexce
     if c == 32 and pos + 1 < n:  # " ?": one space joins a run of letters, numbers or others
         c2 = decode_cp(s, pos + 1, &ln2)
         k2 = char_class(c2)
+        if digits and k2 == CL_NUMBER:  # the space ends its text: \s+(?!\S) takes it alone
+            return pos + 1
         if k2 != CL_SPACE:
             i = pos + 1
             ln = ln2
@@ -135,7 +142,10 @@ cdef Py_ssize_t piece_end(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos) noexce
     i += ln
     while i < n:
         c = decode_cp(s, i, &ln)
-        if char_class(c) != CL_SPACE:
+        k = char_class(c)
+        if k != CL_SPACE:
+            if digits and k == CL_NUMBER:  # the run ends its text: all of it is one piece
+                return i
             return last if last > pos else i
         last = i
         i += ln
@@ -222,18 +232,18 @@ cdef Py_ssize_t piece_end_llama3(const uint8_t* s, Py_ssize_t n, Py_ssize_t pos,
 
 
 cdef inline Py_ssize_t split_end(int kind, const uint8_t* s, Py_ssize_t n, Py_ssize_t pos) noexcept nogil:
-    if kind == PRE_GPT2:
-        return piece_end(s, n, pos)
+    if kind == PRE_GPT2 or kind == PRE_GPT2_DIGITS:
+        return piece_end(s, n, pos, kind == PRE_GPT2_DIGITS)
     return piece_end_llama3(s, n, pos, 3 if kind == PRE_LLAMA3 else 1)
 
 
 def pretokenize(str text, int kind=0):
     """The pieces the scanner cuts, as str (for tests against the reference regex).
-    ``kind``: 0 GPT-2's regex, 1 Llama 3's, 2 Qwen2's."""
+    ``kind``: 0 GPT-2's regex, 1 Llama 3's, 2 Qwen2's, 3 GPT-2's with every digit alone."""
     cdef Py_ssize_t n, pos = 0, end
     cdef const uint8_t* s = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &n)
-    if kind not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2):
-        raise ValueError(f"kind must be 0, 1 or 2, got {kind}")
+    if kind not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2, PRE_GPT2_DIGITS):
+        raise ValueError(f"kind must be 0, 1, 2 or 3, got {kind}")
     out = []
     while pos < n:
         end = split_end(kind, s, n, pos)
@@ -304,8 +314,8 @@ cdef class BPECore:
         cdef int64_t i, rank, k
         cdef Py_UCS4 ch
         cdef str t
-        if pre not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2):
-            raise ValueError(f"pre must be 0, 1 or 2, got {pre}")
+        if pre not in (PRE_GPT2, PRE_LLAMA3, PRE_QWEN2, PRE_GPT2_DIGITS):
+            raise ValueError(f"pre must be 0, 1, 2 or 3, got {pre}")
         if cache_slots < 0:
             raise ValueError(f"cache_slots must be >= 0, got {cache_slots}")
         self.pre = pre

@@ -62,7 +62,8 @@ CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values that become add
 # tokenizer.ggml.pre -> the split regex transformers uses for it (its GGUF_PRE_TOKENIZER_SPLITS;
 # a name it does not list keeps GPT-2's ByteLevel regex). Only names checked against
 # transformers here are accepted; the split kinds are the scanners of _bpe.pyx.
-SPLIT_KINDS = {"gpt2": 0, "llama3": 1, "qwen2": 2}
+# "gpt2-digits": HF's Digits(individual_digits) then GPT-2's ByteLevel regex (SmolLM's tokenizer.json)
+SPLIT_KINDS = {"gpt2": 0, "llama3": 1, "qwen2": 2, "gpt2-digits": 3}
 PRE_TOKENIZERS = {
     **{name: "gpt2" for name in ("gpt2", "gpt-2", "default", "smollm", "starcoder")},
     **{name: "llama3" for name in ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "dbrx",

@@ -305,10 +305,11 @@ def _post_processor(pp: Optional[Dict[str, Any]], index: Dict[str, int], source:
 
 
 def _pre_tokenizer_split(pre: Optional[Dict[str, Any]], source: str) -> str:
-    """The byte-level split a pre-tokenizer makes: 'gpt2', 'llama3' or 'qwen2'."""
+    """The byte-level split a pre-tokenizer makes: 'gpt2', 'llama3', 'qwen2' or 'gpt2-digits'."""
     bad = ValueError(f"{source}: byte-level pre-tokenizer {json.dumps(pre)[:300]} is not supported; supported: "
-                     "ByteLevel(use_regex=true), or Split(Regex) with GPT-2's, Llama 3's or Qwen2's regex "
-                     "(Isolated) then ByteLevel(use_regex=false), without add_prefix_space")
+                     "ByteLevel(use_regex=true), Digits(individual_digits=true) then ByteLevel(use_regex=true), "
+                     "or Split(Regex) with GPT-2's, Llama 3's or Qwen2's regex (Isolated) then "
+                     "ByteLevel(use_regex=false), without add_prefix_space")
     if pre is None:
         raise bad
     steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
@@ -316,6 +317,9 @@ def _pre_tokenizer_split(pre: Optional[Dict[str, Any]], source: str) -> str:
         raise bad
     if len(steps) == 1 and steps[0].get("type") == "ByteLevel" and steps[0].get("use_regex", True):
         return "gpt2"
+    if (len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits")
+            and steps[1].get("type") == "ByteLevel" and steps[1].get("use_regex", True)):
+        return "gpt2-digits"
     if (len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel"
             and not steps[1].get("use_regex", True) and steps[0].get("behavior") == "Isolated"
             and not steps[0].get("invert")):
