@@ -139,6 +139,16 @@ def test_digits_then_bytelevel_splits_every_digit(digits_pair):
     assert str(theirs.backend_tokenizer.pre_tokenizer).startswith("Sequence(pretokenizers=[Digits(")
 
 
+def test_digits_then_bytelevel_saved_directory_keeps_its_split(digits_pair, tmp_path):
+    from pyllm.tokenizers import load_tokenizer, save_tokenizer
+
+    ours, theirs = digits_pair
+    save_tokenizer(ours, tmp_path)
+    text = "Call 555-0199 now, 2 x  34!"
+    assert load_tokenizer(tmp_path).encode(text) == theirs.encode(text)
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path)).encode(text) == theirs.encode(text)
+
+
 def test_fixtures_load_in_transformers_as_recorded(pairs):
     for case, (_, theirs) in pairs.items():
         assert str(theirs.backend_tokenizer.pre_tokenizer) == REFS[case]["pre_tokenizer"], case

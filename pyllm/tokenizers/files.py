@@ -111,6 +111,8 @@ def tokenizer_to_hf_json(tok: Union[BPETokenizer, SentencePieceBPETokenizer]) ->
         byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
         if tok.split == "gpt2":
             pre: Dict[str, Any] = byte_level
+        elif tok.split == "gpt2-digits":
+            pre = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
         else:
             pre = {"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": SPLITS[tok.split]}, "behavior": "Isolated", "invert": False},
