@@ -374,7 +374,9 @@ def test_api_key_and_bounded_queue(smollm_path):
         headers = {"Authorization": "Bearer sekret"}
         with httpx.Client(timeout=60, headers=headers) as h:
             with h.stream("POST", f"{run.url}/v1/chat/completions", json=body) as first:
-                next(first.iter_lines())  # admitted: holds the only slot
+                # The role chunk comes before admission; a token means the request holds the only slot.
+                lines = (ln for ln in first.iter_lines() if ln.startswith("data: {"))
+                next(ln for ln in lines if json.loads(ln[6:])["choices"][0]["delta"].get("content"))
                 with h.stream("POST", f"{run.url}/v1/chat/completions", json=body) as second:
                     assert second.status_code == 200  # waits in the queue (1 place)
                     third = h.post(f"{run.url}/v1/chat/completions", json=body)
