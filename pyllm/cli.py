@@ -826,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Quantize a GGUF file with the per-tensor types llama.cpp's quantizer gives "
                                    "the file type. Needs the gguf package (pip install 'pyllm[quantize]').")
     p.add_argument("input", help="a GGUF file (F32, F16 or BF16 weights), or a Hugging Face GPT-2, Llama, "
-                   "Mistral, Qwen2 or Qwen3 directory with a byte-level BPE tokenizer.json or a SentencePiece "
+                   "Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 or Phi-3 directory with a byte-level BPE tokenizer.json or a SentencePiece "
                    "tokenizer.model")
     p.add_argument("output", help="the GGUF file to write (replaced only once complete)")
     p.add_argument("--type", default="Q4_K_M", type=str.upper, metavar="TYPE",

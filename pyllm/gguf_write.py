@@ -409,13 +409,16 @@ def _looks_special(token: str) -> bool:
             or (token.startswith("<unused") and token.endswith(">")))
 
 
-def _hf_spm_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[Tuple[str, Any, str, Optional[str]]]:
+def _hf_spm_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str,
+                           phi3: bool = False) -> List[Tuple[str, Any, str, Optional[str]]]:
     """The tokenizer.ggml.* keys of a SentencePiece tokenizer.model (Llama 2's, Mistral's) as
     llama.cpp's converter writes them: the pieces, scores and types, then the tokens of
     added_tokens.json (user-defined) and tokenizer_config.json's added_tokens_decoder (control
     when special or special-looking, else user-defined with their ▁ as spaces), those scored
     -1000; ids up to config.json's vocab_size the model lacks as unused [PAD<i>] tokens scored
-    -10000; special ids, flags and template through SpecialVocab."""
+    -10000; special ids, flags and template through SpecialVocab. Phi-3's converter differs: an added
+    token is control only when marked special, keeps its ▁, and tokenizer.json's added tokens count
+    too."""
     import json
 
     from .tokenizers.files import read_sentencepiece_model
@@ -436,11 +439,17 @@ def _hf_spm_tokenizer_keys(d: Path, config: Dict[str, Any], arch: str) -> List[T
                 tokens[int(i)], scores[int(i)], types[int(i)] = text, -1000.0, _TOKEN_USER
     tc = d / "tokenizer_config.json"
     decoder = json.loads(tc.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) if tc.is_file() else {}
-    for key, data in decoder.items():
+    entries = list(decoder.items())
+    tj = d / "tokenizer.json"
+    if phi3 and tj.is_file():
+        entries += [(a["id"], a) for a in json.loads(tj.read_text(encoding="utf-8")).get("added_tokens") or []]
+    for key, data in entries:
         i, text = int(key), data["content"]
         if not 0 <= i < n:
             continue
-        if data.get("special") or _looks_special(text):
+        if phi3:
+            types[i] = _TOKEN_CONTROL if data.get("special") else _TOKEN_USER
+        elif data.get("special") or _looks_special(text):
             types[i] = _TOKEN_CONTROL
         else:
             text, types[i] = text.replace("\u2581", " "), _TOKEN_USER
@@ -499,8 +508,10 @@ def _read_hf_gpt2(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, Any, Any]
     return "gpt2", keys, 32, tensors, Hyper("gpt2", n_layer=L, n_head=size("n_head"), n_head_kv=size("n_head"))
 
 
-# Hugging Face model_type -> general.architecture of the llama-family directories converted here
-_LLAMA_FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+# Hugging Face model_type -> general.architecture of the decoder directories converted here
+_HF_DECODERS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+                "gemma3_text": "gemma3", "phi3": "phi3"}
+_Key = Tuple[str, Any, str, Optional[str]]
 
 
 def _permute_rope_rows(x: np.ndarray, heads: int) -> np.ndarray:
@@ -513,30 +524,122 @@ def _permute_rope_rows(x: np.ndarray, heads: int) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(heads, 2, half, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape))
 
 
-def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor],
-                                                     Hyper]:
-    """A Hugging Face llama / mistral / qwen2 / qwen3 directory as llama.cpp's converter writes it:
-    GGUF names and metadata (Q/K rows permuted for ``llama``, Llama 3's RoPE factors as
-    ``rope_freqs.weight``), weights as stored."""
+def _llama_family_keys(d: Path, src: Any, sz: Dict[str, Any], arch: str) -> Tuple[List[_Key], Optional[np.ndarray]]:
+    """llama / qwen2 / qwen3 keys past the common sizes, and Llama 3's RoPE factors (or None)."""
     from .models.decoder import llama3_factors
-    from .models.mapping import _LAYER as _HF_LAYER
-    from .models.mapping import LLAMA_GLOBAL, LLAMA_IGNORED, LLAMA_LAYER, HFSource, hf_rope, hf_sizes
+    from .models.mapping import hf_activation, hf_rope
 
-    cfg = ck.config
-    mt = cfg.get("model_type")
-    arch = _LLAMA_FAMILY[mt]
-    src = HFSource(ck)
-    sz = hf_sizes(src)
-    if src.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{d}/config.json: hidden_act {src.get('hidden_act')!r} is not silu")
+    hf_activation(src, ("silu",))
+    mt = src.get("model_type")
     window = src.get("sliding_window", None)
     if window and src.get("use_sliding_window", mt in ("llama", "mistral")) and int(window) < sz["context"]:
         raise ValueError(f"{d}/config.json: sliding_window={window} has no key in llama.cpp's {arch} files; "
                          "pyllm quantize does not convert it")
     theta, params = hf_rope(src)
-    kind = params["rope_type"]
-    hd = sz["head_dim"]
-    md: List[Tuple[str, Any, str, Optional[str]]] = [
+    kind, hd = params["rope_type"], sz["head_dim"]
+    md: List[_Key] = [(f"{arch}.rope.freq_base", theta, "FLOAT32", None),
+                      (f"{arch}.attention.key_length", hd, "UINT32", None),
+                      (f"{arch}.attention.value_length", hd, "UINT32", None)]
+    if arch == "llama":
+        md += [("llama.vocab_size", sz["vocab_size"], "UINT32", None),
+               ("llama.rope.dimension_count", hd, "UINT32", None)]
+    if kind == "linear":
+        md += [(f"{arch}.rope.scaling.type", "linear", "STRING", None),
+               (f"{arch}.rope.scaling.factor", float(params["factor"]), "FLOAT32", None)]
+    elif kind == "llama3" and arch == "llama":
+        return md, llama3_factors(hd, theta, params)
+    elif kind != "default":
+        raise ValueError(f"{d}/config.json: rope_type {kind!r} is not converted by pyllm quantize; "
+                         "supported: default, linear, llama3 (llama)")
+    return md, None
+
+
+def _gemma_keys(d: Path, src: Any, sz: Dict[str, Any], arch: str) -> List[_Key]:
+    """gemma2 / gemma3 keys past the common sizes. llama.cpp's files carry no layer pattern (its
+    default: gemma2 alternates from a sliding layer 0, gemma3 has 5 sliding layers to 1 global) and
+    no query scale (1/sqrt(key_length)): directories that differ are refused, not mis-converted."""
+    from .models.gemma2 import hf_layer_types
+    from .models.gemma3 import hf_rope_by_type
+    from .models.mapping import hf_activation, hf_rope
+
+    hf_activation(src, ("gelu_pytorch_tanh", "gelu_tanh"))
+    hd, L = sz["head_dim"], sz["n_layer"]
+    pattern = 2 if arch == "gemma2" else 6
+    types = hf_layer_types(src, L, int(src.get("sliding_window_pattern", pattern)))
+    if types != ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]:
+        raise ValueError(f"{d}/config.json: layer_types are not {arch}'s pattern of {pattern - 1} sliding layer(s) "
+                         f"to 1 global, the only one llama.cpp's {arch} files express")
+    scalar = float(src.get("query_pre_attn_scalar", hd))
+    if scalar != hd:
+        raise ValueError(f"{d}/config.json: query_pre_attn_scalar={scalar:g} is not head_dim={hd}: llama.cpp's "
+                         f"{arch} files scale attention by 1/sqrt(head_dim)")
+    md: List[_Key] = [(f"{arch}.attention.key_length", hd, "UINT32", None),
+                      (f"{arch}.attention.value_length", hd, "UINT32", None),
+                      (f"{arch}.attention.sliding_window", int(src.get("sliding_window")), "UINT32", None)]
+    if arch == "gemma2":
+        for cap in ("attn_logit_softcapping", "final_logit_softcapping"):
+            v = src.get(cap, None)
+            if v is None:  # llama.cpp's gemma2 always caps, with 50 / 30 when the key is absent
+                raise ValueError(f"{d}/config.json: {cap} is not set; llama.cpp's gemma2 files always cap")
+            md.append((f"gemma2.{cap}", float(v), "FLOAT32", None))
+        theta, params = hf_rope(src)
+        if params["rope_type"] != "default":
+            raise ValueError(f"{d}/config.json: rope_type {params['rope_type']!r}: gemma2 files have no RoPE scaling")
+        if theta != 10000.0:
+            md.append(("gemma2.rope.freq_base", theta, "FLOAT32", None))
+        return md
+    for cap in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if src.get(cap, None):
+            raise ValueError(f"{d}/config.json: {cap} is not part of Gemma 3 as pyllm runs it")
+    rope = hf_rope_by_type(src)
+    (g_theta, g_scale), (l_theta, l_scale) = rope["full_attention"], rope["sliding_attention"]
+    if l_scale != 1.0:
+        raise ValueError(f"{d}/config.json: scaled RoPE on sliding layers has no key in llama.cpp's gemma3 files")
+    md += [("gemma3.rope.freq_base", g_theta, "FLOAT32", None), ("gemma3.rope.freq_base_swa", l_theta, "FLOAT32", None)]
+    if g_scale != 1.0:
+        md += [("gemma3.rope.scaling.type", "linear", "STRING", None),
+               ("gemma3.rope.scaling.factor", g_scale, "FLOAT32", None)]
+    return md
+
+
+def _phi3_keys(d: Path, src: Any, sz: Dict[str, Any]) -> List[_Key]:
+    """phi3 keys past the common sizes: the rotated dimensions, the window (0: none), no key_length."""
+    from .models.mapping import hf_activation, hf_rope
+
+    hf_activation(src, ("silu",))
+    theta, params = hf_rope(src)
+    if params["rope_type"] != "default":
+        raise ValueError(f"{d}/config.json: rope_type {params['rope_type']!r} (LongRoPE / scaled Phi-3) is not "
+                         "converted by pyllm quantize, which does not run it either")
+    rot = float(src.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0)))
+    if sz["head_dim"] * sz["n_head"] != sz["hidden_size"]:
+        raise ValueError(f"{d}/config.json: head_dim x num_attention_heads is not hidden_size; llama.cpp's phi3 "
+                         "files have no key_length")
+    original = int(src.get("original_max_position_embeddings", sz["context"]))
+    return [("phi3.rope.scaling.original_context_length", original, "UINT32", None),
+            ("phi3.rope.dimension_count", int(rot * sz["hidden_size"]) // sz["n_head"], "UINT32", None),
+            ("phi3.rope.freq_base", theta, "FLOAT32", None),
+            ("phi3.attention.sliding_window", int(src.get("sliding_window", 0) or 0), "UINT32", None)]
+
+
+def _read_hf_decoder(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_Tensor], Hyper]:
+    """A Hugging Face llama / mistral / qwen2 / qwen3 / gemma2 / gemma3_text / phi3 directory as
+    llama.cpp's converter writes it: GGUF names and metadata, Q/K rows permuted for ``llama``, Llama
+    3's RoPE factors as ``rope_freqs.weight``, Gemma's norms stored as 1 + w (added in float32, where
+    llama.cpp adds in the checkpoint's dtype), Phi-3's fused matrices kept fused (gate|up as
+    ``ffn_up``), other weights as stored."""
+    from .models.gemma2 import GEMMA_LAYER
+    from .models.mapping import _LAYER as _HF_LAYER
+    from .models.mapping import LLAMA_GLOBAL, LLAMA_IGNORED, LLAMA_LAYER, HFSource, hf_sizes
+    from .models.phi3 import PHI3_LAYER
+
+    cfg = ck.config
+    mt = cfg.get("model_type")
+    arch = _HF_DECODERS[mt]
+    gemma = arch in ("gemma2", "gemma3")
+    src = HFSource(ck)
+    sz = hf_sizes(src)
+    md: List[_Key] = [
         ("general.type", "model", "STRING", None), ("general.name", d.resolve().name, "STRING", None),
         (f"{arch}.block_count", sz["n_layer"], "UINT32", None),
         (f"{arch}.context_length", sz["context"], "UINT32", None),
@@ -544,29 +647,32 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
         (f"{arch}.feed_forward_length", sz["ffn_size"], "UINT32", None),
         (f"{arch}.attention.head_count", sz["n_head"], "UINT32", None),
         (f"{arch}.attention.head_count_kv", sz["n_kv_head"], "UINT32", None),
-        (f"{arch}.rope.freq_base", theta, "FLOAT32", None),
-        (f"{arch}.attention.layer_norm_rms_epsilon", float(src.get("rms_norm_eps", 1e-6)), "FLOAT32", None),
-        (f"{arch}.attention.key_length", hd, "UINT32", None),
-        (f"{arch}.attention.value_length", hd, "UINT32", None)]
-    if arch == "llama":
-        md += [("llama.vocab_size", sz["vocab_size"], "UINT32", None),
-               ("llama.rope.dimension_count", hd, "UINT32", None)]
+        (f"{arch}.attention.layer_norm_rms_epsilon", float(src.get("rms_norm_eps", 1e-6)), "FLOAT32", None)]
     factors = None
-    if kind == "linear":
-        md += [(f"{arch}.rope.scaling.type", "linear", "STRING", None),
-               (f"{arch}.rope.scaling.factor", float(params["factor"]), "FLOAT32", None)]
-    elif kind == "llama3" and arch == "llama":
-        factors = llama3_factors(hd, theta, params)
-    elif kind != "default":
-        raise ValueError(f"{d}/config.json: rope_type {kind!r} is not converted by pyllm quantize; "
-                         "supported: default, linear, llama3 (llama)")
+    if gemma:
+        md += _gemma_keys(d, src, sz, arch)
+        layer_names = GEMMA_LAYER
+    elif arch == "phi3":
+        md += _phi3_keys(d, src, sz)
+        layer_names = {**PHI3_LAYER, "mlp.gate_up_proj.weight": "ffn_up"}  # llama.cpp keeps gate|up as ffn_up
+    else:
+        more, factors = _llama_family_keys(d, src, sz, arch)
+        md += more
+        layer_names = LLAMA_LAYER
     # a tokenizer.model is read first, as llama.cpp's converter does for these models
     spm = (d / "tokenizer.model").is_file()
-    md += _hf_spm_tokenizer_keys(d, cfg, arch) if spm else _hf_tokenizer_keys(d, cfg, arch)
+    if spm:
+        md += _hf_spm_tokenizer_keys(d, cfg, arch, phi3=arch == "phi3")
+        if gemma:
+            md.append(("tokenizer.ggml.add_space_prefix", False, "BOOL", None))
+    else:
+        md += _hf_tokenizer_keys(d, cfg, arch)
+    n_tokens = next(len(v) for k, v, _, _ in md if k == "tokenizer.ggml.tokens")
     VT = _gguf().GGUFValueType
     keys = [(k, v.encode("utf-8") if isinstance(v, str) else v, VT[t], VT[s] if s else None) for k, v, t, s in md]
 
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    # gemma2's converter drops lm_head always, the others when the head is tied
+    tied = arch == "gemma2" or bool(cfg.get("tie_word_embeddings", gemma))
     skip = re.compile("|".join(f"(?:{p})" for p in LLAMA_IGNORED) + (r"|^lm_head\.weight$" if tied else ""))
     tensors: List[_Tensor] = []
     if factors is not None:
@@ -576,8 +682,8 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
         if skip.search(full):
             continue
         m = _HF_LAYER.match(full)
-        if m and m.group(2) in LLAMA_LAYER:
-            slot = f"blk.{int(m.group(1))}.{LLAMA_LAYER[m.group(2)]}"
+        if m and m.group(2) in layer_names:
+            slot = f"blk.{int(m.group(1))}.{layer_names[m.group(2)]}"
         elif full in LLAMA_GLOBAL:
             slot = LLAMA_GLOBAL[full]
         else:
@@ -586,12 +692,18 @@ def _read_hf_llama_family(d: Path, ck: Any) -> Tuple[str, List[Tuple[str, Any, A
         heads = 0
         if arch == "llama" and m and m.group(2).startswith(("self_attn.q_proj.", "self_attn.k_proj.")):
             heads = sz["n_head"] if "q_proj" in m.group(2) else sz["n_kv_head"]
+        plus_one = gemma and slot.endswith("norm")
+        shape = tuple(ck.shape(full))
+        if arch == "gemma3" and slot == "token_embd" and shape[0] > n_tokens:
+            shape = (n_tokens, *shape[1:])  # the converter drops the rows past the vocabulary
 
-        def raw(full: str = full, heads: int = heads) -> np.ndarray:
-            x = ck.float32(full)
-            return _permute_rope_rows(x, heads) if heads else x
+        def raw(full: str = full, heads: int = heads, plus_one: bool = plus_one, rows: int = shape[0]) -> np.ndarray:
+            x = np.ascontiguousarray(ck.float32(full)[:rows])
+            if heads:
+                return _permute_rope_rows(x, heads)
+            return x + np.float32(1.0) if plus_one else x
 
-        tensors.append(_Tensor(name, tuple(ck.shape(full)), "F32", raw))
+        tensors.append(_Tensor(name, shape, "F32", raw))
     return arch, keys, 32, tensors, Hyper(arch, n_layer=sz["n_layer"], n_head=sz["n_head"],
                                           n_head_kv=sz["n_kv_head"])
 
@@ -604,10 +716,10 @@ def _read_hf(d: Path) -> Tuple[str, List[Tuple[str, Any, Any, Any]], int, List[_
     mt = ck.config.get("model_type")
     if mt == "gpt2":
         return _read_hf_gpt2(d, ck)
-    if mt in _LLAMA_FAMILY:
-        return _read_hf_llama_family(d, ck)
+    if mt in _HF_DECODERS:
+        return _read_hf_decoder(d, ck)
     raise ValueError(f"{d} holds a {mt!r} model: pyllm quantize converts Hugging Face "
-                     f"{', '.join(['gpt2', *_LLAMA_FAMILY])} directories; convert others with llama.cpp's "
+                     f"{', '.join(['gpt2', *_HF_DECODERS])} directories; convert others with llama.cpp's "
                      "convert_hf_to_gguf.py first")
 
 
@@ -663,10 +775,11 @@ def quantize(src: PathLike, dst: PathLike, type: str = "Q4_K_M", threads: Option
              allow_requantize: bool = False) -> Dict[str, str]:
     """Write ``dst``, a GGUF file of llama.cpp file type ``type`` (``"Q4_K_M"``,
     ``"q8_0"``, ... one of :data:`FILE_TYPES`), from ``src``: a GGUF file, or a
-    Hugging Face GPT-2, Llama, Mistral, Qwen2 or Qwen3 directory with a
-    byte-level BPE tokenizer (GPT-2's, Llama 3's or Qwen2's split; ``pyllm
-    train --tokenizer bpe`` writes one) or a SentencePiece ``tokenizer.model``
-    (Llama 2's, Mistral's), converted as llama.cpp's converter converts it.
+    Hugging Face GPT-2, Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text)
+    or Phi-3 directory with a byte-level BPE tokenizer (GPT-2's, Llama 3's or
+    Qwen2's split; ``pyllm train --tokenizer bpe`` writes one) or a
+    SentencePiece ``tokenizer.model`` (Llama 2's, Mistral's, Gemma's,
+    Phi-3's), converted as llama.cpp's converter converts it.
 
     Each tensor gets the type llama.cpp's quantizer gives it for that file
     type (:func:`mixture`); the metadata, tokenizer included, is copied and

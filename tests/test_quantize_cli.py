@@ -7,6 +7,7 @@ write; and clear errors on bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -57,7 +58,8 @@ def test_tiny_models_as_llama_cpp_quantizes_them(arch, ftype, tmp_path, capsys):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama2", "mistral", "llama3", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama2", "mistral", "llama3", "qwen2", "qwen3", "gemma2", "gemma3",
+                                  "phi3"])
 def test_hf_directory_as_llama_cpp_converts_it(arch, tmp_path):
     """transformers' tiny directory, converted to F32, is llama.cpp's converter's file: the same
     tensors bit for bit (Q/K rows permuted for llama), the same metadata (but the name: the
@@ -93,6 +95,30 @@ def test_hf_directory_as_llama_cpp_converts_it(arch, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("arch, change, message", [
+    ("gemma2", {"query_pre_attn_scalar": 8}, "query_pre_attn_scalar=8 is not head_dim=16"),
+    ("gemma2", {"layer_types": ["full_attention", "sliding_attention"]}, "layer_types are not gemma2's pattern"),
+    ("gemma2", {"attn_logit_softcapping": None}, "attn_logit_softcapping is not set"),
+    ("gemma3", {"layer_types": ["sliding_attention"] * 6}, "layer_types are not gemma3's pattern"),
+    ("gemma3", {"final_logit_softcapping": 30.0}, "final_logit_softcapping is not part of Gemma 3"),
+    ("gemma3", {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                    "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}},
+     "scaled RoPE on sliding layers"),
+    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "long_factor": [1.0] * 8,
+                                  "short_factor": [1.0] * 8}}, "rope_type 'longrope'"),
+    ("phi3", {"hidden_act": "gelu"}, "activation 'gelu'"),
+])
+def test_hf_directory_llama_cpp_cannot_express(arch, change, message, tmp_path, capsys):
+    """A configuration llama.cpp's file for the architecture has no key for is refused by name,
+    never written as a file that runs another model."""
+    d = tmp_path / arch
+    shutil.copytree(TINY / arch / "hf", d)
+    (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), **change}))
+    assert main(["quantize", str(d), str(tmp_path / "o.gguf"), "--type", "q8_0"]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.gguf").exists()
+
+
 def test_hf_llama_directory_quantized_runs_as_llama_cpp_files(tmp_path):
     """HF directory -> Q8_0 in one step equals llama.cpp's F32 file quantized by pyllm (the same
     tensors but Llama 3's RoPE factors, which stay F32)."""
@@ -108,15 +134,16 @@ def test_hf_llama_directory_quantized_runs_as_llama_cpp_files(tmp_path):
         np.testing.assert_array_equal(np.asarray(a[n].data), np.asarray(b[n].data), err_msg=n)
 
 
-def test_hf_sentencepiece_directory_tokenizes_in_llama_cpp(tmp_path):
-    """A Llama 2 style directory (tokenizer.model) converted by pyllm: llama.cpp splits text into
-    the ids transformers' tokenizer gives on the directory, and greedy tokens come out of it."""
+@pytest.mark.parametrize("arch", ["llama2", "gemma2", "gemma3", "phi3"])
+def test_hf_sentencepiece_directory_tokenizes_in_llama_cpp(arch, tmp_path):
+    """A directory with a SentencePiece tokenizer.model converted by pyllm: llama.cpp splits text
+    into the ids transformers' tokenizer gives on the directory, and greedy tokens come out of it."""
     pytest.importorskip("llama_cpp", reason="llama.cpp runs the file (pip install '.[test]')")
     transformers = pytest.importorskip("transformers")
-    out = tmp_path / "llama2-q8_0.gguf"
-    assert main(["quantize", str(TINY / "llama2" / "hf"), str(out), "--type", "q8_0"]) == 0
+    out = tmp_path / f"{arch}-q8_0.gguf"
+    assert main(["quantize", str(TINY / arch / "hf"), str(out), "--type", "q8_0"]) == 0
     text = "Hello world, it is a fine day.\n  Spaces and 123!"
-    ids = transformers.AutoTokenizer.from_pretrained(TINY / "llama2" / "hf").encode(text)
+    ids = transformers.AutoTokenizer.from_pretrained(TINY / arch / "hf").encode(text)
     code = mixtures.LLAMA_CPP_WITHOUT_AMX + (
         "import sys, llama_cpp; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
         "ids = m.tokenize(sys.argv[2].encode(), add_bos=True, special=False); m.eval(ids); "
@@ -256,8 +283,12 @@ def test_bad_input(tmp_path, capsys):
     assert "unknown file type 'Q7_K'" in capsys.readouterr().err
     assert main(["quantize", str(TINY / "llama3"), str(tmp_path / "o.gguf")]) == 1
     assert "has no config.json" in capsys.readouterr().err
-    assert main(["quantize", str(TINY / "gemma2" / "hf"), str(tmp_path / "o.gguf")]) == 1
-    assert "holds a 'gemma2' model" in capsys.readouterr().err
+    other = tmp_path / "mamba"
+    shutil.copytree(TINY / "llama2" / "hf", other)
+    (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()),
+                                                   "model_type": "mamba"}))
+    assert main(["quantize", str(other), str(tmp_path / "o.gguf")]) == 1
+    assert "holds a 'mamba' model" in capsys.readouterr().err
     no_model = tmp_path / "llama2-without-tokenizer-model"
     shutil.copytree(TINY / "llama2" / "hf", no_model)
     (no_model / "tokenizer.model").unlink()
