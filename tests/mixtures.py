@@ -75,6 +75,26 @@ def make_mixture(src: Path, name: str, out_dir: Path) -> Path:
     return out
 
 
+def hf_directory_from_gguf(path: Path, out: Path) -> Path:
+    """The Hugging Face directory transformers makes of a GGUF file: its GGUF loader's model
+    (weights dequantized by the gguf package, Q/K rows put back in HF's order) written as fp32
+    safetensors with its config, and its tokenizer. ``save_pretrained`` refuses GGUF-loaded
+    models, so the state dict is written directly (the tied head left out, as transformers does)."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    kw = {"gguf_file": path.name}
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    tied = bool(model.config.tie_word_embeddings)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(path.parent, **kw).save_pretrained(out)
+    return out
+
+
 def tensor_types(path: Path) -> Dict[str, int]:
     """How many tensors of each GGUF type the file holds."""
     from gguf import GGUFReader

@@ -181,6 +181,36 @@ def test_perplexity_within_one_percent_of_llama_cpp(name, pyllm_files, llama_fil
     assert abs(mine["perplexity"] / theirs["perplexity"] - 1) <= 0.01
 
 
+@pytest.fixture(scope="session")
+def hf_source(f16_source, tmp_path_factory):
+    """The F16 source as a Hugging Face directory, made by transformers (its GGUF loader, then
+    safetensors): the full-size input of ``pyllm quantize DIR``."""
+    pytest.importorskip("transformers", reason="transformers makes the directory (pip install '.[test]')")
+    pytest.importorskip("safetensors", reason="transformers makes the directory (pip install '.[test]')")
+    return mixtures.hf_directory_from_gguf(f16_source, tmp_path_factory.mktemp("hf") / "SmolLM2-135M-Instruct")
+
+
+def test_hf_directory_quantizes_as_llama_cpp_quantizes_its_gguf(hf_source, llama_files, tmp_path):
+    """The full-size model as a Hugging Face directory, quantized to Q4_K_M by pyllm in one step:
+    every tensor is the byte of llama.cpp's quantizer on the F16 GGUF file, and llama.cpp's
+    perplexity on it over the held-out text is within 1% of its own file's (printed)."""
+    gguf = pytest.importorskip("gguf")
+    out = tmp_path / "from-hf-Q4_K_M.gguf"
+    pyllm.quantize(hf_source, out, type="Q4_K_M")
+    mine = {t.name: t for t in gguf.GGUFReader(str(out)).tensors}
+    theirs = {t.name: t for t in gguf.GGUFReader(str(llama_files["Q4_K_M"])).tensors}
+    assert {n: t.tensor_type.name for n, t in mine.items()} == {n: t.tensor_type.name for n, t in theirs.items()}
+    assert [n for n in mine if not np.array_equal(np.asarray(mine[n].data), np.asarray(theirs[n].data))] == []
+    text = tmp_path / "held_out.txt"
+    text.write_text(HELD_OUT, encoding="utf-8")
+    a = mixtures.llama_cpp_perplexity(out, text)
+    b = mixtures.llama_cpp_perplexity(llama_files["Q4_K_M"], text)
+    print(f"\nQ4_K_M from the HF directory: llama.cpp perplexity over {a['tokens']} tokens {a['perplexity']:.4f}, "
+          f"llama.cpp's own file {b['perplexity']:.4f}")
+    assert a["tokens"] == b["tokens"] > 400
+    assert abs(a["perplexity"] / b["perplexity"] - 1) <= 0.01
+
+
 def test_q4_k_m_matches_transformers(pyllm_files):
     """pyllm runs its own Q4_K_M file as transformers fp32 runs it (the file dequantized by gguf)."""
     pytest.importorskip("transformers")
