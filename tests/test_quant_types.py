@@ -74,6 +74,7 @@ def assert_same_bits(out: np.ndarray, ref: np.ndarray, nan_any: bool = False) ->
         nan = np.isnan(ref)
         np.testing.assert_array_equal(np.isnan(out), nan)
         o, r = o[~nan], r[~nan]
+    o, r = o.reshape(-1), r.reshape(-1)
     bad = np.flatnonzero(o != r)
     assert bad.size == 0, f"{bad.size} of {o.size} elements differ, first at {bad[0]}: {o[bad[0]]:#x} vs {r[bad[0]]:#x}"
 

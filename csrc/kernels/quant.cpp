@@ -778,11 +778,28 @@ PYLLM_UNROLL(4)
     }
 }
 
+// Groups per pass for one activation row: as many as keep the pass's
+// accumulators, scales and terms in registers. AVX2 has 16 ymm registers and
+// two per group for its 16 rows: a spilled accumulator makes every FMA of
+// its chain go through memory (Q5_0 ran at 0.65x with 4 groups on Zen 3,
+// Q8_0 at 0.8x), so AVX2 takes 1 group for 5-bit elements (their high-bit
+// words are a register more), 2 for two sub-blocks (two scales), else 3.
+// AVX-512 (32 zmm, one per group) and the other paths take 4.
+template <int TYPE>
+constexpr int matvec_groups() {
+#if defined(PYLLM_ISA_AVX2) && !defined(PYLLM_ISA_AVX512)
+    constexpr PackFormat f = qpack_format(TYPE);
+    return f.elem == PackElem::Nibble5 ? 1 : f.subs == 2 ? 2 : 3;
+#else
+    return 4;
+#endif
+}
+
 // rows [n0, n1) of packed Wp for M activation rows, TYPE fixed
 template <int TYPE>
 void qpack_matvec_type(float* out, int64_t ldo, const float* x, int64_t ldx, int64_t M, const uint8_t* Wp,
                        int64_t n0, int64_t n1, int64_t K) {
-    constexpr int G = 4;  // groups per pass for one activation row
+    constexpr int G = matvec_groups<TYPE>();
     const int64_t nb = K / kQuantBlock, kcb = gemm_k_block(K, kGemmKC, kQuantBlock) / kQuantBlock;
     alignas(64) float tile[4 * G * kPackRows];  // (4, G*16): partial groups at the end
     for (int64_t n = n0; n < n1;) {
@@ -795,7 +812,7 @@ void qpack_matvec_type(float* out, int64_t ldo, const float* x, int64_t ldx, int
             float* o = whole ? out + m * ldo + n : tile;
             const int64_t lo = whole ? ldo : G * kPackRows;
             const float* xm = x + m * ldx;
-            if (span == G)
+            if (G > 1 && span == G)  // M == 1 (a single group is the mb == 1 tile below)
                 qpack_tile<Lanes, TYPE, 1, G>(o, lo, xm, ldx, Wp, g, nb, kcb);
             else if (mb == 4)
                 qpack_tile<Lanes, TYPE, 4, 1>(o, lo, xm, ldx, Wp, g, nb, kcb);
