@@ -648,10 +648,6 @@ using Lanes = Lanes16;
 using Lanes = Lanes8;
 #endif
 
-#if defined(PYLLM_ISA_AVX2)
-constexpr int64_t kPrefetchRecords = 8;  // how far ahead the decode product fetches records
-#endif
-
 // One record's scales and terms (per sub-block and vector of rows) and elements.
 template <class P, int TYPE>
 struct Record {
@@ -742,10 +738,13 @@ PYLLM_UNROLL(4)
             for (int gi = 0; gi < G; gi++) {
                 const uint8_t* r = Wp + ((g0 + gi) * nb + b) * RB;
 #if defined(PYLLM_ISA_AVX2)
-                // weights stream from DRAM once per token: fetch the record
-                // kPrefetchRecords ahead (a group's records are contiguous)
+                // weights stream from DRAM once per token: fetch this record
+                // of the next pass (the G groups after these, contiguous; on
+                // Zen 3 with 2 threads, 8 records ahead in the group's own
+                // stream left the next pass's other groups cold: Q8_0 decode
+                // +15%, Q4_0 +6% this way)
                 for (int64_t line = 0; line < RB; line += 64)
-                    _mm_prefetch(reinterpret_cast<const char*>(r + kPrefetchRecords * RB + line), _MM_HINT_T0);
+                    _mm_prefetch(reinterpret_cast<const char*>(r + G * nb * RB + line), _MM_HINT_T0);
 #endif
                 rec[gi].load(r);
             }
